@@ -1,0 +1,1 @@
+"""gss layer; see docs/ARCHITECTURE.md."""

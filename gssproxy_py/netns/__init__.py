@@ -1,0 +1,1 @@
+"""netns layer; see docs/ARCHITECTURE.md."""

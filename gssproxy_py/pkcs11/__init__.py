@@ -1,0 +1,1 @@
+"""pkcs11 layer; see docs/ARCHITECTURE.md."""

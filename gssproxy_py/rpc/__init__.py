@@ -1,0 +1,1 @@
+"""rpc layer; see docs/ARCHITECTURE.md."""

@@ -1,0 +1,1 @@
+"""xdr layer; see docs/ARCHITECTURE.md."""

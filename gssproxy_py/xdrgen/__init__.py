@@ -1,0 +1,1 @@
+"""xdrgen layer; see docs/ARCHITECTURE.md."""
