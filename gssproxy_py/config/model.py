@@ -1,0 +1,233 @@
+"""The validated configuration: global settings, services and the whole `Config`.
+
+These are plain frozen values. They are built by `options.py` from the INI
+sections and consumed by the server (listeners, limits, reload), by
+`match.py` (which service serves a peer) and by the GSS and PKCS#11 handlers
+(what a service may do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+from gssproxy_py.config.flags import DEFAULT_ENFORCE_FLAGS, DEFAULT_FILTER_FLAGS
+
+DEFAULT_WORKER_THREADS = 5
+DEFAULT_STATE_DIR = "/var/lib/gssproxy-py"
+DEFAULT_MAX_RECORD_SIZE = 1024 * 1024
+MIN_MAX_RECORD_SIZE = 4096
+MAX_MAX_RECORD_SIZE = 16 * 1024 * 1024
+DEFAULT_MAX_CALLS_PER_CONNECTION = 16
+DEFAULT_CALL_TIMEOUT = 10.0
+DEFAULT_USE_GSS_PROXY_FILE = "/proc/net/rpc/use-gss-proxy"
+DEFAULT_MIN_LIFETIME = 15
+
+
+class CredUsage(IntEnum):
+    """A service's `cred_usage`; values are the `gssx_cred_usage` wire values."""
+
+    INITIATE = 1
+    ACCEPT = 2
+    BOTH = 3
+
+
+class Mech(StrEnum):
+    """Mechanisms a service may list in `mechs`."""
+
+    KRB5 = "krb5"
+
+
+class PinSourceKind(StrEnum):
+    """Where a PKCS#11 PIN is read from."""
+
+    KEYRING = "keyring"
+    FILE = "file"
+
+
+@dataclass(frozen=True, slots=True)
+class PinSource:
+    """`pkcs11_pin = keyring:DESCRIPTION` or `file:PATH`.
+
+    `location` is the key description or the absolute file path, never the
+    PIN itself.
+    """
+
+    kind: PinSourceKind
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class SelinuxContext:
+    """An SELinux context `user:role:type[:range]`.
+
+    The range may itself contain colons (`s0-s0:c0.c1023`), so only the first
+    three colons separate fields.
+    """
+
+    user: str
+    role: str
+    type: str
+    range: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SelinuxContext | None:
+        """Parse a context string; None if it lacks user, role or type."""
+        parts = text.split(":", 3)
+        if len(parts) < 3 or not all(parts[:3]):
+            return None
+        if len(parts) == 4:
+            if not parts[3]:
+                return None
+            return cls(parts[0], parts[1], parts[2], parts[3])
+        return cls(parts[0], parts[1], parts[2])
+
+    def admits(self, peer: SelinuxContext) -> bool:
+        """Whether a peer context satisfies this (configured) one.
+
+        The range is compared only when the configuration gives one.
+        """
+        if (self.user, self.role, self.type) != (peer.user, peer.role, peer.type):
+            return False
+        return self.range is None or self.range == peer.range
+
+    def __str__(self) -> str:
+        base = f"{self.user}:{self.role}:{self.type}"
+        return base if self.range is None else f"{base}:{self.range}"
+
+
+@dataclass(frozen=True, slots=True)
+class OptionOrigin:
+    """Where an option of a service or of `[gssproxy]` was set."""
+
+    option: str
+    file: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalSettings:
+    """The `[gssproxy]` section.
+
+    gssproxy's options:
+
+    * `debug_level`: from `debug_level` (int ≥ 0), else 1 if `debug` is true,
+      else 0 (the command line may override it).
+    * `syslog_status`: log every GSS failure status to syslog.
+    * `run_as_user`: user name to switch to after the sockets exist; resolved
+      by the server, kept as written.
+    * `worker_threads`: from `worker threads` (with the space), ≥ 1.
+
+    Our additions:
+
+    * `state_dir` (`state_dir`, absolute path): where the credential-handle key
+      file lives.
+    * `max_record_size` (bytes, 4096..16 MiB): largest RPC record accepted or
+      sent; gssproxy's fixed limit is 1 MiB.
+    * `max_calls_per_connection` (≥ 1): calls from one connection processed
+      concurrently; gssproxy handles one at a time.
+    * `call_timeout` (seconds, > 0): deadline for one call; below the
+      interposer's 15 s client timeout by default.
+    * `use_gss_proxy_file` (absolute path): the kernel's enable file, written
+      for services with `kernel_nfsd`; configurable because `/proc/net/rpc`
+      may not exist (tests, containers).
+    """
+
+    debug_level: int = 0
+    syslog_status: bool = False
+    run_as_user: str | None = None
+    worker_threads: int = DEFAULT_WORKER_THREADS
+    state_dir: str = DEFAULT_STATE_DIR
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE
+    max_calls_per_connection: int = DEFAULT_MAX_CALLS_PER_CONNECTION
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    use_gss_proxy_file: str = DEFAULT_USE_GSS_PROXY_FILE
+    origins: tuple[OptionOrigin, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One `[service/NAME]` section.
+
+    gssproxy's options keep their names and meanings (see the reference, §2.3);
+    `socket` is normalised with `os.path.normpath` (no symlink resolution) and
+    None means the default socket. `cred_store` keeps every `key:value` pair in
+    file order, unexpanded (see `expand.py`).
+
+    Our additions:
+
+    * `netns` / `netns_all`: `netns = NAME [NAME...]` restricts the service to
+      peers in those named network namespaces (`/run/netns/NAME`);
+      `netns = all` sets `netns_all` and means every namespace. Unset means
+      no namespace restriction in matching.
+    * `pkcs11_module`: absolute path of the PKCS#11 module to load.
+    * `pkcs11_uris`: the `pkcs11_uri` values (multi-valued), each starting
+      with `pkcs11:`; parsed fully by the PKCS#11 layer.
+    * `pkcs11_pin`: where the token PIN comes from.
+
+    `file` / `line` locate the section header; `origins` locate each option.
+    """
+
+    name: str
+    euid: int
+    mechs: tuple[Mech, ...]
+    file: str = "<string>"
+    line: int = 0
+    cred_store: tuple[tuple[str, str], ...] = ()
+    krb5_principal: str | None = None
+    cred_usage: CredUsage = CredUsage.BOTH
+    socket: str | None = None
+    program: str | None = None
+    selinux_context: SelinuxContext | None = None
+    allow_any_uid: bool = False
+    trusted: bool = False
+    impersonate: bool = False
+    allow_protocol_transition: bool = False
+    allow_constrained_delegation: bool = False
+    allow_client_ccache_sync: bool = False
+    kernel_nfsd: bool = False
+    filter_flags: int = DEFAULT_FILTER_FLAGS
+    enforce_flags: int = DEFAULT_ENFORCE_FLAGS
+    min_lifetime: int = DEFAULT_MIN_LIFETIME
+    netns: tuple[str, ...] = ()
+    netns_all: bool = False
+    pkcs11_module: str | None = None
+    pkcs11_uris: tuple[str, ...] = ()
+    pkcs11_pin: PinSource | None = None
+    origins: tuple[OptionOrigin, ...] = ()
+
+    def origin(self, option: str) -> OptionOrigin | None:
+        """Where `option` was first set in this service, if it was."""
+        for o in self.origins:
+            if o.option == option:
+                return o
+        return None
+
+    def cred_store_values(self, key: str) -> tuple[str, ...]:
+        """All (unexpanded) `cred_store` values for `key`, in order."""
+        return tuple(v for k, v in self.cred_store if k == key)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole loaded configuration.
+
+    `services` keep configuration order: the main file first, then conf.d
+    files in sorted order, and within a file the order of first appearance.
+    `files` lists what was read, in that order. `warnings` are likely
+    mistakes (unknown options, sections dropped because an earlier file
+    defined them); `notes` are informational (conf.d files skipped by name).
+    """
+
+    globals: GlobalSettings
+    services: tuple[Service, ...]
+    files: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def service(self, name: str) -> Service | None:
+        """The service called `name`, if configured."""
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        return None
