@@ -18,7 +18,7 @@ primitives could raise is translated at that one boundary.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import xdrlib3
@@ -26,6 +26,7 @@ import xdrlib3
 from gssproxy_py.errors import XdrEncodeError, XdrError
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 #: Default cap on the element count of an unbounded array (`T<>`).
 DEFAULT_MAX_ITEMS = 1 << 16
@@ -126,6 +127,15 @@ class Decoder(xdrlib3.Unpacker):
         if v not in valid:
             raise XdrError(f"{v} is not a value of enum {name}")
         return v
+
+    def enum_member(self, members: Mapping[int, E], name: str) -> E:
+        """Read an enum and return its member; an unknown value is an error."""
+        self._need(4)
+        v = self.unpack_int()
+        try:
+            return members[v]
+        except KeyError:
+            raise XdrError(f"{v} is not a value of enum {name}") from None
 
     # -- opaque data -------------------------------------------------------------
     def _take(self, n: int) -> bytes:
