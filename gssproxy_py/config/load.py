@@ -41,7 +41,10 @@ def _read(path: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"not valid UTF-8 at byte {exc.start}", file=path) from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"not valid UTF-8 (byte offset {exc.start})", file=path, line=line
+        ) from None
 
 
 def _same_file(a: os.stat_result | None, b: os.stat_result) -> bool:

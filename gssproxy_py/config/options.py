@@ -79,6 +79,8 @@ SERVICE_BOOL_OPTIONS = (
     "kernel_nfsd",
 )
 
+SERVICE_MULTI_OPTIONS = frozenset({"cred_store", "pkcs11_uri"})
+
 SERVICE_OPTIONS = frozenset(
     {
         "euid",
@@ -130,23 +132,31 @@ class _SectionReader:
 
     __slots__ = ("known", "origins", "section", "warnings")
 
-    def __init__(self, section: IniSection, known: frozenset[str]) -> None:
+    def __init__(
+        self, section: IniSection, known: frozenset[str], multi: frozenset[str] = frozenset()
+    ) -> None:
         self.section = section
         self.known = known
         self.warnings: list[str] = []
         self.origins: list[OptionOrigin] = []
+        # Report the first repeat in file order, before any value is looked at.
+        first_seen: dict[str, IniEntry] = {}
+        for entry in section.entries:
+            if entry.key not in known or entry.key in multi:
+                continue
+            first = first_seen.setdefault(entry.key, entry)
+            if first is not entry:
+                raise _error(
+                    entry,
+                    f"set again in [{section.name}]; first set at {first.where} "
+                    "(this option takes one value per section)",
+                )
 
     def single(self, key: str) -> IniEntry | None:
         entries = self.section.get(key)
         if not entries:
             return None
-        if len(entries) > 1:
-            first, again = entries[0], entries[1]
-            raise _error(
-                again,
-                f"set again in [{self.section.name}]; first set at {first.where} "
-                "(this option takes one value per section)",
-            )
+        assert len(entries) == 1, "repeats are rejected in __init__"
         self._check_nonempty(entries[0])
         self.origins.append(OptionOrigin(key, entries[0].file, entries[0].line))
         return entries[0]
@@ -405,7 +415,7 @@ def parse_service_section(section: IniSection) -> tuple[Service, list[str]]:
             raise _error(
                 entries[0], f"{removed} has been removed; use cred_store = {store_key}:{path}"
             )
-    r = _SectionReader(section, SERVICE_OPTIONS)
+    r = _SectionReader(section, SERVICE_OPTIONS, SERVICE_MULTI_OPTIONS)
     r.warn_unknown(GLOBAL_OPTIONS, "[gssproxy]")
 
     euid = _parse_euid(r.required("euid"))
