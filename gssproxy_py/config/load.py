@@ -28,7 +28,7 @@ from gssproxy_py.errors import ConfigError
 DEFAULT_CONFIG_DIR = "/etc/gssproxy"
 DEFAULT_CONFIG_FILE = "/etc/gssproxy/gssproxy.conf"
 # gssproxy's compiled-in GP_SOCKET_NAME, the path the kernel connects to.
-DEFAULT_SOCKET = "/var/run/gssproxy.sock"
+DEFAULT_SOCKET = "/var/lib/gssproxy/default.sock"
 CONF_D_PATTERN = re.compile(r"^[0-9]{2}-.+\.conf$")
 
 

@@ -44,7 +44,7 @@ def defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Pat
 def test_constants() -> None:
     assert DEFAULT_CONFIG_FILE == "/etc/gssproxy/gssproxy.conf"
     assert DEFAULT_CONFIG_DIR == "/etc/gssproxy"
-    assert DEFAULT_SOCKET == "/var/run/gssproxy.sock"
+    assert DEFAULT_SOCKET == "/var/lib/gssproxy/default.sock"
 
 
 @pytest.mark.parametrize(
