@@ -27,7 +27,8 @@ from gssproxy_py.errors import ConfigError
 
 DEFAULT_CONFIG_DIR = "/etc/gssproxy"
 DEFAULT_CONFIG_FILE = "/etc/gssproxy/gssproxy.conf"
-# gssproxy's compiled-in GP_SOCKET_NAME, the path the kernel connects to.
+# gssproxy's compiled-in GP_SOCKET_NAME, also the interposer's default. (The kernel dials
+# /var/run/gssproxy.sock, which NFS server configs name with `socket =`.)
 DEFAULT_SOCKET = "/var/lib/gssproxy/default.sock"
 CONF_D_PATTERN = re.compile(r"^[0-9]{2}-.+\.conf$")
 
