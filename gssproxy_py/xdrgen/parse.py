@@ -54,9 +54,9 @@ def _tpos(tok: Token) -> Pos:
 
 def _int(tok: Token) -> int:
     text = str(tok)
-    if tok.type == "HEXADECIMAL":
+    if text[:2] in ("0x", "0X"):
         return int(text, 16)
-    if tok.type == "OCTAL":
+    if len(text) > 1 and text[0] == "0":
         return int(text, 8)
     return int(text, 10)
 
@@ -359,9 +359,7 @@ def parse(text: str, file: str) -> Specification:
 
 _TERMINAL_NAMES = {
     "IDENT": "identifier",
-    "DECIMAL": "number",
-    "HEXADECIMAL": "number",
-    "OCTAL": "number",
+    "NUMBER": "number",
     "SEMICOLON": "';'",
     "LBRACE": "'{'",
     "RBRACE": "'}'",

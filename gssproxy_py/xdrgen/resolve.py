@@ -537,7 +537,35 @@ class _Resolver:
                 r = self.program(d)
             m.definitions.append(r)
         self.check_cycles()
+        self.mark_linked_lists()
         return m
+
+    def _reaches(self, start: set[str], target: str) -> bool:
+        stack, seen = list(start), set()
+        while stack:
+            x = stack.pop()
+            if x == target:
+                return True
+            if x not in seen:
+                seen.add(x)
+                stack.extend(self._edges(x, False))
+        return False
+
+    def mark_linked_lists(self) -> None:
+        # Only a struct whose *sole* way back to itself is its last field
+        # (`T *next`) can be decoded in a loop; a tree (`T *left; T *right;`)
+        # recurses and keeps the depth limit.
+        m = self.model
+        for i, d in enumerate(m.definitions):
+            if not (isinstance(d, RStruct) and d.linked_list):
+                continue
+            others: set[str] = set()
+            for f in d.fields[:-1]:
+                others |= set(self._all_children(f.shape))
+            if self._reaches(others, d.name):
+                plain = RStruct(d.name, d.fields, linked_list=False)
+                m.definitions[i] = plain
+                m.structs[d.name] = plain
 
 
 def resolve(spec: Specification, file: str) -> Model:

@@ -1,0 +1,99 @@
+"""Fuzz targets: random and mutated bytes into every generated decoder.
+
+The only exception allowed out of a decoder is XdrError (never EOFError,
+struct.error, IndexError, MemoryError or RecursionError). `make test` runs a
+bounded number of examples per decoder; `make fuzz` sets FUZZ_EXAMPLES higher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gssproxy_py.errors import XdrError
+from gssproxy_py.xdr import decode_bytes, encode_bytes
+from gssproxy_py.xdrgen import load
+from tests.support.xdr_strategies import Strategies
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+MODULES = {"gss_proxy": "gssproxy_py.proto.gss_proxy", "rpc_msg": "gssproxy_py.proto.rpc_msg"}
+
+
+def _targets() -> list[tuple[str, str]]:
+    out = []
+    for spec in MODULES:
+        model = load(str(ROOT / "idl" / f"{spec}.x"))
+        out += [(spec, n) for n in [*model.enums, *model.typedefs, *model.structs, *model.unions]]
+    return sorted(out)
+
+
+TARGETS = _targets()
+_strats: dict[str, Strategies] = {}
+
+
+def _strategies(spec: str) -> Strategies:
+    if spec not in _strats:
+        _strats[spec] = Strategies(
+            load(str(ROOT / "idl" / f"{spec}.x")), importlib.import_module(MODULES[spec])
+        )
+    return _strats[spec]
+
+
+def _decode(spec: str, name: str, data: bytes) -> None:
+    fn: Callable[..., Any] = getattr(importlib.import_module(MODULES[spec]), f"decode_{name}")
+    with contextlib.suppress(XdrError):
+        decode_bytes(fn, data)
+
+
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None
+)
+
+
+def test_every_type_has_a_decoder() -> None:
+    assert len([t for t in TARGETS if t[0] == "gss_proxy"]) >= 50
+
+
+@pytest.mark.parametrize(("spec", "name"), TARGETS, ids=[f"{s}.{n}" for s, n in TARGETS])
+@FUZZ
+@given(data=st.binary(max_size=512))
+def test_random_bytes(spec: str, name: str, data: bytes) -> None:
+    _decode(spec, name, data)
+
+
+@st.composite
+def _mutated(draw: st.DrawFn, spec: str, name: str) -> bytes:
+    strat = _strategies(spec)
+    value = draw(strat.named(name))
+    wire = bytearray(encode_bytes(getattr(strat.mod, f"encode_{name}"), value))
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "set", "cut", "insert", "big"]))
+        pos = draw(st.integers(0, max(len(wire) - 1, 0)))
+        if op == "flip" and wire:
+            wire[pos] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set" and wire:
+            wire[pos] = draw(st.integers(0, 255))
+        elif op == "cut":
+            del wire[pos:]
+        elif op == "insert":
+            wire[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "big" and len(wire) >= pos + 4:
+            # a huge length or count where one was: the classic allocation bomb
+            wire[pos : pos + 4] = draw(st.sampled_from([b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff"]))
+    return bytes(wire)
+
+
+@pytest.mark.parametrize(("spec", "name"), TARGETS, ids=[f"{s}.{n}" for s, n in TARGETS])
+@FUZZ
+@given(data=st.data())
+def test_mutated_valid_messages(spec: str, name: str, data: st.DataObject) -> None:
+    _decode(spec, name, data.draw(_mutated(spec, name)))
