@@ -1,0 +1,75 @@
+# gssproxy-py: the two commands a user needs are `make run` and `make test`;
+# both install whatever is missing first (Debian packages, then .venv).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+# Debian's /usr/bin/python3: the venv must be runnable by the other uids tests use.
+SYSPY   := /usr/bin/python3
+APT_PKGS := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gssproxy krb5-gss-samples \
+            krb5-pkinit softhsm2 opensc p11-kit keyutils iproute2 python3-venv python3-dev \
+            util-linux
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+IDL     := $(wildcard idl/*.x)
+STUBS   := $(patsubst idl/%.x,gssproxy_py/proto/%.py,$(IDL))
+
+.PHONY: help deps apt run test unit pytest lint stubs fuzz bench kernel-test clean
+
+help:
+	@echo "make run     start a throwaway realm and the daemon; show a real client through it"
+	@echo "make test    install what is missing, lint, and run the whole test suite"
+	@echo "make bench   gssproxy-py against the C gssproxy, side by side"
+	@echo "make stubs   regenerate gssproxy_py/proto from idl/*.x"
+	@echo "make fuzz    run the decoder fuzz targets for longer"
+	@echo "make lint    ruff and mypy --strict"
+
+deps: apt $(STAMP)
+
+# Install only the packages that are missing, so a prepared machine pays nothing.
+apt:
+	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:" $$missing; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): setup.cfg pyproject.toml
+	[ -x $(PY) ] || $(SYSPY) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+run: deps
+	$(PY) -m gssproxy_py.testing.demo
+
+test: deps lint pytest
+
+pytest: deps
+	$(PY) -m pytest -q
+
+unit: deps
+	$(PY) -m pytest -q tests/unit tests/conformance
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict gssproxy_py
+
+stubs: $(STAMP)
+	@for x in $(IDL); do \
+	    out=gssproxy_py/proto/$$(basename $$x .x).py; \
+	    echo "xdrgen $$x -> $$out"; \
+	    $(PY) -m gssproxy_py.xdrgen $$x -o $$out || exit 1; \
+	done
+
+fuzz: deps
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} $(PY) -m pytest -q tests/fuzz
+
+bench: deps
+	$(PY) -m bench
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis
