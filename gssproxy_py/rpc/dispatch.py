@@ -8,10 +8,22 @@ returns. Handlers never see sockets, and the server never sees GSSAPI.
 
 Rules that live here, so that every program gets them the same way:
 * procedure 0 (NULL) needs no handler: the server answers it with SUCCESS;
-* a procedure in the table without a handler is answered PROC_UNAVAIL;
-* a handler that raises anything is answered SYSTEM_ERR (and logged by the
-  server with the xid); GSS-level failures are *results*, built by the
-  program's own status module, never exceptions that reach the server.
+* a procedure in the table without a handler is answered PROC_UNAVAIL (once
+  its arguments decoded; malformed ones are GARBAGE_ARGS either way);
+* a handler that raises anything, or does not finish within the configured
+  `call_timeout`, is answered SYSTEM_ERR (and logged by the server with the
+  xid); GSS-level failures are *results*, built by the program's own status
+  module, never exceptions that reach the server;
+* a handler runs whether or not the caller matched a configured service:
+  with `service=None` it must refuse the call in its own protocol, giving
+  `no_match_reason` (gssproxy closes the connection instead);
+* handlers run on the event loop and must not block it: blocking work goes
+  to the program's own executor (`loop.run_in_executor`).
+
+Logging, the same for every layer: `log.info` is debug level 1 (one line per
+call or event), `log.debug` is level 2 (decoded structures without secret
+bytes), and `log.log(SECRETS_LOG_LEVEL, ...)` is level 3, the only level at
+which tokens, keys, credential handles or exported contexts may be logged.
 """
 
 from __future__ import annotations
@@ -48,16 +60,27 @@ class CallInfo:
     log: logging.LoggerAdapter[logging.Logger]
 
 
+#: The logging level of messages that may carry secrets (debug level 3 only).
+SECRETS_LOG_LEVEL = 5
+
 #: An async procedure handler: typed argument in, typed result out.
 Handler = Callable[[CallInfo, Any], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class ProgramService:
-    """One RPC program as the server serves it."""
+    """One RPC program as the server serves it.
+
+    `reload` is called after a SIGHUP installed a new configuration (before
+    the next call is dispatched with it); `close` once at shutdown, after the
+    last call finished, to stop the program's executors. Both are optional
+    and must not raise.
+    """
 
     program: Program
     handlers: Mapping[tuple[int, int], Handler]  # (version, procedure) → handler
+    reload: Callable[[Config], None] | None = None
+    close: Callable[[], None] | None = None
 
     def procedure(self, version: int, number: int) -> Procedure | None:
         v = self.program.versions.get(version)

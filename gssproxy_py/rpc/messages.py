@@ -1,0 +1,256 @@
+"""ONC RPC v2 messages (RFC 5531 §9): reading a call header, building replies,
+and routing one record to a procedure or to an RPC-level error reply.
+
+Everything here is a pure function over bytes. `route` applies the checks in
+the order gssproxy applies them (`gp_rpc_process.c`), so a message that breaks
+several rules gets the same answer from both daemons:
+
+| condition                               | answer                                  |
+|-----------------------------------------|-----------------------------------------|
+| xid, msg_type or call body undecodable  | `UndecodableCallError`: no reply, close |
+| msg_type is REPLY                       | MSG_ACCEPTED / GARBAGE_ARGS             |
+| rpcvers != 2                            | MSG_DENIED / RPC_MISMATCH 2..2          |
+| program not served                      | MSG_ACCEPTED / PROG_UNAVAIL             |
+| version not served                      | MSG_ACCEPTED / PROG_MISMATCH low..high  |
+| procedure not in the table (except 0)   | MSG_ACCEPTED / PROC_UNAVAIL             |
+| cred flavor != AUTH_NONE                | MSG_DENIED / AUTH_ERROR AUTH_FAILED (7) |
+| procedure 0 (NULL), no arguments        | MSG_ACCEPTED / SUCCESS, empty result    |
+| arguments do not decode                 | MSG_ACCEPTED / GARBAGE_ARGS             |
+| the procedure has no handler            | MSG_ACCEPTED / PROC_UNAVAIL             |
+| handler raised / result does not encode | MSG_ACCEPTED / SYSTEM_ERR (the server)  |
+
+NULL is answered SUCCESS where gssproxy says PROC_UNAVAIL (the kernel's
+connect-time ping ignores either; RFC 5531 says every program serves NULL),
+and a NULL call that carries arguments is GARBAGE_ARGS. AUTH_FAILED is kept
+although RFC 5531 would suggest AUTH_BADCRED, because that is what existing
+clients have seen. A procedure in the table without a handler (a program not
+wired yet) is PROC_UNAVAIL only after its arguments decoded, so malformed
+arguments are GARBAGE_ARGS whether or not the procedure is implemented.
+The reply verifier is always AUTH_NONE with an empty body: the kernel treats
+any other verifier as garbage.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import xdrlib3
+
+from gssproxy_py.errors import LocalError, PeerError, XdrError
+from gssproxy_py.proto.rpc_msg import (
+    RPC_VERSION,
+    AcceptedReply,
+    AcceptedReplyReplyData,
+    AcceptedReplyReplyDataDefault,
+    AcceptedReplyReplyDataMismatchInfo,
+    AcceptedReplyReplyDataResults,
+    AcceptStat,
+    AuthFlavor,
+    AuthStat,
+    MismatchInfo,
+    MsgType,
+    OpaqueAuth,
+    RejectedReply,
+    RejectedReplyMismatchInfo,
+    RejectedReplyStat,
+    ReplyBodyAreply,
+    ReplyBodyRreply,
+    RpcMsg,
+    RpcMsgBodyRbody,
+    decode_call_body,
+    decode_msg_type,
+    encode_rpc_msg,
+)
+from gssproxy_py.rpc.dispatch import Handler, ProgramService
+from gssproxy_py.xdr.program import Procedure
+from gssproxy_py.xdr.runtime import Decoder, decode_bytes, encode_bytes
+
+#: The NULL procedure every ONC RPC program has (RFC 5531 §12.1).
+NULL_PROCEDURE = 0
+
+
+class UndecodableCallError(PeerError):
+    """The record does not start with a readable RPC message header.
+
+    Without a header there is no xid to answer to, so the connection is
+    closed without a reply, as gssproxy does.
+    """
+
+
+class NotACallError(PeerError):
+    """The message is a REPLY where a CALL was expected; answered GARBAGE_ARGS."""
+
+    def __init__(self, xid: int) -> None:
+        self.xid = xid
+        super().__init__(f"xid {xid:#010x}: a REPLY message was sent to the server")
+
+
+@dataclass(frozen=True, slots=True)
+class CallHeader:
+    """The fixed part of a CALL message; `args` are the bytes after it."""
+
+    xid: int
+    rpcvers: int
+    prog: int
+    vers: int
+    proc: int
+    cred_flavor: int
+    verf_flavor: int
+    args: memoryview | bytes
+
+
+def parse_call(record: bytes) -> CallHeader:
+    """Read the header of one CALL record.
+
+    Raises `NotACallError` for a REPLY and `UndecodableCallError` when the xid, the
+    message type or the call body cannot be read (including an unknown
+    message type and an auth body over 400 bytes).
+    """
+    dec = Decoder(record)
+    try:
+        xid = dec.uint32()
+        if decode_msg_type(dec) != MsgType.CALL:
+            raise NotACallError(xid)
+        body = decode_call_body(dec)
+    except XdrError as exc:
+        raise UndecodableCallError(f"undecodable RPC call header: {exc}") from None
+    except (EOFError, struct.error, xdrlib3.Error) as exc:  # the primitives' own errors
+        raise UndecodableCallError(f"undecodable RPC call header: {exc}") from None
+    return CallHeader(
+        xid=xid,
+        rpcvers=body.rpcvers,
+        prog=body.prog,
+        vers=body.vers,
+        proc=body.proc,
+        cred_flavor=body.cred.flavor,
+        verf_flavor=body.verf.flavor,
+        args=memoryview(record)[dec.get_position() :],
+    )
+
+
+# -- replies -------------------------------------------------------------------
+
+#: AUTH_NONE with an empty body: the only verifier the kernel accepts in a reply.
+_NULL_VERIFIER = OpaqueAuth(flavor=AuthFlavor.AUTH_NONE, body=b"")
+
+
+def _accepted(xid: int, data: AcceptedReplyReplyData) -> bytes:
+    body = ReplyBodyAreply(AcceptedReply(verf=_NULL_VERIFIER, reply_data=data))
+    return encode_bytes(encode_rpc_msg, RpcMsg(xid=xid, body=RpcMsgBodyRbody(body)))
+
+
+def _denied(xid: int, rejected: RejectedReply) -> bytes:
+    body = ReplyBodyRreply(rejected)
+    return encode_bytes(encode_rpc_msg, RpcMsg(xid=xid, body=RpcMsgBodyRbody(body)))
+
+
+def reply_success(xid: int, result: bytes | bytearray | memoryview) -> bytes:
+    """MSG_ACCEPTED / SUCCESS followed by the already encoded result."""
+    return _accepted(xid, AcceptedReplyReplyDataResults(results=b"")) + bytes(result)
+
+
+def reply_prog_unavail(xid: int) -> bytes:
+    return _accepted(xid, AcceptedReplyReplyDataDefault(AcceptStat.PROG_UNAVAIL))
+
+
+def reply_prog_mismatch(xid: int, low: int, high: int) -> bytes:
+    info = MismatchInfo(low=low, high=high)
+    return _accepted(xid, AcceptedReplyReplyDataMismatchInfo(mismatch_info=info))
+
+
+def reply_proc_unavail(xid: int) -> bytes:
+    return _accepted(xid, AcceptedReplyReplyDataDefault(AcceptStat.PROC_UNAVAIL))
+
+
+def reply_garbage_args(xid: int) -> bytes:
+    return _accepted(xid, AcceptedReplyReplyDataDefault(AcceptStat.GARBAGE_ARGS))
+
+
+def reply_system_err(xid: int) -> bytes:
+    return _accepted(xid, AcceptedReplyReplyDataDefault(AcceptStat.SYSTEM_ERR))
+
+
+def reply_rpc_mismatch(xid: int, low: int = RPC_VERSION, high: int = RPC_VERSION) -> bytes:
+    return _denied(xid, RejectedReplyMismatchInfo(mismatch_info=MismatchInfo(low=low, high=high)))
+
+
+def reply_auth_error(xid: int, auth_stat: AuthStat) -> bytes:
+    return _denied(xid, RejectedReplyStat(stat_=auth_stat))
+
+
+# -- routing ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """A call that passed every RPC-level check: what remains is to run the
+    handler on `arg` and encode its result with `procedure`."""
+
+    call: CallHeader
+    service: ProgramService
+    procedure: Procedure
+    handler: Handler
+    arg: Any
+
+
+def route(record: bytes, services: Mapping[int, ProgramService]) -> Routed | bytes:
+    """Check one call record against the served programs.
+
+    Returns the handler to run, or the complete reply (unframed) when the RPC
+    layer answers by itself. Raises `UndecodableCallError` when no reply is
+    possible (the caller closes the connection).
+    """
+    try:
+        call = parse_call(record)
+    except NotACallError as exc:
+        return reply_garbage_args(exc.xid)
+    xid = call.xid
+    if call.rpcvers != RPC_VERSION:
+        return reply_rpc_mismatch(xid, RPC_VERSION, RPC_VERSION)
+    service = services.get(call.prog)
+    if service is None:
+        return reply_prog_unavail(xid)
+    if call.vers not in service.program.versions:
+        program = service.program
+        return reply_prog_mismatch(xid, program.low_version, program.high_version)
+    procedure = service.procedure(call.vers, call.proc)
+    is_null = call.proc == NULL_PROCEDURE
+    if procedure is None and not is_null:
+        return reply_proc_unavail(xid)
+    if call.cred_flavor != AuthFlavor.AUTH_NONE:
+        return reply_auth_error(xid, AuthStat.AUTH_FAILED)
+    if is_null or procedure is None:
+        # Answered here whether or not the table lists it (generated tables
+        # do). NULL takes no arguments; anything after the header is garbage.
+        return reply_success(xid, b"") if not call.args else reply_garbage_args(xid)
+    try:
+        arg = decode_bytes(procedure.decode_arg, call.args)
+    except XdrError:
+        return reply_garbage_args(xid)
+    handler = service.handler(call.vers, call.proc)
+    if handler is None:
+        return reply_proc_unavail(xid)
+    return Routed(call=call, service=service, procedure=procedure, handler=handler, arg=arg)
+
+
+class ReplyTooLargeError(LocalError):
+    """An encoded result does not fit in one record of the allowed size."""
+
+
+def encode_reply(routed: Routed, result: Any, *, max_record_size: int) -> bytes:
+    """The SUCCESS reply carrying `result`.
+
+    Raises `XdrEncodeError` when the result does not fit its XDR type and
+    `ReplyTooLargeError` when the reply would exceed `max_record_size`; the server
+    answers SYSTEM_ERR for both (gssproxy rewrites the header the same way).
+    """
+    encoded = encode_bytes(routed.procedure.encode_res, result)
+    reply = reply_success(routed.call.xid, encoded)
+    if len(reply) > max_record_size:
+        raise ReplyTooLargeError(
+            f"{routed.procedure.name} reply of {len(reply)} bytes exceeds {max_record_size}"
+        )
+    return reply
