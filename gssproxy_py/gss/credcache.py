@@ -1,0 +1,164 @@
+"""Caches that keep a stream of requests from re-acquiring credentials every time.
+
+* `AcquireCache`: the sealed `GssxCred` answer for one (service, peer uid,
+  request, store) key, valid until the credential's lifetime minus the
+  service's `min_lifetime`, and only while the keytab files named in the
+  store look the same (inode, size, mtime: a new kvno written by `ktadd` or
+  a replaced file is picked up on the next request, without a restart).
+* `CredPool`: idle python-gssapi credential objects per handle (service, uid,
+  digest of the sealed blob). A request *checks out* one object and checks
+  it in when done, so no object is ever used by two threads at once, and a
+  busy handle simply gets a second object imported.
+
+Both are bounded LRU maps guarded by a `threading.Lock`: they are used from
+the executor's worker threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from gssproxy_py.proto.gss_proxy import GssxCred
+
+__all__ = ["AcquireCache", "CredPool", "Fingerprint", "fingerprint", "handle_digest"]
+
+#: Per keytab path: (inode, size, mtime_ns), or None if it could not be stat()ed.
+Fingerprint = tuple[tuple[str, tuple[int, int, int] | None], ...]
+
+_T = TypeVar("_T")
+
+
+def fingerprint(paths: Iterable[str]) -> Fingerprint:
+    out: list[tuple[str, tuple[int, int, int] | None]] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append((path, None))
+            continue
+        out.append((path, (st.st_ino, st.st_size, st.st_mtime_ns)))
+    return tuple(out)
+
+
+def handle_digest(blob: bytes) -> bytes:
+    return hashlib.sha256(blob).digest()
+
+
+@dataclass(slots=True)
+class _Entry(Generic[_T]):
+    value: _T
+    expires_at: float | None  # wall clock; None = no expiry
+    fingerprint: Fingerprint
+
+
+class AcquireCache:
+    """Sealed acquisition results, keyed by everything that decided them."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, _Entry[GssxCred]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(
+        self, key: Hashable, fp: Fingerprint, *, min_lifetime: int, now: float | None = None
+    ) -> GssxCred | None:
+        t = time.time() if now is None else now
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            stale = entry.fingerprint != fp or (
+                entry.expires_at is not None and entry.expires_at - min_lifetime <= t
+            )
+            if stale:
+                del self._entries[key]
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry.value
+
+    def put(
+        self, key: Hashable, value: GssxCred, expires_at: float | None, fp: Fingerprint
+    ) -> None:
+        with self._lock:
+            self._entries[key] = _Entry(value, expires_at, fp)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+@dataclass(slots=True)
+class _Idle(Generic[_T]):
+    objects: list[_T] = field(default_factory=list)
+    expires_at: float | None = None
+    fingerprint: Fingerprint = ()
+
+
+class CredPool(Generic[_T]):
+    """Idle credential objects per handle; exclusive checkout."""
+
+    def __init__(self, max_keys: int = 1024, max_idle_per_key: int = 8) -> None:
+        self._max_keys = max_keys
+        self.max_idle_per_key = max_idle_per_key
+        self._lock = threading.Lock()
+        self._idle: OrderedDict[Hashable, _Idle[_T]] = OrderedDict()
+
+    def checkout(self, key: Hashable, fp: Fingerprint, *, now: float | None = None) -> _T | None:
+        t = time.time() if now is None else now
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle is None:
+                return None
+            if idle.fingerprint != fp or (idle.expires_at is not None and idle.expires_at <= t):
+                del self._idle[key]
+                return None
+            self._idle.move_to_end(key)
+            return idle.objects.pop() if idle.objects else None
+
+    def checkin(self, key: Hashable, obj: _T, expires_at: float | None, fp: Fingerprint) -> bool:
+        """Return an object to the pool; False if it was dropped (pool full or stale key)."""
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle is None or idle.fingerprint != fp:
+                idle = _Idle(expires_at=expires_at, fingerprint=fp)
+                self._idle[key] = idle
+            self._idle.move_to_end(key)
+            if len(idle.objects) >= self.max_idle_per_key:
+                return False
+            idle.objects.append(obj)
+            while len(self._idle) > self._max_keys:
+                self._idle.popitem(last=False)
+            return True
+
+    def drop(self, key: Hashable) -> int:
+        with self._lock:
+            idle = self._idle.pop(key, None)
+            return 0 if idle is None else len(idle.objects)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._idle.clear()
+
+    def idle_count(self, key: Hashable) -> int:
+        with self._lock:
+            idle = self._idle.get(key)
+            return 0 if idle is None else len(idle.objects)

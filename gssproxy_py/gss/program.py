@@ -1,0 +1,96 @@
+"""Program 400112 for the server: `gss_proxy_service(config) -> ProgramService`.
+
+The server calls `gss_proxy_service` once at startup. Every handler reads
+the configuration in force from its `CallInfo` (so SIGHUP reloads apply to
+the next call) and runs the whole procedure in the gss engine's executor,
+one hop per call; the event loop never blocks on GSSAPI, KDCs or NSS.
+
+Rules applied here for every procedure:
+
+* a caller that matched no service (`CallInfo.service is None`) gets
+  GSS_S_NO_CRED with minor EACCES and `no_match_reason` as the minor string
+  (logged); NO_CRED because the caller is entitled to no credentials at all,
+  which is also what the interposer reports when the C daemon drops such a
+  connection;
+* any exception becomes a status through `status.status_for_exception` (the
+  one mapping); the server never sees a GSS error as an exception;
+* `status.mech` is always an OID from INDICATE_MECHS (krb5 for failures),
+  because the interposer rejects replies whose mech it does not know.
+
+The `ProgramService` sets both hooks of the contract: `close` stops the
+worker threads at shutdown; `reload` resizes the executor to the new
+`worker_threads` and drops cached credentials.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gssproxy_py.config.model import Config
+from gssproxy_py.gss import oids
+from gssproxy_py.gss.engine import GssEngine, Request
+from gssproxy_py.gss.procedures import PROCEDURES, failure_result
+from gssproxy_py.gss.status import (
+    EACCES,
+    GSS_S_NO_CRED,
+    GssFailure,
+    status_for_exception,
+    status_from_failure,
+)
+from gssproxy_py.proto.gss_proxy import GSSPROXY_PROGRAM, GSSPROXYVERS
+from gssproxy_py.rpc.dispatch import CallInfo, Handler, ProgramService
+
+__all__ = ["gss_proxy_service"]
+
+
+def _reloaded(engine: GssEngine) -> Callable[[Config], None]:
+    def reload(config: Config) -> None:
+        # Resize the executor now and forget credentials acquired under the
+        # old service definitions (their keys would never match again anyway).
+        engine.executor_for(config)
+        engine.acquired.clear()
+        engine.pool.clear()
+
+    return reload
+
+
+def _handler(engine: GssEngine, procedure: int, fn: Callable[..., Any]) -> Handler:
+    async def handle(call: CallInfo, arg: Any) -> Any:
+        if call.service is None:
+            reason = call.no_match_reason or "no matching service"
+            call.log.warning("%s refused: %s", GSSPROXY_PROGRAM_NAMES[procedure], reason)
+            failure = GssFailure(GSS_S_NO_CRED, EACCES, reason)
+            return failure_result(procedure, status_from_failure(failure, oids.KRB5))
+        req = Request(service=call.service, uid=call.peer.uid, config=call.config, log=call.log)
+        try:
+            return await engine.run(call.config, fn, engine, req, arg)
+        except Exception as exc:  # the one catch-all: everything becomes a GSS status
+            return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
+
+    handle.__name__ = f"gssx_{procedure}"
+    return handle
+
+
+GSSPROXY_PROGRAM_NAMES: Mapping[int, str] = {
+    number: proc.name for number, proc in GSSPROXY_PROGRAM.versions[GSSPROXYVERS].procedures.items()
+}
+
+
+def gss_proxy_service(config: Config) -> ProgramService:
+    """Build program 400112 for the server (called once at startup)."""
+    # The daemon must never route its own GSSAPI calls back into a proxy
+    # (gssproxy sets the same); libgssapi reads this when it loads mechs.
+    os.environ["GSS_USE_PROXY"] = "NO"
+    engine = GssEngine(config)
+    handlers = {
+        (GSSPROXYVERS, number): _handler(engine, number, fn)  # type: ignore[arg-type]
+        for number, fn in PROCEDURES.items()
+    }
+    return ProgramService(
+        program=GSSPROXY_PROGRAM,
+        handlers=handlers,
+        reload=_reloaded(engine),
+        close=engine.close,
+    )

@@ -1,0 +1,206 @@
+"""GSS status codes, the `GssFailure` exception, and the one mapping to `GssxStatus`.
+
+Inside the gss layer every GSS-level failure is a `GssFailure(major, minor,
+message)`: raised by policy code with our own minor codes (errno values, as
+gssproxy uses), or converted from python-gssapi's `GSSError` by
+`failure_from_gsserror` *in the worker thread that got the error* (MIT keeps
+the extended krb5 message text, "Key table file '/x' not found", per thread,
+so it must be read there).
+
+`status_for_exception` is the only place that turns an exception into a
+`GssxStatus`; the procedure layer catches everything with it, so the server
+never sees a GSS error as an exception. Unexpected exceptions become
+GSS_S_FAILURE with a generic message (the details go to the log, not to the
+client).
+
+Status strings are NUL-terminated and their length includes the NUL, as
+gssproxy sends them (`gp_conv_err_to_gssx_string`); a string is sent only for
+a non-zero code.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from typing import Any, Final
+
+from gssproxy_py.errors import GssProxyError
+from gssproxy_py.proto.gss_proxy import GssxStatus
+
+__all__ = [
+    "GSS_S_BAD_MECH",
+    "GSS_S_BAD_NAME",
+    "GSS_S_BAD_NAMETYPE",
+    "GSS_S_CALL_BAD_STRUCTURE",
+    "GSS_S_COMPLETE",
+    "GSS_S_CONTINUE_NEEDED",
+    "GSS_S_CREDENTIALS_EXPIRED",
+    "GSS_S_DEFECTIVE_CREDENTIAL",
+    "GSS_S_DEFECTIVE_TOKEN",
+    "GSS_S_FAILURE",
+    "GSS_S_NO_CONTEXT",
+    "GSS_S_NO_CRED",
+    "GSS_S_UNAUTHORIZED",
+    "GSS_S_UNAVAILABLE",
+    "GssFailure",
+    "failure_from_gsserror",
+    "major_messages",
+    "nul_terminated",
+    "ok_status",
+    "status_for_exception",
+    "status_from_failure",
+]
+
+# RFC 2744 routine errors (bits 16-23) and calling errors (bits 24-31).
+GSS_S_COMPLETE: Final = 0
+GSS_S_CONTINUE_NEEDED: Final = 1
+GSS_S_BAD_MECH: Final = 1 << 16
+GSS_S_BAD_NAME: Final = 2 << 16
+GSS_S_BAD_NAMETYPE: Final = 3 << 16
+GSS_S_BAD_BINDINGS: Final = 4 << 16
+GSS_S_BAD_STATUS: Final = 5 << 16
+GSS_S_BAD_SIG: Final = 6 << 16
+GSS_S_NO_CRED: Final = 7 << 16
+GSS_S_NO_CONTEXT: Final = 8 << 16
+GSS_S_DEFECTIVE_TOKEN: Final = 9 << 16
+GSS_S_DEFECTIVE_CREDENTIAL: Final = 10 << 16
+GSS_S_CREDENTIALS_EXPIRED: Final = 11 << 16
+GSS_S_CONTEXT_EXPIRED: Final = 12 << 16
+GSS_S_FAILURE: Final = 13 << 16
+GSS_S_BAD_QOP: Final = 14 << 16
+GSS_S_UNAUTHORIZED: Final = 15 << 16
+GSS_S_UNAVAILABLE: Final = 16 << 16
+GSS_S_DUPLICATE_ELEMENT: Final = 17 << 16
+GSS_S_NAME_NOT_MN: Final = 18 << 16
+GSS_S_CALL_BAD_STRUCTURE: Final = 3 << 24
+
+_ROUTINE_MASK: Final = 0xFF << 16
+_U64_MAX: Final = (1 << 64) - 1
+
+#: What a client sees for a failure we did not expect; details stay in our log.
+GENERIC_FAILURE_MESSAGE: Final = "internal error in gssproxy-py (see the daemon log)"
+
+# Our own minor codes are errno values, as in gssproxy (EACCES for policy
+# refusals, EINVAL for bad options, ENOENT for unknown things).
+EACCES: Final = errno.EACCES
+EINVAL: Final = errno.EINVAL
+ENOENT: Final = errno.ENOENT
+EPERM: Final = errno.EPERM
+
+
+class GssFailure(GssProxyError):  # noqa: N818 -- the name the gss layer is written against
+    """A GSS-level failure inside the gss layer: a status, not a crash.
+
+    `message` is the minor-status text (the krb5 message for krb5 errors, our
+    explanation for policy refusals); `major_message` overrides the standard
+    text for `major` (normally left None).
+    """
+
+    def __init__(
+        self, major: int, minor: int, message: str, *, major_message: str | None = None
+    ) -> None:
+        self.major = major
+        self.minor = minor
+        self.message = message
+        self.major_message = major_message
+        super().__init__(f"major 0x{major:08x}, minor {minor}: {message}")
+
+
+def nul_terminated(text: str) -> bytes:
+    """UTF-8 with a trailing NUL: how every status string and option name travels."""
+    return text.encode("utf-8", errors="replace") + b"\0"
+
+
+def major_messages(major: int) -> str:
+    """gss_display_status text for a major code, joined with ", " like gssproxy."""
+    if major == 0:
+        return ""
+    try:
+        from gssapi.raw.misc import GSSError
+
+        # Building a GSSError only formats texts; major codes need no mech.
+        texts: list[str] = GSSError(major, 0).get_all_statuses(major, True)
+    except Exception:  # display failures must never turn a status into a crash
+        texts = []
+    return ", ".join(texts) if texts else f"GSS major status 0x{major:08x}"
+
+
+def failure_from_gsserror(exc: Any) -> GssFailure:
+    """Convert a python-gssapi GSSError; call it in the thread that raised it."""
+    major = int(getattr(exc, "maj_code", GSS_S_FAILURE)) & 0xFFFFFFFF
+    minor = int(getattr(exc, "min_code", 0)) & 0xFFFFFFFF
+    minor_text = ""
+    if minor:
+        try:
+            minor_text = ", ".join(exc.get_all_statuses(minor, False))
+        except Exception:
+            minor_text = ""
+    if not major:
+        # A GSSError with major 0 would read as success on the wire.
+        major = GSS_S_FAILURE
+    return GssFailure(major, minor, minor_text)
+
+
+def _is_gsserror(exc: BaseException) -> bool:
+    try:
+        from gssapi.raw.misc import GSSError
+    except ImportError:  # pragma: no cover - gssapi is a hard dependency
+        return False
+    return isinstance(exc, GSSError)
+
+
+def ok_status(mech: bytes, major: int = GSS_S_COMPLETE) -> GssxStatus:
+    """A success (or CONTINUE_NEEDED) status carrying `mech`."""
+    return GssxStatus(
+        major_status=major,
+        mech=mech,
+        minor_status=0,
+        major_status_string=b"",
+        minor_status_string=b"",
+        server_ctx=b"",
+        options=(),
+    )
+
+
+def status_from_failure(failure: GssFailure, mech: bytes) -> GssxStatus:
+    """The wire status for a `GssFailure`: codes as u64, strings NUL-terminated."""
+    major = failure.major & _U64_MAX
+    minor = failure.minor & _U64_MAX
+    major_text = (
+        failure.major_message if failure.major_message is not None else major_messages(major)
+    )
+    return GssxStatus(
+        major_status=major,
+        mech=mech,
+        minor_status=minor,
+        major_status_string=nul_terminated(major_text) if major else b"",
+        # gssproxy sends a minor string only for a non-zero minor; our policy
+        # refusals always have one, so the reason always reaches the client.
+        minor_status_string=nul_terminated(failure.message) if failure.message else b"",
+        server_ctx=b"",
+        options=(),
+    )
+
+
+def status_for_exception(
+    exc: BaseException, mech: bytes, log: logging.LoggerAdapter[logging.Logger] | logging.Logger
+) -> GssxStatus:
+    """The one mapping from anything raised inside a procedure to a `GssxStatus`."""
+    if isinstance(exc, GssFailure):
+        failure = exc
+    elif _is_gsserror(exc):
+        # Normally converted in the worker already; this path loses only the
+        # extended text, never the codes.
+        failure = failure_from_gsserror(exc)
+    else:
+        log.error("unexpected error in a GSS procedure: %r", exc, exc_info=exc)
+        failure = GssFailure(GSS_S_FAILURE, 0, GENERIC_FAILURE_MESSAGE)
+    if failure.major & _ROUTINE_MASK or failure.major >> 24:
+        log.info(
+            "GSS failure: major 0x%08x (%s), minor %d (%s)",
+            failure.major,
+            failure.major_message or major_messages(failure.major),
+            failure.minor,
+            failure.message,
+        )
+    return status_from_failure(failure, mech)
