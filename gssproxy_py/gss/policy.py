@@ -64,13 +64,13 @@ class NameSpec:
 
     def uid(self) -> int:
         """The uid a STRING_UID / MACHINE_UID name carries (EINVAL if it carries none)."""
-        raw = self.value.rstrip(b"\0")
+        raw = self.value
         try:
             if self.name_type == oids.NT_MACHINE_UID_NAME and len(raw) == 4 and not raw.isdigit():
                 # The binary form is a host-order uid_t.
                 uid = int.from_bytes(raw, "little")
             else:
-                text = raw.decode("ascii")
+                text = raw.rstrip(b"\0").decode("ascii")
                 if not text.isdigit():
                     raise ValueError(text)
                 uid = int(text)

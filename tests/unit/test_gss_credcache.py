@@ -1,0 +1,73 @@
+"""Unit tests for gss/credcache.py: lifetime- and keytab-aware caching, exclusive pools."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gssproxy_py.gss.credcache import AcquireCache, CredPool, fingerprint
+from gssproxy_py.proto.gss_proxy import GssxCred, GssxName
+
+NAME = GssxName(b"", b"", b"", b"", (), ())
+CRED = GssxCred(NAME, (), b"blob", False)
+
+
+def test_hit_until_min_lifetime(tmp_path: Path) -> None:
+    c = AcquireCache()
+    fp = fingerprint([])
+    c.put("k", CRED, 1000.0, fp)
+    assert c.get("k", fp, min_lifetime=15, now=900.0) is CRED
+    assert c.get("k", fp, min_lifetime=15, now=990.0) is None  # within min_lifetime
+    assert c.get("k", fp, min_lifetime=15, now=900.0) is None  # evicted
+    c.put("k", CRED, None, fp)
+    assert c.get("k", fp, min_lifetime=15, now=1e12) is CRED
+
+
+def test_keytab_change_invalidates(tmp_path: Path) -> None:
+    kt = tmp_path / "kt"
+    kt.write_bytes(b"\x05\x02one")
+    c = AcquireCache()
+    fp = fingerprint([str(kt)])
+    c.put("k", CRED, None, fp)
+    assert c.get("k", fingerprint([str(kt)]), min_lifetime=0) is CRED
+    kt.write_bytes(b"\x05\x02one-new-kvno")
+    os.utime(kt, ns=(1, 1))
+    assert c.get("k", fingerprint([str(kt)]), min_lifetime=0) is None
+
+
+def test_missing_keytab_has_stable_fingerprint(tmp_path: Path) -> None:
+    assert fingerprint([str(tmp_path / "nope")]) == ((str(tmp_path / "nope"), None),)
+
+
+def test_lru_bound() -> None:
+    c = AcquireCache(max_entries=2)
+    fp = fingerprint([])
+    for k in "abc":
+        c.put(k, CRED, None, fp)
+    assert len(c) == 2
+    assert c.get("a", fp, min_lifetime=0) is None
+
+
+def test_pool_checkout_is_exclusive() -> None:
+    p: CredPool[object] = CredPool(max_idle_per_key=2)
+    fp = fingerprint([])
+    a, b = object(), object()
+    assert p.checkout("k", fp) is None
+    p.checkin("k", a, None, fp)
+    got = p.checkout("k", fp)
+    assert got is a
+    assert p.checkout("k", fp) is None  # nobody else gets it while checked out
+    p.checkin("k", a, None, fp)
+    p.checkin("k", b, None, fp)
+    assert not p.checkin("k", object(), None, fp)  # over the idle limit
+    assert p.idle_count("k") == 2
+    assert p.drop("k") == 2
+
+
+def test_pool_expiry_and_fingerprint() -> None:
+    p: CredPool[object] = CredPool()
+    fp = fingerprint([])
+    p.checkin("k", object(), 100.0, fp)
+    assert p.checkout("k", fp, now=200.0) is None
+    p.checkin("k", object(), None, fp)
+    assert p.checkout("k", (("x", None),)) is None
