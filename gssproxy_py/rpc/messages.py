@@ -62,6 +62,7 @@ from gssproxy_py.proto.rpc_msg import (
     RpcMsgBodyRbody,
     decode_call_body,
     decode_msg_type,
+    decode_reply_body,
     encode_rpc_msg,
 )
 from gssproxy_py.rpc.dispatch import Handler, ProgramService
@@ -254,3 +255,26 @@ def encode_reply(routed: Routed, result: Any, *, max_record_size: int) -> bytes:
             f"{routed.procedure.name} reply of {len(reply)} bytes exceeds {max_record_size}"
         )
     return reply
+
+
+def describe_reply(reply: bytes) -> str:
+    """What a reply says, in a few words for the log: `SUCCESS`,
+    `PROG_MISMATCH 1..1`, `AUTH_ERROR AUTH_FAILED`, ..."""
+    dec = Decoder(reply)
+    try:
+        dec.uint32()  # xid
+        if decode_msg_type(dec) != MsgType.REPLY:
+            return "not a reply"
+        body = decode_reply_body(dec)
+    except (XdrError, EOFError, struct.error, xdrlib3.Error):
+        return "unreadable reply"
+    if isinstance(body, ReplyBodyRreply):
+        rejected = body.rreply
+        if isinstance(rejected, RejectedReplyMismatchInfo):
+            info = rejected.mismatch_info
+            return f"RPC_MISMATCH {info.low}..{info.high}"
+        return f"AUTH_ERROR {rejected.stat_.name}"
+    data = body.areply.reply_data
+    if isinstance(data, AcceptedReplyReplyDataMismatchInfo):
+        return f"PROG_MISMATCH {data.mismatch_info.low}..{data.mismatch_info.high}"
+    return data.stat.name

@@ -1,0 +1,172 @@
+"""The `gssproxy-py` command: gssproxy's command line, then the daemon.
+
+Flags are gssproxy's (`-i`, `-D`, `-c`, `-C`, `-s`, `-d`, `--debug-level`,
+`--idle-timeout`, `--version`, `--syslog-status`), so unit files and test
+suites written for gssproxy start this daemon unchanged. As in gssproxy the
+default is to detach (`-D`); the systemd unit and our tests pass `-i`.
+`-u` (userproxy mode) is not supported and exits with status 2.
+
+Exit status: 0 after a clean stop, 1 when the configuration cannot be loaded
+(the error names file, line and option) or a socket cannot be set up, 2 for
+a bad command line.
+
+The daemon sets `GSS_USE_PROXY=NO` in its own environment first thing, as
+gssproxy does: its own GSSAPI calls must never loop back into it through
+the interposer plugin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import uvloop
+
+from gssproxy_py import __version__
+from gssproxy_py.config.load import DEFAULT_SOCKET, load_config
+from gssproxy_py.errors import ConfigError
+from gssproxy_py.server.daemon import ServerOptions, serve
+from gssproxy_py.server.logs import (
+    DEBUG_LEVEL_HELP,
+    configure_logging,
+    effective_debug_level,
+    set_debug_level,
+)
+
+_log = logging.getLogger(__name__)
+
+PROG = "gssproxy-py"
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog=PROG,
+        description="GSS-Proxy daemon (ONC RPC program 400112) in Python.",
+    )
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument(
+        "-D", "--daemon", action="store_true", help="detach into the background (the default)"
+    )
+    mode.add_argument("-i", "--interactive", action="store_true", help="stay in the foreground")
+    ap.add_argument("-c", "--config", metavar="FILE", help="main configuration file")
+    ap.add_argument("-C", "--configdir", metavar="DIR", help="configuration directory")
+    ap.add_argument(
+        "-s",
+        "--socket",
+        metavar="PATH",
+        default=DEFAULT_SOCKET,
+        help=f"socket of services without their own (default {DEFAULT_SOCKET})",
+    )
+    ap.add_argument("-d", "--debug", action="store_true", help="debug level 1")
+    ap.add_argument("--debug-level", metavar="N", type=_non_negative_int, help=DEBUG_LEVEL_HELP)
+    ap.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        help="exit after SECONDS without any connection (default: never)",
+    )
+    ap.add_argument(
+        "--syslog-status",
+        action="store_true",
+        help="accepted for compatibility with gssproxy; has no effect yet",
+    )
+    ap.add_argument("-u", "--userproxy", action="store_true", help="userproxy mode (not supported)")
+    ap.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return ap
+
+
+def cli_debug_level(args: argparse.Namespace) -> int | None:
+    """The level the command line asks for, or None to leave it to the config."""
+    if args.debug_level is not None:
+        return int(args.debug_level)
+    return 1 if args.debug else None
+
+
+def detach() -> Callable[[], None]:
+    """Fork into the background; returns what the child calls once ready.
+
+    The parent waits until the child is listening (so whoever started it can
+    connect at once) and exits 0, or 1 if the child failed before that.
+    """
+    read_end, write_end = os.pipe()
+    if os.fork() > 0:
+        os.close(write_end)
+        status = os.read(read_end, 1)
+        os._exit(0 if status == b"1" else 1)
+    os.close(read_end)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)  # the session leader goes; the daemon can never regain a terminal
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)  # stderr stays: it is where the log goes
+    os.close(devnull)
+
+    def ready() -> None:
+        os.write(write_end, b"1")
+        os.close(write_end)
+
+    return ready
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.userproxy:
+        print(f"{PROG}: userproxy mode (-u) is not supported", file=sys.stderr)
+        return 2
+    # Before anything can load GSSAPI: our own calls must not go through the
+    # interposer back to us.
+    os.environ["GSS_USE_PROXY"] = "NO"
+
+    cli_level = cli_debug_level(args)
+    configure_logging(cli_level or 0)
+    try:
+        config = load_config(args.config, args.configdir, default_socket=args.socket)
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    set_debug_level(effective_debug_level(cli_level, config.globals.debug_level))
+    for warning in config.warnings:
+        _log.warning("%s", warning)
+    for note in config.notes:
+        _log.info("%s", note)
+
+    on_ready = None if args.interactive else detach()
+    options = ServerOptions(
+        config_file=args.config,
+        config_dir=args.configdir,
+        default_socket=args.socket,
+        cli_debug_level=cli_level,
+        idle_timeout=args.idle_timeout,
+    )
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(config, options, on_ready=on_ready))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""One accepted connection: an `asyncio.Protocol` that turns socket bytes into
+calls and replies.
+
+Bytes go through the record reader (`rpc.records`), each record through
+`rpc.messages.route`; what the RPC layer answers by itself is written at
+once, every other call runs as its own task on the host (`ConnectionHost`),
+so several calls of one connection are in flight together (the kernel
+multiplexes nfsd threads this way). Replies are matched by xid, may leave in
+any order and each goes out whole in one `transport.write`, so two replies
+never interleave. `flow.CallWindow` bounds the calls in flight and decides
+when reading pauses.
+
+A record over the size limit or a call header that cannot be read leaves no
+way to answer or to find the next record: the connection is closed (and the
+reason logged). Nothing a peer sends can raise out of this class, so one bad
+peer never affects another connection.
+
+When the peer shuts down its sending side, calls already received still get
+their replies; the connection closes once they are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from gssproxy_py.config.peer import Peer
+from gssproxy_py.rpc.dispatch import SECRETS_LOG_LEVEL, ProgramService
+from gssproxy_py.rpc.messages import (
+    Routed,
+    UndecodableCallError,
+    describe_reply,
+    reply_system_err,
+    route,
+)
+from gssproxy_py.rpc.records import RecordReader, RecordTooLargeError, frame
+from gssproxy_py.server.flow import CallWindow
+from gssproxy_py.server.peer import PeerCredentialsError, read_peer
+
+_log = logging.getLogger(__name__)
+
+
+class PrefixLog(logging.LoggerAdapter[logging.Logger]):
+    """A logger adapter that starts every message with a fixed prefix
+    (the connection, and for a call its xid)."""
+
+    def __init__(self, logger: logging.Logger, prefix: str) -> None:
+        super().__init__(logger, {})
+        self.prefix = prefix
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{self.prefix} {msg}", kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """What the host needs to know about the connection a call came from."""
+
+    number: int
+    peer: Peer
+    #: the configured path of the listening socket the peer connected to
+    socket_path: str
+    log: PrefixLog
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Limits fixed when a connection is accepted (a reload applies to new
+    connections)."""
+
+    max_record_size: int
+    max_calls: int
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs from the server that accepted it."""
+
+    @property
+    def services(self) -> Mapping[int, ProgramService]: ...
+
+    @property
+    def selinux_enabled(self) -> bool: ...
+
+    def connection_limits(self) -> ConnectionLimits: ...
+
+    def connection_opened(self, conn: RpcConnection) -> None: ...
+
+    def connection_closed(self, conn: RpcConnection) -> None: ...
+
+    async def run_call(self, conn: ConnectionInfo, routed: Routed) -> bytes:
+        """Match the caller, run the handler, return the reply (never raises)."""
+        ...
+
+
+class RpcConnection(asyncio.Protocol):
+    """The server side of one client connection."""
+
+    def __init__(self, host: ConnectionHost, socket_path: str, number: int) -> None:
+        self._host = host
+        self.socket_path = socket_path
+        self.number = number
+        self.log = PrefixLog(_log, f"[conn {number}]")
+        self.info: ConnectionInfo | None = None  # set once the peer is known
+        self._transport: asyncio.Transport | None = None
+        self._reader = RecordReader()
+        self._window = CallWindow(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reading = True
+        self._stopped = False  # start no more calls: bad stream, shutdown or lost
+        self._eof = False
+        self._opened = False
+
+    # -- state for the host --------------------------------------------------
+
+    @property
+    def calls_in_flight(self) -> int:
+        return len(self._tasks)
+
+    def stop_accepting_calls(self) -> int:
+        """Start no further calls and stop reading (shutdown); returns how
+        many received calls were dropped unanswered."""
+        self._stopped = True
+        dropped = self._window.drop_backlog()
+        self._update_reading()
+        return dropped
+
+    async def wait_calls(self) -> None:
+        """Return when the calls in flight now have finished."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    def close(self) -> None:
+        """Close after pending replies are written."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    # -- asyncio.Protocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        try:
+            peer = read_peer(
+                transport.get_extra_info("socket"), with_selinux=self._host.selinux_enabled
+            )
+        except PeerCredentialsError as exc:
+            # gssproxy drops such a connection too: it cannot be attributed.
+            self.log.error("dropping connection on %s: %s", self.socket_path, exc)
+            self._stopped = True
+            self._transport.abort()
+            return
+        limits = self._host.connection_limits()
+        self._reader = RecordReader(limits.max_record_size)
+        self._window = CallWindow(limits.max_calls)
+        self.info = ConnectionInfo(self.number, peer, self.socket_path, self.log)
+        self.log.info(
+            "accepted on %s: pid %d uid %d gid %d program %s%s",
+            self.socket_path,
+            peer.pid,
+            peer.uid,
+            peer.gid,
+            peer.program or "(unknown)",
+            f" context {peer.selinux_context}" if peer.selinux_context else "",
+        )
+        self._opened = True
+        self._host.connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        try:
+            records = self._reader.feed(data)
+        except RecordTooLargeError as exc:
+            self._abandon(f"closing: {exc}")
+            return
+        if records:
+            self._window.received(records)
+            self._pump()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self._reader.pending:
+            self.log.info("peer closed its side in the middle of a record")
+        self._close_when_done()
+        # Keep our side open: the calls already received still get replies.
+        return True
+
+    def pause_writing(self) -> None:
+        self._window.write_blocked(True)
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._window.write_blocked(False)
+        self._update_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stopped = True
+        self._window.drop_backlog()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._opened:
+            if exc is not None:
+                self.log.info("closed: %s", exc)
+            else:
+                self.log.info("closed")
+            self._host.connection_closed(self)
+
+    # -- calls ---------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Start every call the window allows, then adjust reading."""
+        while not self._stopped and (record := self._window.next_call()) is not None:
+            self._start(record)
+        self._update_reading()
+        self._close_when_done()
+
+    def _start(self, record: bytes) -> None:
+        if self.log.isEnabledFor(SECRETS_LOG_LEVEL):
+            self.log.log(SECRETS_LOG_LEVEL, "call record: %s", record.hex())
+        try:
+            outcome = route(record, self._host.services)
+        except UndecodableCallError as exc:
+            self._window.finished()
+            self._abandon(f"closing: {exc}")
+            return
+        if isinstance(outcome, bytes):
+            self._window.finished()
+            if self.log.isEnabledFor(logging.DEBUG):
+                self.log.debug(
+                    "xid %#010x: %s", int.from_bytes(outcome[:4]), describe_reply(outcome)
+                )
+            self._send(outcome)
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(outcome))
+        self._tasks.add(task)
+        task.add_done_callback(self._call_done)
+
+    async def _serve(self, routed: Routed) -> None:
+        assert self.info is not None  # calls only arrive after connection_made set it
+        try:
+            reply = await self._host.run_call(self.info, routed)
+        except Exception:
+            # run_call answers handler failures itself; this is a bug of ours.
+            self.log.exception("xid %#010x: internal error", routed.call.xid)
+            reply = reply_system_err(routed.call.xid)
+        self._send(reply)
+
+    def _call_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._window.finished()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.log.error("call task failed", exc_info=exc)
+        self._pump()
+
+    def _send(self, reply: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self.log.debug(
+                "xid %#010x: reply dropped, connection closing", int.from_bytes(reply[:4])
+            )
+            return
+        if self.log.isEnabledFor(SECRETS_LOG_LEVEL):
+            self.log.log(SECRETS_LOG_LEVEL, "reply record: %s", reply.hex())
+        transport.write(frame(reply))
+
+    # -- reading and closing ---------------------------------------------------------
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        want = not self._stopped and not self._eof and self._window.reading_allowed
+        if want and not self._reading:
+            transport.resume_reading()
+        elif not want and self._reading:
+            transport.pause_reading()
+        self._reading = want
+
+    def _close_when_done(self) -> None:
+        if self._eof and self._window.idle:
+            self.close()
+
+    def _abandon(self, why: str) -> None:
+        """The stream is unusable: log why and close; calls in flight are
+        cancelled when the connection is lost."""
+        self.log.warning("%s", why)
+        self._stopped = True
+        self._window.drop_backlog()
+        self.close()

@@ -1,0 +1,426 @@
+"""The running daemon: listeners, connections, the configuration in force,
+per-call service matching and deadlines, reload, idle exit and shutdown.
+
+`GssProxyServer` is the host every `RpcConnection` calls back into. It owns
+the one mutable piece of state, the `Config` in force: a call is matched
+against the configuration current when it is dispatched, so a reload applies
+to the next call on connections that are already open.
+
+A caller no service matches is still dispatched, with `service=None` and the
+reason from `explain_no_match`; the program answers in its own protocol (the
+GSS layer returns a GSS error carrying the reason). gssproxy closes the
+connection instead, which tells the client nothing.
+
+`serve` runs a server with signal handling, as the command line does:
+SIGHUP reloads, SIGTERM/SIGINT/SIGQUIT stop. It is also usable in-process
+(tests, embedding) without signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import logging
+import os
+import signal
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gssproxy_py.config.load import load_config
+from gssproxy_py.config.match import explain_no_match, match_service
+from gssproxy_py.config.model import Config
+from gssproxy_py.errors import ConfigError, LocalError, XdrEncodeError
+from gssproxy_py.rpc.dispatch import CallInfo, ProgramService
+from gssproxy_py.rpc.messages import ReplyTooLargeError, Routed, encode_reply, reply_system_err
+from gssproxy_py.server.connection import (
+    ConnectionInfo,
+    ConnectionLimits,
+    PrefixLog,
+    RpcConnection,
+)
+from gssproxy_py.server.listeners import Listener, open_listener, socket_paths
+from gssproxy_py.server.logs import (
+    READY_MESSAGE,
+    RELOADED_MESSAGE,
+    effective_debug_level,
+    set_debug_level,
+)
+from gssproxy_py.server.notify import notify
+from gssproxy_py.server.peer import selinux_enabled
+from gssproxy_py.server.programs import load_programs
+
+_log = logging.getLogger(__name__)
+
+#: How long a stopping daemon waits for calls in flight.
+DEFAULT_SHUTDOWN_GRACE = 5.0
+#: Where `ip netns` keeps named network namespaces (for services' `netns`).
+NETNS_RUN_DIR = "/run/netns"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """What the command line decides; the rest comes from the configuration."""
+
+    config_file: str | None
+    config_dir: str | None
+    default_socket: str
+    #: the level `-d`/`--debug-level` set; None lets the configuration's
+    #: `debug`/`debug_level` set the root logger's level, now and on reload
+    cli_debug_level: int | None = None
+    #: exit after this many seconds without any connection (None: never)
+    idle_timeout: float | None = None
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+
+
+def _netns_inodes(config: Config) -> dict[str, int] | None:
+    """Inodes of the named namespaces services restrict themselves to, read
+    per call since namespaces come and go; None when no service uses any."""
+    names = {name for service in config.services for name in service.netns}
+    if not names:
+        return None
+    inodes: dict[str, int] = {}
+    for name in names:
+        # A namespace that does not exist matches nobody.
+        with contextlib.suppress(OSError):
+            inodes[name] = os.stat(os.path.join(NETNS_RUN_DIR, name)).st_ino
+    return inodes
+
+
+class GssProxyServer:
+    """Listeners and connections around one `Config`, replaced on reload."""
+
+    def __init__(
+        self,
+        config: Config,
+        programs: Mapping[int, ProgramService],
+        options: ServerOptions,
+    ) -> None:
+        self._config = config
+        self._programs = dict(programs)
+        self._options = options
+        self._selinux = selinux_enabled()
+        self._listeners: dict[str, Listener] = {}
+        self._connections: set[RpcConnection] = set()
+        self._numbers = itertools.count(1)
+        self._reload_lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- read by connections (ConnectionHost) -----------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def services(self) -> Mapping[int, ProgramService]:
+        return self._programs
+
+    @property
+    def selinux_enabled(self) -> bool:
+        return self._selinux
+
+    @property
+    def socket_paths(self) -> list[str]:
+        return list(self._listeners)
+
+    def connection_limits(self) -> ConnectionLimits:
+        g = self._config.globals
+        return ConnectionLimits(g.max_record_size, g.max_calls_per_connection)
+
+    def connection_opened(self, conn: RpcConnection) -> None:
+        self._connections.add(conn)
+        self._all_closed.clear()
+        self._cancel_idle_timer()
+
+    def connection_closed(self, conn: RpcConnection) -> None:
+        self._connections.discard(conn)
+        if not self._connections:
+            self._all_closed.set()
+            self._arm_idle_timer()
+
+    async def run_call(self, conn: ConnectionInfo, routed: Routed) -> bytes:
+        """Match the caller to a service, run the handler under the deadline
+        and encode its result; every failure becomes SYSTEM_ERR, logged."""
+        config = self._config
+        call = routed.call
+        name = routed.procedure.name
+        log = PrefixLog(_log, f"[conn {conn.number} xid {call.xid:#010x}]")
+        netns = _netns_inodes(config)
+        service = match_service(
+            config,
+            conn.peer,
+            conn.socket_path,
+            default_socket=self._options.default_socket,
+            selinux_enabled=self._selinux,
+            netns_inodes=netns,
+        )
+        reason: str | None = None
+        if service is None:
+            reason = explain_no_match(
+                config,
+                conn.peer,
+                conn.socket_path,
+                default_socket=self._options.default_socket,
+                selinux_enabled=self._selinux,
+                netns_inodes=netns,
+            )
+            log.info("%s: %s", name, reason)
+        else:
+            log.info("%s: service '%s'", name, service.name)
+        info = CallInfo(
+            xid=call.xid,
+            program=call.prog,
+            version=call.vers,
+            procedure=call.proc,
+            peer=conn.peer,
+            socket_path=conn.socket_path,
+            service=service,
+            no_match_reason=reason,
+            config=config,
+            log=log,
+        )
+        deadline = config.globals.call_timeout
+        try:
+            async with asyncio.timeout(deadline) as timer:
+                result = await routed.handler(info, routed.arg)
+        except TimeoutError:
+            if timer.expired():
+                log.error("%s: no result within %gs; replying SYSTEM_ERR", name, deadline)
+            else:
+                log.exception("%s failed; replying SYSTEM_ERR", name)
+            return reply_system_err(call.xid)
+        except Exception:
+            log.exception("%s failed; replying SYSTEM_ERR", name)
+            return reply_system_err(call.xid)
+        try:
+            return encode_reply(routed, result, max_record_size=config.globals.max_record_size)
+        except (XdrEncodeError, ReplyTooLargeError) as exc:
+            log.error("%s: result cannot be sent (%s); replying SYSTEM_ERR", name, exc)
+            return reply_system_err(call.xid)
+
+    # -- listeners ---------------------------------------------------------------
+
+    def _protocol_factory(self, path: str) -> Callable[[], RpcConnection]:
+        return lambda: RpcConnection(self, path, next(self._numbers))
+
+    async def _listen(self, config: Config) -> bool:
+        """Make the listeners match `config`: keep unchanged paths, open new
+        ones, then close and unlink the ones no longer wanted. If any new one
+        fails, the ones just opened are closed and nothing else changes."""
+        wanted = socket_paths(config, self._options.default_socket)
+        opened: dict[str, Listener] = {}
+        try:
+            for path in wanted:
+                if path not in self._listeners:
+                    opened[path] = await open_listener(path, self._protocol_factory(path))
+        except LocalError as exc:
+            _log.error("%s", exc)
+            for listener in opened.values():
+                listener.stop()
+                listener.remove_file()
+            return False
+        for path in [p for p in self._listeners if p not in wanted]:
+            listener = self._listeners.pop(path)
+            listener.stop()
+            listener.remove_file()
+            _log.info("stopped listening on %s", path)
+        for path in opened:
+            _log.info("listening on %s", path)
+        self._listeners.update(opened)
+        return True
+
+    async def start(self) -> None:
+        """Listen on every configured socket. Raises `LocalError` if one fails."""
+        if not await self._listen(self._config):
+            raise LocalError("cannot listen on every configured socket")
+        self._arm_idle_timer()
+
+    # -- reload --------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Re-read the configuration and apply it; on any error keep the old
+        one (and its sockets) and log why. True if the new one is in force."""
+        async with self._reload_lock:
+            if self._stop.is_set():
+                return False
+            notify("RELOADING=1")
+            try:
+                return await self._reload()
+            finally:
+                notify("READY=1")
+
+    async def _reload(self) -> bool:
+        opts = self._options
+        _log.info("reloading the configuration")
+        loop = asyncio.get_running_loop()
+        # Reading files and resolving user names may block (NSS): not on the loop.
+        read = functools.partial(
+            load_config, opts.config_file, opts.config_dir, default_socket=opts.default_socket
+        )
+        try:
+            config = await loop.run_in_executor(None, read)
+        except ConfigError as exc:
+            _log.error("configuration not reloaded, keeping the old one: %s", exc)
+            return False
+        except Exception:
+            _log.exception("configuration not reloaded, keeping the old one")
+            return False
+        for warning in config.warnings:
+            _log.warning("%s", warning)
+        if not await self._listen(config):
+            _log.error("configuration not reloaded, keeping the old one: a socket failed")
+            return False
+        self._config = config
+        if opts.cli_debug_level is None:
+            set_debug_level(effective_debug_level(None, config.globals.debug_level))
+        for program in self._programs.values():
+            if program.reload is not None:
+                try:
+                    program.reload(config)
+                except Exception:
+                    _log.exception("program %d failed to reload", program.program.number)
+        _log.info("%s", RELOADED_MESSAGE)
+        return True
+
+    def request_reload(self) -> None:
+        """Reload in the background (the SIGHUP handler)."""
+        self._spawn(self.reload())
+
+    # -- idle exit -------------------------------------------------------------------
+
+    def _arm_idle_timer(self) -> None:
+        timeout = self._options.idle_timeout
+        if timeout is None or self._connections or self._stop.is_set():
+            return
+        self._cancel_idle_timer()
+        self._idle_timer = asyncio.get_running_loop().call_later(timeout, self._idle_expired)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_expired(self) -> None:
+        self._idle_timer = None
+        _log.info("no connection for %gs; exiting", self._options.idle_timeout or 0)
+        self.request_stop()
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        """Return once `request_stop` was called and the shutdown finished."""
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let calls in flight finish (for a bounded time),
+        remove the socket files, close every connection."""
+        self._stop.set()
+        self._cancel_idle_timer()
+        notify("STOPPING=1")
+        # A reload in progress finishes first (none starts once stopping), so
+        # no listener is being opened while the others are closed. A reload
+        # stuck in a user lookup must not hold the shutdown up for ever.
+        try:
+            await asyncio.wait_for(
+                self._reload_lock.acquire(), timeout=self._options.shutdown_grace
+            )
+        except TimeoutError:
+            _log.warning("shutting down while a reload is still running")
+        else:
+            self._reload_lock.release()
+        for listener in self._listeners.values():
+            listener.stop()
+        dropped = sum(conn.stop_accepting_calls() for conn in self._connections)
+        if dropped:
+            _log.info("shutting down: %d received calls not started", dropped)
+        waits = [
+            asyncio.ensure_future(c.wait_calls()) for c in self._connections if c.calls_in_flight
+        ]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=self._options.shutdown_grace)
+            if late:
+                _log.warning(
+                    "shutting down with calls still running after %gs", self._options.shutdown_grace
+                )
+                for waiting in late:
+                    waiting.cancel()
+        for listener in self._listeners.values():
+            listener.remove_file()
+        self._listeners.clear()
+        for conn in list(self._connections):
+            conn.close()
+        if self._connections:
+            # Let the replies already written reach the peers.
+            with_grace = asyncio.wait_for(self._all_closed.wait(), timeout=1.0)
+            try:
+                await with_grace
+            except TimeoutError:
+                _log.warning("%d connections did not close in time", len(self._connections))
+        for program in self._programs.values():
+            if program.close is not None:
+                try:
+                    program.close()
+                except Exception:
+                    _log.exception("program %d failed to close", program.program.number)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+async def serve(
+    config: Config,
+    options: ServerOptions,
+    *,
+    programs: Mapping[int, ProgramService] | None = None,
+    handle_signals: bool = True,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
+    """Run the daemon until it is told to stop; the exit status.
+
+    `programs` defaults to `load_programs(config)`. With `handle_signals`,
+    SIGHUP reloads and SIGTERM/SIGINT/SIGQUIT stop (main thread only).
+    `on_ready` runs once every socket listens, after `Initialization
+    complete` is logged.
+    """
+    loop = asyncio.get_running_loop()
+    server = GssProxyServer(
+        config, load_programs(config) if programs is None else programs, options
+    )
+    try:
+        await server.start()
+    except LocalError as exc:
+        _log.error("cannot start: %s", exc)
+        await server.shutdown()
+        return 1
+    if handle_signals:
+        loop.add_signal_handler(signal.SIGHUP, server.request_reload)
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, server.request_stop)
+    _log.info("%s", READY_MESSAGE)
+    notify("READY=1")
+    if on_ready is not None:
+        on_ready()
+    try:
+        await server.wait_stopped()
+    finally:
+        if handle_signals:
+            for signum in (signal.SIGHUP, *_STOP_SIGNALS):
+                loop.remove_signal_handler(signum)
+    _log.info("stopped")
+    return 0

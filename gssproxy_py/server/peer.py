@@ -1,0 +1,114 @@
+"""Who is on the other end of an accepted connection, read once at accept.
+
+Identity comes only from the kernel, never from the message: `SO_PEERCRED`
+(pid, uid, gid as they were at connect time), the realpath of
+`/proc/PID/exe`, the inode of `/proc/PID/ns/net`, and with SELinux the
+peer's context (`SO_PEERSEC`). Only SO_PEERCRED is required; the others are
+None when they cannot be read (kernel threads have no executable, the process
+may already be gone, hardening may hide /proc), and never raise.
+
+These reads are a few system calls on local files, cheap enough for the
+event loop. They work under uvloop, whose transport socket object supports
+`getsockopt` on the real descriptor.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from typing import Protocol
+
+from gssproxy_py.config.peer import Peer
+from gssproxy_py.errors import LocalError
+
+# struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+_UCRED = struct.Struct("=iII")
+# Not in the socket module on every Python; the value is Linux's.
+SO_PEERSEC = getattr(socket, "SO_PEERSEC", 31)
+_PEERSEC_MAX = 4096
+SELINUX_ENFORCE_FILE = "/sys/fs/selinux/enforce"
+
+
+class PeerCredentialsError(LocalError):
+    """SO_PEERCRED could not be read; the connection cannot be attributed."""
+
+
+class SocketLike(Protocol):
+    """What we need of a transport's socket (a real socket or uvloop's stand-in)."""
+
+    def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
+
+
+def selinux_enabled() -> bool:
+    """True when SELinux is active, i.e. peer contexts mean something."""
+    return os.path.exists(SELINUX_ENFORCE_FILE)
+
+
+def peer_credentials(sock: SocketLike) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process that connected."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        pid, uid, gid = _UCRED.unpack(raw)
+    except (OSError, struct.error) as exc:
+        raise PeerCredentialsError(f"cannot read SO_PEERCRED: {exc}") from None
+    return pid, uid, gid
+
+
+def program_of(pid: int) -> str | None:
+    """The canonical path of the executable of `pid`, or None.
+
+    None for pid 0 (a peer in another pid namespace), kernel threads (their
+    exe link is empty), vanished processes and when /proc hides the link.
+    """
+    if pid <= 0:
+        return None
+    try:
+        target = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    # A deleted or replaced binary reads "/path (deleted)": it is no longer
+    # the configured program, so do not let it match one.
+    if not target.startswith("/") or target.endswith(" (deleted)"):
+        return None
+    try:
+        return os.path.realpath(target, strict=True)
+    except OSError:
+        return None
+
+
+def netns_inode_of(pid: int) -> int | None:
+    """The inode of the network namespace `pid` lives in, or None."""
+    if pid <= 0:
+        return None
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def selinux_context_of(sock: SocketLike) -> str | None:
+    """The peer's SELinux context (`user:role:type[:range]`), or None."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERSEC, _PEERSEC_MAX)
+    except OSError:
+        return None
+    text = raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    return text or None
+
+
+def read_peer(sock: SocketLike, *, with_selinux: bool) -> Peer:
+    """The frozen identity of the peer on `sock`.
+
+    Raises `PeerCredentialsError` when SO_PEERCRED fails (the connection is
+    then dropped, as gssproxy does).
+    """
+    pid, uid, gid = peer_credentials(sock)
+    return Peer(
+        pid=pid,
+        uid=uid,
+        gid=gid,
+        program=program_of(pid),
+        selinux_context=selinux_context_of(sock) if with_selinux else None,
+        netns_inode=netns_inode_of(pid),
+    )
