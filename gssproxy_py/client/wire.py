@@ -13,9 +13,12 @@ send and the checks they apply to replies are the same by construction:
   REPLY, MSG_ACCEPTED, SUCCESS), each refusal raised as its typed exception,
   then the result decoded with the program table.
 
-The client keeps its own framing rather than using `rpc/records`: that module
-serves the daemon's rules (one fragment per call, close on violations), while a
-client should accept every legal reply, multi-fragment ones included.
+The client keeps its own small framing: it was written while `rpc/records`
+did not exist yet, and it raises the client's error types (an oversized reply
+is a `ReplyTooLargeError`, one of the `RpcClientError`s a caller catches).
+`rpc/records.RecordReader` follows the same rules (multi-fragment records,
+limit checked at each header), so the two could be merged behind an error
+translation if keeping both ever costs more than these few lines.
 """
 
 from __future__ import annotations
