@@ -1,0 +1,20 @@
+# The real-kernel test: boots a Debian kernel with nfsd under qemu TCG (no KVM
+# needed) and checks the gss-proxy upcall and an NFSv4.2 sec=krb5 mount against
+# the daemon. Everything it downloads or builds goes under build/kernel-vm.
+#
+#   make kernel-test                 gssproxy-py as the acceptor
+#   make kernel-test GP_IMPL=c       the C gssproxy (proves the harness itself)
+#   make kernel-vm                   only fetch/build the kernel and initramfs
+#
+# Included from the top-level Makefile, which provides $(STAMP) (the venv the
+# guest runs from the host's / shared read-only over 9p).
+
+GP_IMPL ?= py
+
+.PHONY: kernel-test kernel-vm
+
+kernel-vm:
+	tests/kernel/build.sh >/dev/null
+
+kernel-test: $(STAMP)
+	GP_IMPL=$(GP_IMPL) tests/kernel/run.sh

@@ -1,0 +1,204 @@
+#!/bin/bash
+# The kernel test proper, run as root inside the guest (see init.sh): the real
+# nfsd gss-proxy upcall against the daemon under test (GP_IMPL=py: gssproxy-py,
+# GP_IMPL=c: /usr/sbin/gssproxy), then a real NFSv4.2 sec=krb5 mount over
+# loopback with rpc.gssd as the client side and the daemon as the server-side
+# acceptor (no rpc.svcgssd anywhere).
+#
+# Prints PASS:/FAIL: lines; exits non-zero if any check failed. Logs are
+# copied to /tmp/share (the host's run directory) on the way out.
+set -u
+. /tmp/share/env
+
+W=/tmp/kt
+SOCK=/run/gssproxy.sock
+PROC=/proc/net/rpc/use-gss-proxy
+REALM=EXAMPLE.TEST
+EXPORT=/tmp/export
+MNT=/tmp/mnt
+MAPPED_USER=daemon # nfs/localhost maps to this local user (auth_to_local)
+failed=0
+pids=()
+
+now() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "[$(now)] $*"; }
+pass() { echo "PASS: $*"; }
+fail() { echo "FAIL: $*"; failed=1; }
+check() { # check DESCRIPTION COMMAND...
+    local what=$1; shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+bg() { # bg LOGFILE COMMAND...: start a daemon in the background, remember it
+    local log=$1; shift
+    "$@" >"$log" 2>&1 &
+    pids+=($!)
+}
+wait_for() { # wait_for SECONDS COMMAND...: poll (10/s) until COMMAND succeeds
+    local tries=$(($1 * 10)); shift
+    while ! "$@" 2>/dev/null; do
+        tries=$((tries - 1))
+        [ "$tries" -gt 0 ] || return 1
+        sleep 0.1
+    done
+}
+finish() {
+    mountpoint -q "$MNT" && umount -f "$MNT"
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    sleep 0.2
+    cp "$W"/*.log /tmp/share/ 2>/dev/null
+    dmesg >/tmp/share/dmesg.log
+    say "guest done, failed=$failed"
+    exit $failed
+}
+trap finish EXIT
+mkdir -p "$W" "$MNT"
+
+say "guest up: kernel $(uname -r), daemon under test: $GP_IMPL"
+ip link set lo up
+hostname localhost
+
+# --- modules: nfsd brings sunrpc and auth_rpcgss, hence the proc file ------
+modprobe -d "$KIMG" -a nfsd rpcsec_gss_krb5 nfsv4 || fail "modprobe nfsd rpcsec_gss_krb5 nfsv4"
+state=$(cat "$PROC" 2>&1)
+check "use-gss-proxy reads -1 before any daemon runs (got '$state')" [ "$state" = "-1" ]
+
+# --- Kerberos: a KDC on the guest's loopback, nfs/localhost in the keytab ---
+cat >/etc/krb5.conf <<KRB5
+[libdefaults]
+    default_realm = $REALM
+    dns_lookup_realm = false
+    dns_lookup_kdc = false
+    rdns = false
+    udp_preference_limit = 1
+[realms]
+    $REALM =
+    {
+        kdc = 127.0.0.1:88
+        auth_to_local_names =
+        {
+            nfs/localhost = $MAPPED_USER
+        }
+        auth_to_local = DEFAULT
+    }
+[domain_realm]
+    localhost = $REALM
+KRB5
+mkdir -p "$W/db"
+: >"$W/db/kadm5.acl"
+cat >"$W/kdc.conf" <<KDC
+[kdcdefaults]
+    kdc_listen = 127.0.0.1:88
+    kdc_tcp_listen = 127.0.0.1:88
+[realms]
+    $REALM =
+    {
+        database_name = $W/db/principal
+        key_stash_file = $W/db/stash
+        acl_file = $W/db/kadm5.acl
+        supported_enctypes = aes256-cts-hmac-sha1-96:normal
+    }
+[logging]
+    kdc = FILE:$W/kdc.log
+KDC
+export KRB5_KDC_PROFILE=$W/kdc.conf
+kdb5_util create -s -r "$REALM" -P masterpw >/dev/null 2>&1 || fail "kdb5_util create"
+kadmin.local -q "addprinc -randkey nfs/localhost@$REALM" >/dev/null 2>&1
+kadmin.local -q "ktadd -k /etc/krb5.keytab nfs/localhost@$REALM" >/dev/null 2>&1
+bg "$W/krb5kdc.log" krb5kdc -n
+say "KDC started"
+
+# --- the daemon under test: it must listen first, then write 1 itself ------
+mkdir -p "$W/conf.d"
+cat >"$W/gssproxy.conf" <<CONF
+[gssproxy]
+  debug_level = 3
+[service/nfs-server]
+  mechs = krb5
+  socket = $SOCK
+  cred_store = keytab:/etc/krb5.keytab
+  trusted = yes
+  kernel_nfsd = yes
+  euid = 0
+CONF
+DLOG=$W/daemon.log
+case $GP_IMPL in
+c)
+    mkdir -p /var/lib/gssproxy/rcache /var/lib/gssproxy/clients
+    bg "$DLOG" /usr/sbin/gssproxy -i -d --debug-level=3 -c "$W/gssproxy.conf" -C "$W/conf.d" -s "$SOCK"
+    ;;
+py)
+    bg "$DLOG" env PYTHONPATH="$REPO" "$PY" -m gssproxy_py.server.cli -i -d \
+        -c "$W/gssproxy.conf" -C "$W/conf.d" -s "$SOCK"
+    ;;
+*) fail "unknown GP_IMPL=$GP_IMPL"; exit 1 ;;
+esac
+daemon_pid=${pids[-1]}
+say "daemon started (pid $daemon_pid), waiting for use-gss-proxy to read 1"
+proc_is_1() { [ "$(cat "$PROC")" = 1 ]; }
+if wait_for 90 proc_is_1; then
+    pass "use-gss-proxy reads 1 after the daemon started (the guest script never writes it)"
+else
+    fail "use-gss-proxy still reads '$(cat "$PROC")' 90 s after the daemon started"
+    tail -n 30 "$DLOG"
+    exit 1
+fi
+check "the daemon is still running after the kernel's NULL call" kill -0 "$daemon_pid"
+# The kernel's client socket: the server side of it is an established
+# connection on $SOCK. Remember its inode; after the mount it must be the
+# same one (the NULL call did not make anyone drop or redo the connection).
+kconn() { ss -xH src "$SOCK" | awk '$2 == "ESTAB" {print $6}' | sort; }
+conn_before=$(kconn)
+check "one established connection on $SOCK after the enable (inodes: ${conn_before//$'\n'/ })" \
+    [ "$(echo "$conn_before" | grep -c .)" = 1 ]
+
+# --- NFS server: exports a tmpfs, krb5 only --------------------------------
+mount -t nfsd nfsd /proc/fs/nfsd
+mkdir -p /run/rpcbind /var/lib/nfs /run/rpc_pipefs "$EXPORT"
+bg "$W/rpcbind.log" rpcbind -w -f
+mount -t tmpfs -o mode=1777 export "$EXPORT"
+echo "$EXPORT localhost(rw,sec=krb5,no_subtree_check,fsid=0,no_root_squash,insecure)" >/etc/exports
+exportfs -ra || fail "exportfs -ra"
+bg "$W/mountd.log" rpc.mountd -F -N 3
+mount -t rpc_pipefs sunrpc /run/rpc_pipefs
+bg "$W/idmapd.log" rpc.idmapd -f -vvv
+# A 10 s grace period and lease: nothing to reclaim on a fresh boot.
+rpc.nfsd -G 10 -L 10 -N 3 4 || fail "rpc.nfsd"
+say "nfsd started"
+
+# --- NFS client: rpc.gssd gets a ticket for root from the keytab ----------
+bg "$W/gssd.log" rpc.gssd -f -vvv -rrr
+sleep 0.5
+say "mounting localhost:/ with sec=krb5,vers=4.2"
+if mount -t nfs4 -o sec=krb5,vers=4.2 localhost:/ "$MNT"; then
+    pass "NFSv4.2 sec=krb5 mount of localhost:/ (rpc.gssd client, $GP_IMPL acceptor)"
+else
+    fail "NFSv4.2 sec=krb5 mount of localhost:/"
+    exit 1
+fi
+check "the mount really is krb5" grep -q "$MNT nfs4 .*sec=krb5" /proc/mounts
+payload="written through sec=krb5 at $(now) by $GP_IMPL"
+say "writing a file"
+echo "$payload" >"$MNT/hello.txt" || fail "write $MNT/hello.txt"
+sync
+check "read back over NFS equals what was written" [ "$(cat "$MNT/hello.txt")" = "$payload" ]
+check "the exported tmpfs holds the same bytes" [ "$(cat "$EXPORT/hello.txt")" = "$payload" ]
+# nfsd created the file with the creds the daemon mapped for nfs/localhost.
+owner=$(stat -c %u "$EXPORT/hello.txt")
+want=$(id -u "$MAPPED_USER")
+check "nfsd used the daemon's mapped creds: owner uid $owner = $MAPPED_USER ($want)" [ "$owner" = "$want" ]
+conn_after=$(kconn)
+check "the kernel's connection survived the upcall (same inode ${conn_before//$'\n'/ })" \
+    [ "$conn_after" = "$conn_before" ]
+
+# --- what the daemon saw --------------------------------------------------
+case $GP_IMPL in
+c)
+    check "daemon log shows the kernel's ACCEPT_SEC_CONTEXT" grep -q "GSSX_ACCEPT_SEC_CONTEXT" "$DLOG"
+    ;;
+py)
+    check "daemon log shows the kernel's ACCEPT_SEC_CONTEXT" grep -q "ACCEPT_SEC_CONTEXT" "$DLOG"
+    check "daemon log shows the creds it mapped (uid $want)" grep -Eq "linux_creds.*uid[ =:]+$want" "$DLOG"
+    ;;
+esac
+grep -E "ACCEPT_SEC_CONTEXT|linux_creds|use-gss-proxy" "$DLOG" | cut -c1-160 | head -n 12
+umount "$MNT" && pass "umount"
