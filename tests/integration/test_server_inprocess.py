@@ -154,6 +154,8 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(self.server.reload(), self.loop).result(10)
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
         if self.loop is not None and self.server is not None:
             self.loop.call_soon_threadsafe(self.server.request_stop)
         self._thread.join(10)
@@ -452,3 +454,25 @@ def test_reload_applies_to_the_next_call_on_an_open_connection(
         assert "nearest: service 'u' requires euid 4242" in third.no_match_reason.decode()
     assert caplog.text.count("New config loaded successfully.") == 2
     assert "option 'cred_usage'" in caplog.text
+
+
+# -- stopping ---------------------------------------------------------------------------------
+
+
+def test_stop_lets_calls_in_flight_finish_within_the_grace(
+    start_server: Any, handlers: Handlers
+) -> None:
+    server = start_server()  # shutdown_grace = 1 s
+    with connect(server.default_socket) as quick, connect(server.default_socket) as slow:
+        quick.sendall(call(1, 2, sleep_args(300, 1)))
+        slow.sendall(call(2, 2, sleep_args(5000, 2)))
+        deadline = time.monotonic() + 5
+        while handlers.running < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 3
+        assert not os.path.exists(server.default_socket)
+        assert read_reply(quick) == (1, SUCCESS, u32(1))
+        with pytest.raises(EOFError):
+            read_reply(slow)  # still running when the grace ran out
