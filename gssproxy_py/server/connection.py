@@ -63,7 +63,6 @@ class ConnectionInfo:
     peer: Peer
     #: the configured path of the listening socket the peer connected to
     socket_path: str
-    log: PrefixLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +153,7 @@ class RpcConnection(asyncio.Protocol):
         limits = self._host.connection_limits()
         self._reader = RecordReader(limits.max_record_size)
         self._window = CallWindow(limits.max_calls)
-        self.info = ConnectionInfo(self.number, peer, self.socket_path, self.log)
+        self.info = ConnectionInfo(self.number, peer, self.socket_path)
         self.log.info(
             "accepted on %s: pid %d uid %d gid %d program %s%s",
             self.socket_path,

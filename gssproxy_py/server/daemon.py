@@ -115,10 +115,6 @@ class GssProxyServer:
     # -- read by connections (ConnectionHost) -----------------------------------
 
     @property
-    def config(self) -> Config:
-        return self._config
-
-    @property
     def services(self) -> Mapping[int, ProgramService]:
         return self._programs
 
