@@ -63,11 +63,13 @@ def rewrite(daemon: DaemonProcess, **extra: dict[str, str | int]) -> None:
 def test_reload_adds_a_service_socket(daemon_factory: Any) -> None:
     daemon = start(daemon_factory)
     new = daemon.socket.parent / "new" / "new.sock"  # its directory is created too
+    default_inode = daemon.socket.stat().st_ino
     with connect(daemon.socket) as old_conn:
         ping(old_conn, 1)
         rewrite(daemon, new={"mechs": "krb5", "euid": 0, "socket": str(new)})
         daemon.reload()
         assert is_socket_0666(new)
+        assert daemon.socket.stat().st_ino == default_inode  # unchanged: kept, not rebound
         ping(old_conn, 2)  # the connection from before the reload still works
     with connect(new) as conn:
         ping(conn, 3)
