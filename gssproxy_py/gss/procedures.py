@@ -295,6 +295,9 @@ def proc_acquire_cred(
             finally:
                 engine.release(lease)
             if good:
+                req.log.info(
+                    "acquire: the client's credential handle is still good; returned as is"
+                )
                 # Unchanged bytes: the interposer then keeps its stored copy.
                 return gp.GssxResAcquireCred(
                     status=ok_status(oids.KRB5),
@@ -369,6 +372,7 @@ def _sync_option(
         return ()
     # The stored pool entry is keyed by the old handle; the client now holds a new one.
     lease.discard = True
+    req.log.info("sync_creds: the credential gained tickets; returning it to the client")
     return (options.option(options.SYNC_CREDS, value),)
 
 
