@@ -32,6 +32,7 @@ _SECRET_MODE = 0o600
 _RCACHE_DIR_MODE = 0o1777  # like /var/tmp: rcache files are per-uid (krb5_<uid>.rcache2)
 
 _START_ATTEMPTS = 3
+_KDC_READY = b"commencing operation"
 
 
 class RealmError(RuntimeError):
@@ -172,7 +173,7 @@ class Realm:
         return self._kdc is not None and self._kdc.poll() is None
 
     def start(self, timeout: float = 5.0) -> None:
-        """Start `krb5kdc -n` and return once its TCP port accepts connections.
+        """Start `krb5kdc -n` and return once it has bound its ports and answers.
 
         free_port() cannot reserve the port, so if the KDC dies (port taken in the
         meantime) a new port is picked and the configs are rewritten.
@@ -185,6 +186,7 @@ class Realm:
             if attempt:
                 self.port = free_port(udp_too=True)
                 self._write_configs()
+            log_offset = self.kdc_log.stat().st_size if self.kdc_log.exists() else 0
             with open(self.directory / "krb5kdc.out", "ab") as out:
                 self._kdc = subprocess.Popen(
                     ["krb5kdc", "-n", "-P", str(self.directory / "kdc.pid")],
@@ -196,12 +198,22 @@ class Realm:
                 )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self._kdc.poll() is None:
-                if tcp_answers(self.port):
+                # A connect alone is not proof: whoever took the port would answer
+                # too.  krb5kdc logs this line only once all its sockets are bound.
+                if self._kdc_log_has(_KDC_READY, log_offset) and tcp_answers(self.port):
                     return
                 time.sleep(0.005)
             last_error = self._tail()
             self._kill_kdc()
         raise RealmError(f"krb5kdc did not come up on port {self.port}:\n{last_error}")
+
+    def _kdc_log_has(self, text: bytes, offset: int) -> bool:
+        try:
+            with open(self.kdc_log, "rb") as f:
+                f.seek(offset)
+                return text in f.read()
+        except FileNotFoundError:
+            return False
 
     def _tail(self, lines: int = 20) -> str:
         texts = []
