@@ -37,7 +37,7 @@ from gssproxy_py.testing.realm import StandardRealm
 from gssproxy_py.testing.users import DEFAULT_PATH, LocalUser, popen_as, run_as
 
 # Add "py" once gssproxy_py.server.cli exists; every daemon test then runs on both.
-IMPLEMENTATIONS: list[Impl] = ["c"]
+IMPLEMENTATIONS: list[Impl] = ["c", "py"]
 
 GSS_S_NO_CRED = 7 << 16  # 458752: what a client with no matching service gets
 
