@@ -1,0 +1,683 @@
+"""One PKCS#11 module on its own thread: sessions, logins, key lookup and
+signing, with recovery from lost sessions and removed tokens.
+
+`ModuleWorker` owns one loaded module and a single-thread executor; every
+PKCS#11 call for that module runs on that thread (python-pkcs11 initialises
+modules without CKF_OS_LOCKING_OK, so calls must never overlap), and all the
+mutable state below is only touched there, so it needs no locks. The async
+side only submits work (`run`).
+
+Per token there is at most one session, logged in once as the user.
+Services share it when they use the same token with the same PIN; a service
+whose PIN differs from the one the token is logged in with is refused rather
+than silently riding on the other's login. A PIN the token rejected is
+remembered and never tried again until the configuration is reloaded: an
+unattended retry loop is how tokens get locked. For the same reason a token
+that reports CKF_USER_PIN_FINAL_TRY is not tried at all.
+
+When a call fails because the session or token went away
+(SessionHandleInvalid, DeviceRemoved, TokenNotPresent, UserNotLoggedIn...),
+the worker drops the session, re-enumerates the slots, finds the token again
+by label/manufacturer/model/serial (its slot id may have changed), opens and
+logs in again, and retries the call once.
+
+A module that cannot be loaded, a token that is absent, a wrong or locked
+PIN: each becomes a `TokenFailure` for the calls of the services concerned,
+and the worker keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gssproxy_py.pkcs11.adapter import (
+    Library,
+    ObjectClass,
+    ObjectView,
+    Session,
+    SlotToken,
+    TokenFlag,
+    TokenInfo,
+)
+from gssproxy_py.pkcs11.errors import (
+    PIN_CKRS,
+    SESSION_LOST_CKRS,
+    CkrError,
+    ModuleLoadError,
+    Refusal,
+    SignFailure,
+    TokenFailure,
+    failure_from_ckr,
+)
+from gssproxy_py.pkcs11.keys import (
+    Curve,
+    KeyKind,
+    KeyRecord,
+    PublicParts,
+    TokenIdentity,
+    curve_from_params,
+    key_uri,
+    spki_der,
+)
+from gssproxy_py.pkcs11.mechanisms import MechanismSpec, finish_signature, plan_signature
+from gssproxy_py.pkcs11.pin import Pin
+from gssproxy_py.pkcs11.uri import ObjectType, Pkcs11Uri
+from gssproxy_py.proto.token_sign import TsStatus
+
+__all__ = ["ModuleWorker", "ServiceAccess", "TokenProblem"]
+
+T = TypeVar("T")
+
+log = logging.getLogger("gssproxy_py.pkcs11")
+
+_CKC_X_509: Final = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccess:
+    """What one service may do with its module: the URIs that select its
+    keys, and its PIN (or why there is none)."""
+
+    service: str
+    module: str
+    uris: tuple[Pkcs11Uri, ...]
+    pin: Pin | None
+    pin_problem: str | None = None
+    configured_module: str | None = None  # as written, before realpath
+
+
+@dataclass(frozen=True, slots=True)
+class TokenProblem:
+    """A token (or the whole module) a service could not use."""
+
+    where: str  # a token URI, or the module path
+    failure: SignFailure
+
+
+@dataclass(slots=True)
+class _TokenState:
+    """Thread-confined state of one present token."""
+
+    identity: TokenIdentity
+    slot: SlotToken
+    session: Session | None = None
+    mechanisms: frozenset[int] = frozenset()
+    pin: Pin | None = None
+    logged_in_by: str | None = None
+
+    @property
+    def info(self) -> TokenInfo:
+        return self.slot.info
+
+    @property
+    def name(self) -> str:
+        return repr(self.identity.label)
+
+
+def _identity(info: TokenInfo) -> TokenIdentity:
+    return TokenIdentity(info.label, info.manufacturer, info.model, info.serial)
+
+
+@dataclass(slots=True)
+class _Rejected:
+    pin: Pin
+    failure: SignFailure
+
+
+@dataclass(slots=True)
+class _WorkerState:
+    lib: Library | None = None
+    tokens: dict[TokenIdentity, _TokenState] = field(default_factory=dict)
+    rejected: dict[TokenIdentity, list[_Rejected]] = field(default_factory=dict)
+    warned: set[str] = field(default_factory=set)
+    scanned: bool = False
+
+
+class ModuleWorker:
+    """One module, one thread. Methods not starting with `async` or `run`
+    must only be called on the worker thread (through `run`)."""
+
+    def __init__(self, path: str, loader: Callable[[str], Library]) -> None:
+        self.path = path
+        self._loader = loader
+        name = path.rsplit("/", 1)[-1]
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pkcs11-{name}")
+        self._s = _WorkerState()
+
+    # -- async side --------------------------------------------------------
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        """Queue work without waiting (startup warm-up, reload, shutdown)."""
+        self._executor.submit(self._logged, fn, *args)
+
+    def retire(self) -> None:
+        """Close sessions and unload after queued work, then end the thread."""
+        self.submit(self.shutdown)
+        self._executor.shutdown(wait=False)
+
+    def join(self) -> None:
+        """Wait for the thread after retire()."""
+        self._executor.shutdown(wait=True)
+
+    @staticmethod
+    def _logged(fn: Callable[..., object], *args: object) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("pkcs11: background task %s failed", getattr(fn, "__name__", fn))
+
+    # -- lifecycle (worker thread) -----------------------------------------
+
+    def _library(self) -> Library:
+        s = self._s
+        if s.lib is None:
+            try:
+                s.lib = self._loader(self.path)
+            except ModuleLoadError as e:
+                # Retried on the next call: the module may be installed later.
+                raise TokenFailure(TsStatus.TS_TOKEN_UNAVAILABLE, str(e)) from e
+            except CkrError as e:
+                raise failure_from_ckr(e, f"initialising PKCS#11 module {self.path}") from e
+            info = s.lib.info
+            log.info(
+                "pkcs11: loaded %s (%s %s %s)",
+                self.path,
+                info.manufacturer,
+                info.description,
+                info.version,
+            )
+        return s.lib
+
+    def reset(self) -> None:
+        """Log out everywhere and forget rejected PINs (a reload re-read the
+        PIN sources; the next call logs in afresh)."""
+        for st in self._s.tokens.values():
+            self._drop_session(st)
+        self._s.rejected.clear()
+
+    def shutdown(self) -> None:
+        self.reset()
+        s = self._s
+        s.tokens.clear()
+        if s.lib is not None:
+            s.lib.close()
+            s.lib = None
+            log.info("pkcs11: unloaded %s", self.path)
+
+    def warm(self, accesses: tuple[ServiceAccess, ...]) -> None:
+        """Log in and list keys for each service now, so that problems show
+        in the log at startup rather than at the first call."""
+        for access in accesses:
+            try:
+                keys, problems = self.list_keys(access)
+            except SignFailure as f:
+                log.error("pkcs11: service %s: %s", access.service, f)
+                continue
+            for p in problems:
+                log.error("pkcs11: service %s: %s: %s", access.service, p.where, p.failure)
+            log.info(
+                "pkcs11: service %s: %d usable key(s) in %s", access.service, len(keys), self.path
+            )
+
+    # -- tokens and sessions (worker thread) -------------------------------
+
+    def _rescan(self) -> None:
+        s = self._s
+        lib = self._library()
+        try:
+            present = lib.tokens()
+        except CkrError as e:
+            raise failure_from_ckr(e, f"listing tokens of {self.path}") from e
+        fresh: dict[TokenIdentity, _TokenState] = {}
+        for slot in present:
+            ident = _identity(slot.info)
+            if ident in fresh:
+                log.warning(
+                    "pkcs11: two tokens in %s share label/serial %s; using slot %d",
+                    self.path,
+                    ident.uri(),
+                    fresh[ident].info.slot_id,
+                )
+                continue
+            old = s.tokens.get(ident)
+            if old is not None and old.info.slot_id == slot.info.slot_id:
+                old.slot = slot  # fresh flags
+                fresh[ident] = old
+            else:
+                if old is not None:
+                    self._drop_session(old)
+                fresh[ident] = _TokenState(ident, slot)
+        for ident, old in s.tokens.items():
+            if ident not in fresh:
+                log.warning("pkcs11: token %s is no longer present", ident.uri())
+                self._drop_session(old)
+        s.tokens = fresh
+        s.scanned = True
+
+    @staticmethod
+    def _drop_session(st: _TokenState) -> None:
+        if st.session is not None:
+            st.session.close()
+        st.session = None
+        st.pin = None
+        st.logged_in_by = None
+
+    def _selects_token(self, uris: tuple[Pkcs11Uri, ...], st: _TokenState) -> bool:
+        lib = self._library().info
+        info = st.info
+        return any(
+            u.matches_library(lib.manufacturer, lib.description, lib.version)
+            and u.matches_token(
+                label=info.label,
+                manufacturer=info.manufacturer,
+                serial=info.serial,
+                model=info.model,
+                slot_id=info.slot_id,
+                slot_description=info.slot_description,
+                slot_manufacturer=info.slot_manufacturer,
+            )
+            for u in uris
+        )
+
+    def _ensure_session(self, st: _TokenState, access: ServiceAccess) -> Session:
+        flags = st.info.flags
+        needs_login = bool(flags & TokenFlag.LOGIN_REQUIRED)
+        pin = access.pin
+        what = f"token {st.name}"
+        if pin is None and needs_login:
+            why = access.pin_problem or f"service {access.service} has no pkcs11_pin"
+            raise TokenFailure(TsStatus.TS_PIN_ERROR, f"{what} needs a login: {why}")
+        if st.session is not None:
+            if st.pin is None and pin is None:
+                return st.session
+            if st.pin is not None and pin is not None and pin.same_as(st.pin):
+                return st.session
+            if st.pin is not None and pin is None:
+                # Not logged in ourselves, but the token's shared login would
+                # let us see private objects: refuse rather than borrow it.
+                raise TokenFailure(
+                    TsStatus.TS_PIN_ERROR,
+                    f"{what} is logged in for service {st.logged_in_by}; "
+                    f"service {access.service} has no pkcs11_pin",
+                )
+            raise TokenFailure(
+                TsStatus.TS_PIN_ERROR,
+                f"{what} is logged in with the PIN of service {st.logged_in_by}; "
+                f"the PIN of service {access.service} ({access.pin.source if access.pin else ''}) "
+                "differs",
+            )
+        if pin is not None:
+            for r in self._s.rejected.get(st.identity, ()):
+                if r.pin.same_as(pin):
+                    raise TokenFailure(
+                        r.failure.status,
+                        f"{r.failure.message} (not retried until the configuration is reloaded)",
+                        r.failure.ckr,
+                    )
+            self._check_pin_flags(st, flags)
+        try:
+            session = st.slot.open(pin.reveal() if pin is not None else None)
+        except CkrError as e:
+            if e.ckr == "CKR_USER_ALREADY_LOGGED_IN":
+                # A session of ours we lost track of is still logged in; the
+                # login state is per application and token, so use it.
+                session = self._open_plain(st)
+            else:
+                failure = failure_from_ckr(e, f"logging in to {what}")
+                if e.ckr in PIN_CKRS and pin is not None:
+                    self._s.rejected.setdefault(st.identity, []).append(_Rejected(pin, failure))
+                log.error("pkcs11: %s (PIN from %s)", failure, pin.source if pin else "none")
+                raise failure from e
+        try:
+            mechanisms = st.slot.mechanisms()
+        except CkrError as e:
+            session.close()
+            raise failure_from_ckr(e, f"reading the mechanisms of {what}") from e
+        st.session = session
+        st.mechanisms = mechanisms
+        st.pin = pin
+        st.logged_in_by = access.service if pin is not None else None
+        log.info(
+            "pkcs11: opened a session on %s%s",
+            st.identity.uri(),
+            f" (logged in with the PIN from {pin.source})" if pin is not None else "",
+        )
+        return session
+
+    @staticmethod
+    def _open_plain(st: _TokenState) -> Session:
+        try:
+            return st.slot.open(None)
+        except CkrError as e:
+            raise failure_from_ckr(e, f"opening a session on token {st.name}") from e
+
+    @staticmethod
+    def _check_pin_flags(st: _TokenState, flags: TokenFlag) -> None:
+        what = f"token {st.name}"
+        if flags & TokenFlag.USER_PIN_LOCKED:
+            raise TokenFailure(
+                TsStatus.TS_PIN_ERROR,
+                f"{what}: the user PIN is locked; unlock it with the SO PIN",
+                "CKR_PIN_LOCKED",
+            )
+        if flags & TokenFlag.TOKEN_INITIALIZED and not flags & TokenFlag.USER_PIN_INITIALIZED:
+            raise TokenFailure(
+                TsStatus.TS_PIN_ERROR,
+                f"{what}: the token has no user PIN set",
+                "CKR_USER_PIN_NOT_INITIALIZED",
+            )
+        if flags & TokenFlag.USER_PIN_FINAL_TRY:
+            raise TokenFailure(
+                TsStatus.TS_PIN_ERROR,
+                f"{what}: one more wrong PIN would lock the token, so the daemon will not "
+                "try; log in once by hand to reset the retry counter",
+            )
+
+    def _with_session(
+        self,
+        ident: TokenIdentity,
+        access: ServiceAccess,
+        op: Callable[[Session, bool], T],
+    ) -> T:
+        """Run op(session, retried) on the token, recovering once from a lost
+        session or a token that went away and came back."""
+        s = self._s
+        retried = False
+        while True:
+            st = s.tokens.get(ident)
+            if st is None:
+                raise TokenFailure(
+                    TsStatus.TS_TOKEN_UNAVAILABLE, f"token {ident.label!r} is not present"
+                )
+            session = self._ensure_session(st, access)
+            try:
+                return op(session, retried)
+            except CkrError as e:
+                if e.ckr not in SESSION_LOST_CKRS or retried:
+                    raise
+                log.warning(
+                    "pkcs11: session on %s lost (%s during %s); reopening",
+                    ident.uri(),
+                    e.ckr,
+                    e.call,
+                )
+                self._drop_session(st)
+                if e.ckr == "CKR_CRYPTOKI_NOT_INITIALIZED" and s.lib is not None:
+                    s.lib.close()
+                    s.lib = None
+                self._rescan()
+                retried = True
+
+    def _service_tokens(
+        self, access: ServiceAccess, *, rescan: bool
+    ) -> tuple[list[TokenIdentity], list[TokenProblem]]:
+        """The present tokens the service's URIs select (with a usable
+        session), and the problems with the others."""
+        try:
+            if rescan or not self._s.scanned:
+                self._rescan()
+        except SignFailure as f:
+            return [], [TokenProblem(self.path, f)]
+        usable: list[TokenIdentity] = []
+        problems: list[TokenProblem] = []
+        for ident, st in list(self._s.tokens.items()):
+            if not self._selects_token(access.uris, st):
+                continue
+            try:
+                self._with_session(ident, access, lambda _s, _r: None)
+            except SignFailure as f:
+                problems.append(TokenProblem(ident.uri(), f))
+                continue
+            except CkrError as e:
+                problems.append(TokenProblem(ident.uri(), failure_from_ckr(e, ident.uri())))
+                continue
+            usable.append(ident)
+        if not usable and not problems:
+            problems.append(
+                TokenProblem(
+                    self.path,
+                    TokenFailure(
+                        TsStatus.TS_TOKEN_UNAVAILABLE,
+                        f"no present token in {self.path} matches the pkcs11_uri of service "
+                        f"{access.service}",
+                    ),
+                )
+            )
+        return usable, problems
+
+    # -- keys (worker thread) ----------------------------------------------
+
+    def _permitted(self, access: ServiceAccess, st: _TokenState, key: ObjectView) -> bool:
+        return any(
+            self._selects_token((u,), st)
+            and u.matches_object(label=key.label, key_id=key.key_id, object_type=ObjectType.PRIVATE)
+            for u in access.uris
+        )
+
+    @staticmethod
+    def _facts(key: ObjectView) -> tuple[KeyKind, Curve, int]:
+        try:
+            kind = KeyKind(key.key_type) if key.key_type is not None else KeyKind.OTHER
+        except ValueError:
+            kind = KeyKind.OTHER
+        if kind is KeyKind.RSA:
+            bits = int.from_bytes(key.modulus, "big").bit_length() if key.modulus else 0
+            return kind, Curve.NONE, bits
+        if kind in (KeyKind.EC, KeyKind.EC_EDWARDS):
+            curve = curve_from_params(key.ec_params)
+            return kind, curve, max(curve.value, 0)
+        return kind, Curve.NONE, 0
+
+    def _warn_extractable(self, st: _TokenState, key: ObjectView) -> None:
+        if not key.extractable:
+            return
+        uri = key_uri(st.identity, key.label, key.key_id)
+        if uri in self._s.warned:
+            return
+        self._s.warned.add(uri)
+        extra = "" if key.sensitive else " and not sensitive (its value can be read in clear)"
+        log.warning(
+            "pkcs11: key %s is extractable (CKA_EXTRACTABLE=TRUE)%s: its private part can "
+            "leave the token",
+            uri,
+            extra,
+        )
+
+    def _record(self, st: _TokenState, session: Session, key: ObjectView) -> KeyRecord:
+        kind, curve, bits = self._facts(key)
+        self._warn_extractable(st, key)
+        # Public keys pair with private ones by CKA_ID, or by label without one.
+        if key.key_id:
+            candidates = session.objects(ObjectClass.PUBLIC_KEY, key_id=key.key_id)
+        else:
+            candidates = session.objects(ObjectClass.PUBLIC_KEY, label=key.label)
+        pubs = [p for p in candidates if p.key_type == key.key_type]
+        pub = pubs[0] if pubs else None
+        parts = PublicParts(
+            kind=kind,
+            modulus=key.modulus or (pub.modulus if pub else None),
+            public_exponent=key.public_exponent or (pub.public_exponent if pub else None),
+            ec_params=key.ec_params or (pub.ec_params if pub else None),
+            ec_point=pub.ec_point if pub else None,
+        )
+        spki = spki_der(parts)
+        cert = self._certificate(session, key, spki)
+        if spki is None and cert is not None:
+            spki = _cert_spki(cert)
+        return KeyRecord(
+            token=st.identity,
+            label=key.label,
+            key_id=key.key_id,
+            kind=kind,
+            curve=curve,
+            bits=bits,
+            spki=spki,
+            certificate=cert,
+            extractable=bool(key.extractable),
+            sensitive=key.sensitive is not False,
+        )
+
+    @staticmethod
+    def _certificate(session: Session, key: ObjectView, spki: bytes | None) -> bytes | None:
+        if not key.key_id:
+            return None  # certificates pair with keys by CKA_ID only
+        for c in session.objects(ObjectClass.CERTIFICATE, key_id=key.key_id):
+            if c.value is None or c.certificate_type not in (None, _CKC_X_509):
+                continue
+            # A certificate with the same id but another key is a token
+            # mix-up; do not hand it out as this key's.
+            if spki is not None and _cert_spki(c.value) not in (None, spki):
+                continue
+            return c.value
+        return None
+
+    def list_keys(self, access: ServiceAccess) -> tuple[list[KeyRecord], list[TokenProblem]]:
+        """The keys the service may use, on every token it selects."""
+        idents, problems = self._service_tokens(access, rescan=True)
+        records: list[KeyRecord] = []
+        for ident in idents:
+
+            def op(
+                session: Session, _retried: bool, ident: TokenIdentity = ident
+            ) -> list[KeyRecord]:
+                st = self._s.tokens[ident]
+                return [
+                    self._record(st, session, k)
+                    for k in session.objects(ObjectClass.PRIVATE_KEY)
+                    if self._permitted(access, st, k)
+                ]
+
+            try:
+                records += self._with_session(ident, access, op)
+            except SignFailure as f:
+                problems.append(TokenProblem(ident.uri(), f))
+            except CkrError as e:
+                problems.append(
+                    TokenProblem(ident.uri(), failure_from_ckr(e, f"listing keys on {ident.uri()}"))
+                )
+        return records, problems
+
+    def sign(
+        self,
+        access: ServiceAccess,
+        uri: Pkcs11Uri,
+        spec: MechanismSpec,
+        data: bytes,
+        is_digest: bool,
+    ) -> bytes:
+        """Sign with the one permitted key `uri` selects; SignFailure if none."""
+        found, problems = self._candidates(access, uri, rescan=False)
+        if not found:
+            # Perhaps a token was inserted since the last scan.
+            found, problems = self._candidates(access, uri, rescan=True)
+        shown = uri.to_string()
+        if not found:
+            if problems:
+                raise problems[0].failure
+            raise Refusal(
+                TsStatus.TS_UNKNOWN_KEY,
+                f"no private key on the tokens of service {access.service} matches {shown}",
+            )
+        permitted = [(i, k) for i, k in found if self._permitted(access, self._s.tokens[i], k)]
+        if not permitted:
+            raise Refusal(
+                TsStatus.TS_KEY_NOT_PERMITTED,
+                f"service {access.service} may not use {shown}",
+            )
+        if len(permitted) > 1:
+            raise Refusal(
+                TsStatus.TS_AMBIGUOUS_KEY,
+                f"{shown} matches {len(permitted)} keys; add id= or token= to choose one",
+            )
+        ident, key = permitted[0]
+        kind, curve, bits = self._facts(key)
+        self._warn_extractable(self._s.tokens[ident], key)
+        what = f"signing with {key_uri(ident, key.label, key.key_id)}"
+
+        def op(session: Session, retried: bool) -> bytes:
+            st = self._s.tokens[ident]
+            plan = plan_signature(
+                spec,
+                kind=kind,
+                curve=curve,
+                bits=bits,
+                data=data,
+                is_digest=is_digest,
+                token_mechanisms=st.mechanisms,
+            )
+            target = key
+            if retried:
+                # The old handle died with the old session: find it again.
+                again = [
+                    k
+                    for k in session.objects(
+                        ObjectClass.PRIVATE_KEY,
+                        label=key.label or None,
+                        key_id=key.key_id or None,
+                    )
+                    if k.label == key.label and k.key_id == key.key_id
+                ]
+                if len(again) != 1:
+                    raise Refusal(TsStatus.TS_UNKNOWN_KEY, f"{what}: the key is gone")
+                target = again[0]
+            raw = session.sign(target, plan.mechanism, plan.param, plan.data)
+            try:
+                return finish_signature(plan, raw)
+            except ValueError as e:
+                raise TokenFailure(TsStatus.TS_TOKEN_ERROR, f"{what}: {e}") from None
+
+        try:
+            return self._with_session(ident, access, op)
+        except CkrError as e:
+            raise failure_from_ckr(e, what) from e
+
+    def _candidates(
+        self, access: ServiceAccess, uri: Pkcs11Uri, *, rescan: bool
+    ) -> tuple[list[tuple[TokenIdentity, ObjectView]], list[TokenProblem]]:
+        idents, problems = self._service_tokens(access, rescan=rescan)
+        found: list[tuple[TokenIdentity, ObjectView]] = []
+        for ident in idents:
+            if not self._selects_token((uri,), self._s.tokens[ident]):
+                continue
+
+            def op(session: Session, _retried: bool) -> list[ObjectView]:
+                return [
+                    k
+                    for k in session.objects(
+                        ObjectClass.PRIVATE_KEY, label=uri.object, key_id=uri.id
+                    )
+                    if uri.matches_object(
+                        label=k.label, key_id=k.key_id, object_type=ObjectType.PRIVATE
+                    )
+                ]
+
+            try:
+                found += [(ident, k) for k in self._with_session(ident, access, op)]
+            except SignFailure as f:
+                problems.append(TokenProblem(ident.uri(), f))
+            except CkrError as e:
+                problems.append(TokenProblem(ident.uri(), failure_from_ckr(e, ident.uri())))
+        return found, problems
+
+
+def _cert_spki(der: bytes) -> bytes | None:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        return cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except (ValueError, TypeError):
+        return None
