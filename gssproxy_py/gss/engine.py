@@ -8,11 +8,12 @@ outlives configuration reloads:
 * it loads the handle key file `<state_dir>/handle-keys` and re-reads it when
   the file changes on disk (rotation by another process) or `state_dir` moves;
 * it seals credentials into `GssxCred` handles and opens them again
-  (`handles.seal` / `open_handle`, bound to service name and peer uid). The
-  plaintext is our envelope around `gss_export_cred`, so long-term material
-  only ever leaves the daemon sealed; a handle that does not open (other
-  uid or service, tampered, unknown key, expired) is logged with the reason
-  and treated as "no credential";
+  (`handles.seal` / `open_handle`, bound to the peer uid and to the
+  service's `handle_scope`). The plaintext is our envelope around
+  `gss_export_cred`, so long-term material only ever leaves the daemon
+  sealed; a handle that does not open (other uid or scope, tampered,
+  unknown key, expired) is logged with the reason and treated as "no
+  credential";
 * it acquires credentials per `policy.CredRequest` (cred_store, impersonate)
   with `credcache` in front, and leases credential objects to one request at
   a time.
@@ -53,7 +54,7 @@ from gssproxy_py.gss.status import (
 )
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxCredElement, GssxOIDSet
 
-__all__ = ["CredLease", "GssEngine", "Request"]
+__all__ = ["CredLease", "GssEngine", "Request", "handle_scope"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -97,6 +98,27 @@ class _KeyState:
     stamp: tuple[int, int, int] | None = None
     keys: keyfile.HandleKeys | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def handle_scope(service: Service) -> str:
+    """What a sealed handle is bound to besides the uid.
+
+    Services naming the same keytab share a scope, others are their own. The
+    C gssproxy encrypts handles with the service keytab's key, so a handle
+    one service issued works at every service with that keytab, for any
+    uid; gssproxy's t_impersonate relies on it (S4U2Self through a
+    protocol-transition-only service, S4U2Proxy with the stored result
+    through a delegation-only one). We keep that, and unlike gssproxy keep
+    the uid binding. The unexpanded `keytab` value is used (without a
+    `FILE:` prefix), so renaming a service does not invalidate its handles.
+    """
+    keytabs = service.cred_store_values("keytab")
+    if keytabs:
+        value = keytabs[0]
+        if value[:5].upper() == "FILE:":
+            value = value[5:]
+        return f"keytab:{value}"
+    return f"service:{service.name}"
 
 
 def pick_mech(desired: GssxOIDSet) -> bytes:
@@ -183,14 +205,14 @@ class GssEngine:
     # -- sealing ---------------------------------------------------------------
 
     def seal_creds(self, req: Request, creds: api.Creds) -> tuple[GssxCred, bytes, api.CredInfo]:
-        """Describe, export and seal `creds` for this service and uid."""
+        """Describe, export and seal `creds` for this service's scope and uid."""
         info = api.inquire_cred(creds)
         token = api.export_cred(creds)
         expires = info.expires_at()
         blob = handles.seal(
             self.keys(req.config),
             _ENVELOPE_V1 + token,
-            service=req.service.name,
+            service=handle_scope(req.service),
             uid=req.uid,
             not_after=None if expires is None else int(expires),
         )
@@ -213,7 +235,7 @@ class GssEngine:
             plain = handles.open_handle(
                 self.keys(req.config),
                 blob,
-                service=req.service.name,
+                service=handle_scope(req.service),
                 uid=req.uid,
                 now=int(time.time()),
             )

@@ -9,6 +9,9 @@ interposer's `X-GSSPROXY` ccache entry, which holds the sealed handle). Then:
   The C gssproxy seals with the service keytab's key only (behaviour notes
   §3.3): with both services sharing a keytab it honours the copy, and
   gpytest2 authenticates as alice. That case documents the difference.
+* the same uid takes the handle to another service: it works where the
+  service has the same keytab (the C daemon's key, our handle scope) and
+  not elsewhere;
 * the handle bytes are changed: both daemons refuse them and start over,
   which fails when the daemon can no longer acquire for the user and gives a
   fresh credential (a new entry) when it can.
@@ -47,18 +50,27 @@ def client_keytabs(realm: StandardRealm, test_users: tuple[LocalUser, ...]) -> P
     return directory
 
 
-def service(name: str, user: LocalUser, realm: StandardRealm, keytabs: Path) -> str:
-    # Both services share the service keytab, so the C daemon's handle key is shared too.
+def service(
+    name: str,
+    user: LocalUser,
+    realm: StandardRealm,
+    keytabs: Path,
+    keytab: Path | None = None,
+    **extra: str,
+) -> str:
+    # By default services share the service keytab, and with it the C
+    # daemon's handle key (and our handle scope).
     return h.service_section(
         name,
         {
             "mechs": "krb5",
             "cred_store": [
-                f"keytab:{realm.service_keytab}",
+                f"keytab:{keytab or realm.service_keytab}",
                 f"client_keytab:{keytabs}/%U.keytab",
             ],
             "cred_usage": "initiate",
             "euid": user.uid,
+            **extra,
         },
     )
 
@@ -119,6 +131,55 @@ def test_handle_replayed_by_another_uid(
         assert reply["ok"] and reply["initiator"] == realm.alice, reply
     # The rightful owner still gets in.
     assert init_reply(daemon, realm, u1, mine)["initiator"] == realm.alice
+
+
+@impls
+def test_handle_scope_is_the_keytab(
+    impl: str,
+    daemon_factory: Any,
+    realm: StandardRealm,
+    test_users: tuple[LocalUser, ...],
+    client_keytabs: Path,
+    harness_dir: Path,
+) -> None:
+    """The same uid on three sockets: a handle from "one" works at "same" (same
+    keytab) and not at "other" (another keytab), for both daemons."""
+    u1 = test_users[0]
+    sockets: dict[str, Path] = {}
+
+    def sections(keytabs: Path) -> list[str]:
+        return [
+            service("one", u1, realm, keytabs, socket=str(sockets["one"])),
+            service("same", u1, realm, keytabs, socket=str(sockets["same"])),
+            service(
+                "other", u1, realm, keytabs, keytab=realm.nfs_keytab, socket=str(sockets["other"])
+            ),
+        ]
+
+    def config(paths: Any) -> str:
+        sockets.update({n: paths.workdir / f"{n}.sock" for n in ("one", "same", "other")})
+        return h.render(*sections(client_keytabs))(paths)
+
+    daemon = daemon_factory(impl, config)
+    path = h.user_dir(harness_dir, u1) / "cc"
+    env = h.client_env(realm.env(), sockets["one"], f"FILE:{path}")
+    with h.gssops(env, u1) as client:
+        client.call("acquire", **{"as": "c"})
+        client.call("store", cred="c")
+    # Only the stored handle can work from now on.
+    h.reconfigure(daemon, *sections(Path("/nonexistent")))
+
+    def init_via(name: str) -> dict[str, Any]:
+        env = h.client_env(realm.env(), sockets[name], f"FILE:{path}", "REMOTE_ONLY")
+        with h.gssops(env, u1) as client, h.acceptor(realm.env(), realm.service_keytab) as acc:
+            reply = client.request("init", ctx="c", target=realm.host_service)
+            return acc.call("step", token=reply["token"]) if reply["ok"] else reply
+
+    assert init_via("same")["initiator"] == realm.alice
+    mark = len(daemon.log_text())
+    assert not init_via("other")["ok"]
+    if impl == "py":
+        assert "not honoured (wrong_binding_or_tampered)" in daemon.log_text()[mark:]
 
 
 def tamper(path: Path, entry: ccfile.Credential) -> None:
