@@ -49,6 +49,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.root]
 USER = "alice"
 HOST_GSS = "host@localhost"
 PROXY_GSS = "proxy@localhost"
+OTHER_SVC = "other/localhost"
+OTHER_GSS = "other@localhost"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ def s4u_realm(harness_dir: Path) -> Iterator[S4URealm]:
         realm.create()
         host = realm.addprinc("host/localhost", flags=["+ok_to_auth_as_delegate"])
         proxy = realm.addprinc("proxy/localhost", flags=["-requires_preauth"])
+        # Not in host's krbAllowedToDelegateTo: the KDC refuses S4U2Proxy to it.
+        realm.addprinc(OTHER_SVC)
         user = realm.addprinc(USER, "alicepw")
         realm.allow_delegation(host, [proxy])
         svc_keytab = realm.ktadd(host, realm.directory / "svc.keytab")
@@ -192,3 +196,56 @@ def test_t_impersonate(
             # The target saw alice, not the impersonator.
             assert accepted["initiator"] == s4u_realm.user, (case.name, accepted)
     assert outcomes == expected
+
+
+# -- service-driven impersonation (`impersonate = yes`) ------------------------------------
+
+
+@pytest.mark.parametrize("impl", ALL_IMPLEMENTATIONS)
+def test_service_impersonates_the_peer_uid(
+    impl: str,
+    daemon_factory: Any,
+    s4u_realm: S4URealm,
+    test_users: tuple[LocalUser, ...],
+    harness_dir: Path,
+) -> None:
+    """A service with `impersonate = yes` initiates as the caller's user name.
+
+    gpytest1 has no key and no ticket; the daemon (host/localhost from the
+    keytab) gets an S4U2Self ticket for gpytest1@REALM, turns it into a
+    delegated credential, and the client's init to proxy@localhost goes out
+    by S4U2Proxy. An acceptor holding proxy's key sees gpytest1.
+    """
+    user = test_users[0]
+    realm = s4u_realm.realm
+    principal = realm.principal(user.name)
+    if "Principal:" not in _getprinc(realm, principal):
+        realm.addprinc(user.name)
+    svc = h.service_section(
+        "svcimp",
+        {
+            "mechs": "krb5",
+            "cred_store": [f"keytab:{s4u_realm.proxy_keytab}"],
+            "krb5_principal": s4u_realm.host,
+            "cred_usage": "initiate",
+            "impersonate": "yes",
+            "euid": 0,
+            "allow_any_uid": "yes",
+        },
+    )
+    daemon = daemon_factory(impl, h.render(svc), env=realm.env())
+    env = h.client_env(realm.env(), daemon.socket, "MEMORY:svcimp", "REMOTE_ONLY")
+    for target, keytab in ((PROXY_GSS, s4u_realm.proxy_keytab), (HOST_GSS, s4u_realm.svc_keytab)):
+        with h.gssops(env, user) as client, h.acceptor(realm.env(), keytab) as acc:
+            accepted = h.establish(client, acc, target)
+            assert accepted["initiator"] == principal, (target, accepted)
+    with h.gssops(env, user) as client:
+        refused = client.request("init", ctx="c", target=OTHER_GSS)
+        assert not refused["ok"], refused
+
+
+def _getprinc(realm: LdapRealm, principal: str) -> str:
+    try:
+        return realm.kadmin("getprinc", principal)
+    except Exception:
+        return ""
