@@ -399,7 +399,7 @@ class _P11Session:
             template[A.ID] = key_id
         views = []
         with _calling("C_FindObjects"):
-            found = list(self._session.get_objects(template))
+            found = self._search(template)
         for obj in found:
             names = _COMMON_ATTRS + _CLASS_ATTRS[object_class]
             with _calling("C_GetAttributeValue"):
@@ -423,6 +423,25 @@ class _P11Session:
                 )
             )
         return views
+
+    def _search(self, template: dict[Any, Any]) -> list[Any]:
+        # Session.get_objects() leaves its search marked active when
+        # C_FindObjectsInit or C_FindObjects fails (a dead session, say), and
+        # the garbage collector then retries C_FindObjectsFinal in __del__,
+        # printing "Exception ignored in ... __del__" to stderr. Driving the
+        # SearchIter ourselves lets us finish it while we still can.
+        search_iter = getattr(self._p11._pkcs11, "SearchIter", None)
+        if search_iter is None:
+            return list(self._session.get_objects(template))
+        op = search_iter(self._session, template, 16)
+        try:
+            op.__enter__()
+            found = [obj for batch in op for obj in batch]
+        except BaseException:
+            with contextlib.suppress(Exception):
+                op._finalize()  # marks it inactive before raising the CKR
+            raise
+        return found
 
     def sign(self, key: ObjectView, mechanism: int, param: PssParams | None, data: bytes) -> bytes:
         p11 = self._p11
