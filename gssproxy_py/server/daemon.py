@@ -50,6 +50,7 @@ from gssproxy_py.server.logs import (
 )
 from gssproxy_py.server.notify import notify
 from gssproxy_py.server.peer import selinux_enabled
+from gssproxy_py.server.privileges import PrivilegeDropError, drop_privileges, give_state_dir
 from gssproxy_py.server.programs import load_programs
 
 _log = logging.getLogger(__name__)
@@ -404,6 +405,17 @@ async def serve(
         _log.error("cannot start: %s", exc)
         await server.shutdown()
         return 1
+    user = config.globals.run_as_user
+    if user:
+        # After the sockets exist and before any call is served, as gssproxy.
+        try:
+            give_state_dir(config.globals.state_dir, user)
+            uid, _ = drop_privileges(user)
+        except (PrivilegeDropError, KeyError, OSError) as exc:
+            _log.error("cannot run as %s: %s", user, exc)
+            await server.shutdown()
+            return 1
+        _log.info("running as %s (uid %d), keeping only CAP_SYS_PTRACE", user, uid)
     if handle_signals:
         loop.add_signal_handler(signal.SIGHUP, server.request_reload)
         for signum in _STOP_SIGNALS:

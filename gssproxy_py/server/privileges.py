@@ -1,0 +1,127 @@
+"""`run_as_user`: leave root once the sockets exist, as gssproxy does.
+
+What stays: only CAP_SYS_PTRACE, in the permitted and effective sets of the
+thread that accepts connections, because matching `program =` reads
+/proc/PID/exe of processes owned by other users. Everything else goes,
+including the bounding set, so nothing can be regained later.
+
+Capabilities are per thread in Linux, so this runs on the event-loop thread
+(the one that reads /proc at accept), before the adapters start their worker
+threads. Worker threads do not need the capability: they open keytabs and
+ccaches, which must be readable by the user (the administrator's job; the
+error says so).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import pwd
+
+from gssproxy_py.errors import LocalError
+
+CAP_SYS_PTRACE = 19
+_PR_CAPBSET_DROP = 24
+_PR_SET_KEEPCAPS = 8
+_CAP_LAST_CAP_FILE = "/proc/sys/kernel/cap_last_cap"
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_SYS_CAPSET = 126  # x86_64
+
+
+class PrivilegeDropError(LocalError):
+    """run_as_user could not be honoured; the daemon must not run half-dropped."""
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise PrivilegeDropError(f"run_as_user: {what} failed: {os.strerror(err)}")
+
+
+def _last_cap() -> int:
+    try:
+        with open(_CAP_LAST_CAP_FILE) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 40
+
+
+def drop_privileges(user: str, *, keep: tuple[int, ...] = (CAP_SYS_PTRACE,)) -> tuple[int, int]:
+    """Become `user` (uid, gid, supplementary groups), keeping only `keep`.
+
+    Returns (uid, gid). Raises PrivilegeDropError, in which case the caller
+    must exit: a daemon that meant to drop root and could not must not serve.
+    """
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise PrivilegeDropError(f"run_as_user: no such user {user!r}") from None
+    if os.geteuid() != 0:
+        raise PrivilegeDropError("run_as_user needs the daemon to start as root")
+    libc = _libc()
+    # The bounding set can only shrink while we still hold CAP_SETPCAP (root).
+    for cap in range(_last_cap() + 1):
+        if cap not in keep:
+            _check(libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0), f"dropping capability {cap}")
+    _check(libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "PR_SET_KEEPCAPS")
+    try:
+        os.setgroups(os.getgrouplist(pw.pw_name, pw.pw_gid))
+        os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
+        os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
+    except OSError as e:
+        raise PrivilegeDropError(f"run_as_user: switching to {user}: {e.strerror}") from None
+    mask = 0
+    for cap in keep:
+        mask |= 1 << cap
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    data[0].effective = data[0].permitted = mask & 0xFFFFFFFF
+    data[1].effective = data[1].permitted = mask >> 32
+    _check(
+        libc.syscall(_SYS_CAPSET, ctypes.byref(header), ctypes.byref(data)),
+        "setting the kept capabilities",
+    )
+    _check(libc.prctl(_PR_SET_KEEPCAPS, 0, 0, 0, 0), "clearing PR_SET_KEEPCAPS")
+    if os.getuid() != pw.pw_uid or os.geteuid() != pw.pw_uid:
+        raise PrivilegeDropError("run_as_user: the uid did not change")
+    return pw.pw_uid, pw.pw_gid
+
+
+def give_state_dir(state_dir: str, user: str) -> None:
+    """Hand `state_dir` (and the files in it) to `user` before dropping root:
+    the handle key file is refused unless the daemon's own uid owns it."""
+    pw = pwd.getpwnam(user)
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    os.chown(state_dir, pw.pw_uid, pw.pw_gid)
+    for name in os.listdir(state_dir):
+        path = os.path.join(state_dir, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def capability_sets() -> dict[str, int]:
+    """This thread's capability sets, from /proc/thread-self/status."""
+    out: dict[str, int] = {}
+    with open("/proc/thread-self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("CapInh", "CapPrm", "CapEff", "CapBnd"):
+                out[key] = int(value.strip(), 16)
+    return out
