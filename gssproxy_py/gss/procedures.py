@@ -172,7 +172,8 @@ def proc_export_cred(
 ) -> gp.GssxResExportCred:
     """The exported form of a credential is its sealed handle, never the raw token.
 
-    It opens only for the same service and uid (IMPORT_CRED), so exporting
+    It opens only for the same uid at a service of the same handle scope
+    (`engine.handle_scope`: the same keytab) (IMPORT_CRED), so exporting
     never hands out keys or tickets in the clear.
     """
     lease = _open_or_fail(engine, req, arg.input_cred_handle)
@@ -192,7 +193,7 @@ def proc_export_cred(
 def proc_import_cred(
     engine: GssEngine, req: Request, arg: gp.GssxArgImportCred
 ) -> gp.GssxResImportCred:
-    """Opens an EXPORT_CRED blob (same service and uid only) and describes it."""
+    """Opens an EXPORT_CRED blob (same uid and handle scope only) and describes it."""
     token = engine.open_blob(req, arg.exported_handle)
     if token is None:
         raise GssFailure(GSS_S_NO_CRED, EACCES, "exported credential not valid for this caller")
