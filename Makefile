@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.installed
 SYSPY   := /usr/bin/python3
 APT_PKGS := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gssproxy krb5-gss-samples \
             krb5-pkinit softhsm2 opensc p11-kit keyutils iproute2 python3-venv python3-dev \
-            util-linux
+            util-linux slapd ldap-utils krb5-kdc-ldap
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 IDL     := $(wildcard idl/*.x)
 STUBS   := $(patsubst idl/%.x,gssproxy_py/proto/%.py,$(IDL))
