@@ -77,6 +77,12 @@ GSS_S_CALL_BAD_STRUCTURE: Final = 3 << 24
 _ROUTINE_MASK: Final = 0xFF << 16
 _U64_MAX: Final = (1 << 64) - 1
 
+#: The logger `syslog_status` sends to syslog (server/logs.set_status_syslog);
+#: it does not propagate, so without that option nothing is written twice.
+STATUS_LOGGER_NAME = "gssproxy_py.status"
+_status_log = logging.getLogger(STATUS_LOGGER_NAME)
+_status_log.propagate = False
+
 #: What a client sees for a failure we did not expect; details stay in our log.
 GENERIC_FAILURE_MESSAGE: Final = "internal error in gssproxy-py (see the daemon log)"
 
@@ -196,11 +202,18 @@ def status_for_exception(
         log.error("unexpected error in a GSS procedure: %r", exc, exc_info=exc)
         failure = GssFailure(GSS_S_FAILURE, 0, GENERIC_FAILURE_MESSAGE)
     if failure.major & _ROUTINE_MASK or failure.major >> 24:
-        log.info(
-            "GSS failure: major 0x%08x (%s), minor %d (%s)",
+        args = (
             failure.major,
             failure.major_message or major_messages(failure.major),
             failure.minor,
             failure.message,
         )
+        log.info("GSS failure: major 0x%08x (%s), minor %d (%s)", *args)
+        # syslog_status: the same line, with the caller's prefix, for syslog only.
+        msg, _ = (
+            log.process("GSS failure: major 0x%08x (%s), minor %d (%s)", {})
+            if isinstance(log, logging.LoggerAdapter)
+            else ("GSS failure: major 0x%08x (%s), minor %d (%s)", {})
+        )
+        _status_log.info(msg, *args)
     return status_from_failure(failure, mech)

@@ -35,6 +35,7 @@ from gssproxy_py.server.logs import (
     configure_logging,
     effective_debug_level,
     set_debug_level,
+    set_status_syslog,
 )
 
 _log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--syslog-status",
         action="store_true",
-        help="accepted for compatibility with gssproxy; has no effect yet",
+        help="log every GSS failure to syslog (LOG_AUTHPRIV), like `syslog_status = yes`",
     )
     ap.add_argument("-u", "--userproxy", action="store_true", help="userproxy mode (not supported)")
     ap.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -151,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     set_debug_level(effective_debug_level(cli_level, config.globals.debug_level))
+    set_status_syslog(args.syslog_status or config.globals.syslog_status)
     for warning in config.warnings:
         _log.warning("%s", warning)
     for note in config.notes:
@@ -163,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_socket=args.socket,
         cli_debug_level=cli_level,
         idle_timeout=args.idle_timeout,
+        syslog_status=args.syslog_status,
     )
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve(config, options, on_ready=on_ready))

@@ -47,6 +47,7 @@ from gssproxy_py.server.logs import (
     RELOADED_MESSAGE,
     effective_debug_level,
     set_debug_level,
+    set_status_syslog,
 )
 from gssproxy_py.server.notify import notify
 from gssproxy_py.server.peer import selinux_enabled
@@ -74,6 +75,8 @@ class ServerOptions:
     #: exit after this many seconds without any connection (None: never)
     idle_timeout: float | None = None
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    #: `--syslog-status`: on whatever the configuration says
+    syslog_status: bool = False
 
 
 def _netns_inodes(config: Config) -> dict[str, int] | None:
@@ -277,6 +280,7 @@ class GssProxyServer:
         self._config = config
         if opts.cli_debug_level is None:
             set_debug_level(effective_debug_level(None, config.globals.debug_level))
+        set_status_syslog(opts.syslog_status or config.globals.syslog_status)
         for program in self._programs.values():
             if program.reload is not None:
                 try:

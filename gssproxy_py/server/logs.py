@@ -18,9 +18,12 @@ logged at level 1 with the exact texts below.
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import os
 import sys
 from typing import TextIO
 
+from gssproxy_py.gss.status import STATUS_LOGGER_NAME
 from gssproxy_py.rpc.dispatch import SECRETS_LOG_LEVEL
 
 READY_MESSAGE = "Initialization complete."
@@ -75,3 +78,37 @@ def effective_debug_level(cli_level: int | None, config_level: int) -> int:
     """The command line wins when it set a level (`-d`, `--debug-level`), as in
     gssproxy; otherwise the configuration's `debug`/`debug_level` apply."""
     return cli_level if cli_level is not None else config_level
+
+
+#: Where syslog(3) writes; a path so tests can point it at their own socket.
+SYSLOG_SOCKET = "/dev/log"
+
+
+class _StatusSyslogHandler(logging.handlers.SysLogHandler):
+    """`syslog_status`: every GSS failure to syslog as LOG_AUTHPRIV (gssproxy's facility)."""
+
+
+def set_status_syslog(enabled: bool, address: str = SYSLOG_SOCKET) -> None:
+    """Switch `syslog_status` on or off (at start-up and on every reload)."""
+    status_log = logging.getLogger(STATUS_LOGGER_NAME)
+    status_log.propagate = False  # the status lines are for syslog only
+    status_log.setLevel(logging.INFO)
+    current = [h for h in status_log.handlers if isinstance(h, _StatusSyslogHandler)]
+    if not enabled:
+        for h in current:
+            status_log.removeHandler(h)
+            h.close()
+        return
+    if current:
+        return
+    if not os.path.exists(address):
+        logging.getLogger(__name__).warning(
+            "syslog_status is on but %s does not exist: GSS failures go to syslog only "
+            "once a syslog daemon listens there",
+            address,
+        )
+    handler = _StatusSyslogHandler(
+        address=address, facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV
+    )
+    handler.setFormatter(logging.Formatter("gssproxy-py[%(process)d]: %(message)s"))
+    status_log.addHandler(handler)
