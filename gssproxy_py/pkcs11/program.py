@@ -37,6 +37,7 @@ from gssproxy_py.pkcs11.errors import PinSourceError, Refusal, SignFailure, Toke
 from gssproxy_py.pkcs11.keys import KeyKind, KeyRecord
 from gssproxy_py.pkcs11.mechanisms import MECHANISMS, mechanisms_for_key
 from gssproxy_py.pkcs11.pin import Pin, read_pin
+from gssproxy_py.pkcs11.pkinit import PkinitRequest, obtain_tgt, token_identity
 from gssproxy_py.pkcs11.token import ModuleWorker, ServiceAccess, TokenProblem
 from gssproxy_py.pkcs11.uri import ObjectType, Pkcs11Uri, UriError, parse_uri
 from gssproxy_py.proto.token_sign import (
@@ -246,6 +247,50 @@ class TokenSignBackend:
         data = arg.input.digest if isinstance(arg.input, TsSignInputDigest) else arg.input.message
         worker = self._worker(access)
         return await worker.run(worker.sign, access, uri, spec, data, is_digest)
+
+    # -- PKINIT --------------------------------------------------------------
+
+    async def pkinit_tgt(
+        self,
+        service: Service,
+        *,
+        ccache: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Get a TGT for the service's `krb5_principal` by PKINIT with the
+        key its first `pkcs11_uri` selects, the PIN from its `pkcs11_pin`,
+        into `ccache` (default: the service's `cred_store` ccache, which must
+        then be a fixed name). The hook for the GSS layer to call before it
+        initiates as such a service without a valid TGT. PkinitError or
+        SignFailure when it cannot."""
+        access = self._access(service)
+        if service.krb5_principal is None:
+            raise _not_configured(f"service {service.name}: PKINIT needs krb5_principal")
+        if ccache is None:
+            names = service.cred_store_values("ccache")
+            if not names or "%" in names[0]:
+                raise _not_configured(
+                    f"service {service.name}: PKINIT needs a cred_store ccache without %U/%u"
+                )
+            ccache = names[0]
+        if access.pin is None:
+            why = access.pin_problem or f"service {service.name} has no pkcs11_pin"
+            raise TokenFailure(TsStatus.TS_PIN_ERROR, why)
+        # Log in through our own worker first: a wrong or locked PIN is then
+        # reported precisely (libkrb5 only says "preauthentication failed")
+        # and falls under the never-retry rule instead of reaching the token
+        # again from the child.
+        worker = self._worker(access)
+        await worker.run(worker.check_login, access)
+        request = PkinitRequest(
+            principal=service.krb5_principal,
+            identity=token_identity(access.configured_module or access.module, access.uris[0]),
+            ccache=ccache,
+        )
+        await obtain_tgt(request, access.pin, env=env)
+        log.info(
+            "pkcs11: service %s: PKINIT TGT for %s in %s", service.name, request.principal, ccache
+        )
 
     # -- shutdown ------------------------------------------------------------
 

@@ -458,6 +458,13 @@ class ModuleWorker:
             )
         return usable, problems
 
+    def check_login(self, access: ServiceAccess) -> None:
+        """Raise the first problem unless some token of the service is
+        usable (open session, logged in if the token needs it)."""
+        idents, problems = self._service_tokens(access, rescan=False)
+        if not idents:
+            raise problems[0].failure
+
     # -- keys (worker thread) ----------------------------------------------
 
     def _permitted(self, access: ServiceAccess, st: _TokenState, key: ObjectView) -> bool:

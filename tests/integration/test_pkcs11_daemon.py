@@ -29,10 +29,14 @@ from gssproxy_py.testing.paths import VENV_PYTHON
 from gssproxy_py.testing.users import LocalUser, run_as
 from tests.support.softhsm import MAIN, SoftHsm, put_pins_in_session_keyring, shared_softhsm
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/usr/lib/softhsm/libsofthsm2.so") or shutil.which("softhsm2-util") is None,
-    reason="SoftHSM2 is not installed",
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not os.path.exists("/usr/lib/softhsm/libsofthsm2.so")
+        or shutil.which("softhsm2-util") is None,
+        reason="SoftHSM2 is not installed",
+    ),
+]
 
 CLI = [str(VENV_PYTHON), "-m", "gssproxy_py.client.sign_cli"]
 MECHS = {

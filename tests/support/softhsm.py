@@ -151,12 +151,17 @@ def create_softhsm(directory: str | os.PathLike[str]) -> SoftHsm:
 
 
 @functools.cache
-def shared_softhsm() -> SoftHsm:
-    """The token set of this test process, created on first use."""
+def _shared() -> SoftHsm:
     directory = tempfile.mkdtemp(prefix="gpytest-softhsm-")
     os.chmod(directory, 0o755)
     atexit.register(shutil.rmtree, directory, True)
-    hsm = create_softhsm(directory)
+    return create_softhsm(directory)
+
+
+def shared_softhsm() -> SoftHsm:
+    """The token set of this test process, created on first use; points
+    SOFTHSM2_CONF at it (again, in case a test pointed it elsewhere)."""
+    hsm = _shared()
     os.environ["SOFTHSM2_CONF"] = str(hsm.conf)
     return hsm
 
@@ -170,6 +175,126 @@ def put_pins_in_session_keyring(pins: dict[str, str]) -> int:
     for description, pin in pins.items():
         add_user_key(description, pin.encode("utf-8"))
     return ring
+
+
+def create_key_token(
+    directory: str | os.PathLike[str],
+    label: str,
+    pin: str,
+    key_pkcs8_der: bytes,
+    cert_der: bytes,
+    key_id: bytes,
+) -> Path:
+    """A separate SoftHSM token store in `directory` holding one imported RSA
+    key (not extractable) and its certificate under `key_id`; returns the
+    softhsm2.conf path. Used for PKINIT, where libkrb5 loads the module in
+    its own process with this configuration."""
+    d = Path(directory).absolute()
+    (d / "tokens").mkdir(parents=True, exist_ok=True)
+    conf = d / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {d / 'tokens'}\nobjectstore.backend = file\n"
+        "log.level = ERROR\nslots.removable = false\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf), "PYTHONPATH": str(ROOT)}
+    _run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--so-pin",
+            SO_PIN,
+            "--pin",
+            pin,
+        ],
+        env,
+    )
+    request = json.dumps(
+        {
+            "label": label,
+            "pin": pin,
+            "key": key_pkcs8_der.hex(),
+            "cert": cert_der.hex(),
+            "id": key_id.hex(),
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.support.softhsm", "import"],
+        input=request,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"importing the key failed:\n{proc.stdout}{proc.stderr}")
+    return conf
+
+
+def _import_key(request: dict[str, str]) -> None:
+    import pkcs11
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_der_private_key
+    from pkcs11 import Attribute, CertificateType, KeyType, ObjectClass
+
+    key = load_der_private_key(bytes.fromhex(request["key"]), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    cert_der = bytes.fromhex(request["cert"])
+    cert = x509.load_der_x509_certificate(cert_der)
+    key_id = bytes.fromhex(request["id"])
+    n = key.private_numbers()
+    pub = n.public_numbers
+
+    def b(v: int) -> bytes:
+        return v.to_bytes((v.bit_length() + 7) // 8, "big")
+
+    lib = pkcs11.lib(MODULE)
+    token = lib.get_token(token_label=request["label"])
+    with token.open(rw=True, user_pin=request["pin"]) as session:
+        common = {
+            Attribute.TOKEN: True,
+            Attribute.LABEL: request["label"],
+            Attribute.ID: key_id,
+            Attribute.KEY_TYPE: KeyType.RSA,
+            Attribute.MODULUS: b(pub.n),
+            Attribute.PUBLIC_EXPONENT: b(pub.e),
+        }
+        session.create_object(
+            {
+                **common,
+                Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.SIGN: True,
+                Attribute.DECRYPT: True,
+                Attribute.PRIVATE_EXPONENT: b(n.d),
+                Attribute.PRIME_1: b(n.p),
+                Attribute.PRIME_2: b(n.q),
+                Attribute.EXPONENT_1: b(n.dmp1),
+                Attribute.EXPONENT_2: b(n.dmq1),
+                Attribute.COEFFICIENT: b(n.iqmp),
+            }
+        )
+        session.create_object(
+            {**common, Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.VERIFY: True}
+        )
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.CERTIFICATE,
+                Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
+                Attribute.TOKEN: True,
+                Attribute.LABEL: request["label"],
+                Attribute.ID: key_id,
+                Attribute.SUBJECT: cert.subject.public_bytes(),
+                Attribute.VALUE: cert_der,
+            }
+        )
 
 
 # -- the child process -----------------------------------------------------
@@ -323,3 +448,5 @@ def _populate() -> dict[str, Any]:
 
 if __name__ == "__main__" and sys.argv[1:] == ["populate"]:
     print(json.dumps(_populate()))
+elif __name__ == "__main__" and sys.argv[1:] == ["import"]:
+    _import_key(json.loads(sys.stdin.read()))
