@@ -1,0 +1,157 @@
+"""One executor per network namespace, whose threads live in that namespace.
+
+libkrb5 opens its own sockets to the KDC, so Kerberos work for a request of a
+namespaced service must run on a thread that is itself in that namespace.
+`setns` moves only the calling thread, so each executor's initializer enters
+its namespace once per worker thread, and the event-loop thread never moves.
+
+Usage from the server or the GSS layer::
+
+    executors = NetnsExecutors(workers=settings.worker_threads)
+    pool = executors.executor_for(service_netns_name)  # None: our own netns
+    result = await loop.run_in_executor(pool, blocking_call, *args)
+    ...
+    executors.shutdown()
+
+A worker that cannot enter its namespace breaks its executor (pending and
+future submissions fail with `BrokenThreadPool`): work is never run in the
+wrong namespace. A name whose namespace was deleted and re-created gets a
+fresh executor on the next `executor_for`, because executors are keyed by
+name and inode.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gssproxy_py.netns.errors import NetnsError, NetnsNotFoundError
+from gssproxy_py.netns.named import NETNS_DIR, netns_path
+from gssproxy_py.netns.nsfs import (
+    enter_netns,
+    netns_inode,
+    setns_current_thread,
+    thread_netns_inode,
+)
+
+DEFAULT_WORKERS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    inode: int
+    executor: concurrent.futures.ThreadPoolExecutor
+
+
+class NetnsExecutors:
+    """Executors keyed by namespace name (None: the daemon's own namespace).
+
+    Thread-safe. Executors are created on first use and kept until
+    `shutdown`, `forget` or the namespace being re-created.
+    """
+
+    def __init__(
+        self,
+        *,
+        netns_dir: str = NETNS_DIR,
+        workers: int = DEFAULT_WORKERS,
+        thread_name_prefix: str = "gssproxy-netns",
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self._dir = netns_dir
+        self._workers = workers
+        self._prefix = thread_name_prefix
+        self._lock = threading.Lock()
+        self._named: dict[str, _Entry] = {}
+        self._own: concurrent.futures.ThreadPoolExecutor | None = None
+        self._closed = False
+        # The namespace of the thread building us (the event loop's, i.e. the
+        # daemon's own). The own-namespace executor re-enters it explicitly:
+        # threads inherit the namespace of whichever thread starts them, and
+        # that must not be a worker that sits in some other namespace.
+        self._own_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self._own_inode = os.fstat(self._own_fd).st_ino
+
+    @property
+    def own_inode(self) -> int:
+        """The inode of the daemon's own network namespace."""
+        return self._own_inode
+
+    def executor_for(self, netns: str | None) -> concurrent.futures.Executor:
+        """The executor whose threads run in `netns` (a /run/netns name).
+
+        None is the daemon's own namespace. Raises `NetnsNotFoundError` if
+        the name does not exist now; a name that now refers to a different
+        namespace than before gets a new executor (the old one finishes its
+        queued work and ends).
+        """
+        with self._lock:
+            if self._closed:
+                raise NetnsError("namespace executors are shut down")
+            if netns is None:
+                if self._own is None:
+                    self._own = self._make(self._enter_own, "self")
+                return self._own
+            path = netns_path(netns, self._dir)
+            inode = netns_inode(path)
+            if inode is None:
+                raise NetnsNotFoundError(f"network namespace {netns} does not exist ({path})")
+            entry = self._named.get(netns)
+            if entry is not None and entry.inode == inode:
+                return entry.executor
+            if entry is not None:
+                entry.executor.shutdown(wait=False)
+            executor = self._make(lambda: self._enter_named(path, inode), netns)
+            self._named[netns] = _Entry(inode, executor)
+            return executor
+
+    def inode_of(self, netns: str) -> int | None:
+        """The inode `netns` currently names, or None if it does not exist."""
+        return netns_inode(netns_path(netns, self._dir))
+
+    def forget(self, netns: str) -> None:
+        """Drop the executor of `netns` (its queued work still runs)."""
+        with self._lock:
+            entry = self._named.pop(netns, None)
+        if entry is not None:
+            entry.executor.shutdown(wait=False)
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Shut every executor down; further `executor_for` calls fail."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            executors = [e.executor for e in self._named.values()]
+            if self._own is not None:
+                executors.append(self._own)
+            self._named.clear()
+            self._own = None
+        for ex in executors:
+            ex.shutdown(wait=wait)
+        os.close(self._own_fd)
+
+    def _make(
+        self, initializer: Callable[[], None], label: str
+    ) -> concurrent.futures.ThreadPoolExecutor:
+        return concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._workers,
+            thread_name_prefix=f"{self._prefix}-{label}",
+            initializer=initializer,
+        )
+
+    def _enter_own(self) -> None:
+        setns_current_thread(self._own_fd)
+        now = thread_netns_inode()
+        if now != self._own_inode:
+            raise NetnsError(
+                f"worker thread is in netns inode {now}, not the daemon's {self._own_inode}"
+            )
+
+    @staticmethod
+    def _enter_named(path: str, inode: int) -> None:
+        enter_netns(path, expect_inode=inode)
