@@ -62,6 +62,35 @@ modprobe -d "$KIMG" -a nfsd rpcsec_gss_krb5 nfsv4 || fail "modprobe nfsd rpcsec_
 state=$(cat "$PROC" 2>&1)
 check "use-gss-proxy reads -1 before any daemon runs (got '$state')" [ "$state" = "-1" ]
 
+# --- NFS server: exports a tmpfs, krb5 only --------------------------------
+# Started this early so its grace period (10 s, the minimum) runs out while
+# the rest is set up. Running nfsd does not decide the upcall mode; only the
+# first RPCSEC_GSS context setup it handles does, and no client exists yet.
+mount -t nfsd nfsd /proc/fs/nfsd
+mkdir -p /run/rpcbind /var/lib/nfs /run/rpc_pipefs "$EXPORT"
+bg "$W/rpcbind.log" rpcbind -w -f
+mount -t tmpfs -o mode=1777 export "$EXPORT"
+echo "$EXPORT localhost(rw,sec=krb5,no_subtree_check,fsid=0,no_root_squash,insecure)" >/etc/exports
+exportfs -ra || fail "exportfs -ra"
+bg "$W/mountd.log" rpc.mountd -F -N 3
+mount -t rpc_pipefs sunrpc /run/rpc_pipefs
+bg "$W/idmapd.log" rpc.idmapd -f -vvv
+# A 10 s grace period and lease: nothing to reclaim on a fresh boot.
+rpc.nfsd -G 10 -L 10 -N 3 4 || fail "rpc.nfsd"
+say "nfsd started"
+
+# --- gssproxy_py.netns against the real per-namespace switch (no daemon) --
+ip netns add kt-ok && ip netns add kt-nolistener || fail "ip netns add"
+say "netns checks (UpcallEnabler in kt-ok and kt-nolistener)"
+PYTHONPATH="$REPO" "$PY" "$REPO/tests/kernel/guest_upcall.py" kt-ok kt-nolistener \
+    || fail "gssproxy_py.netns checks in the guest"
+# Deleting the namespaces drops their kernel clients, which would otherwise
+# keep reconnecting to whatever listens on the socket next.
+ip netns del kt-ok; ip netns del kt-nolistener
+rm -f "$SOCK"
+state=$(cat "$PROC" 2>&1)
+check "use-gss-proxy of the guest's own namespace still reads -1 (got '$state')" [ "$state" = "-1" ]
+
 # --- Kerberos: a KDC on the guest's loopback, nfs/localhost in the keytab ---
 cat >/etc/krb5.conf <<KRB5
 [libdefaults]
@@ -150,20 +179,6 @@ kconn() { ss -xH src "$SOCK" | awk '$2 == "ESTAB" {print $6}' | sort; }
 conn_before=$(kconn)
 check "one established connection on $SOCK after the enable (inodes: ${conn_before//$'\n'/ })" \
     [ "$(echo "$conn_before" | grep -c .)" = 1 ]
-
-# --- NFS server: exports a tmpfs, krb5 only --------------------------------
-mount -t nfsd nfsd /proc/fs/nfsd
-mkdir -p /run/rpcbind /var/lib/nfs /run/rpc_pipefs "$EXPORT"
-bg "$W/rpcbind.log" rpcbind -w -f
-mount -t tmpfs -o mode=1777 export "$EXPORT"
-echo "$EXPORT localhost(rw,sec=krb5,no_subtree_check,fsid=0,no_root_squash,insecure)" >/etc/exports
-exportfs -ra || fail "exportfs -ra"
-bg "$W/mountd.log" rpc.mountd -F -N 3
-mount -t rpc_pipefs sunrpc /run/rpc_pipefs
-bg "$W/idmapd.log" rpc.idmapd -f -vvv
-# A 10 s grace period and lease: nothing to reclaim on a fresh boot.
-rpc.nfsd -G 10 -L 10 -N 3 4 || fail "rpc.nfsd"
-say "nfsd started"
 
 # --- NFS client: rpc.gssd gets a ticket for root from the keytab ----------
 bg "$W/gssd.log" rpc.gssd -f -vvv -rrr
