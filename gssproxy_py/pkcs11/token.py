@@ -243,6 +243,10 @@ class ModuleWorker:
             raise failure_from_ckr(e, f"listing tokens of {self.path}") from e
         fresh: dict[TokenIdentity, _TokenState] = {}
         for slot in present:
+            if not slot.info.flags & TokenFlag.TOKEN_INITIALIZED:
+                # An uninitialised token (SoftHSM always offers one) has no
+                # keys; trying to log in to it would only add noise.
+                continue
             ident = _identity(slot.info)
             if ident in fresh:
                 log.warning(

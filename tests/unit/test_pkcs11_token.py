@@ -461,6 +461,24 @@ def test_lists_the_services_keys(h: Harness) -> None:
     assert limited == ["ed;type=private", "p256;type=private"]
 
 
+def test_uninitialised_tokens_are_ignored(env: Env) -> None:
+    blank = FakeToken("", "", [], slot_id=1, serial="", flags=TokenFlag.LOGIN_REQUIRED)
+    env.libs[MODULE].tokens_.insert(0, blank)
+    text = CONFIG.replace("pkcs11_uri = pkcs11:token=main\n", "pkcs11_uri = pkcs11:\n", 1)
+    h = Harness(env, text)
+    try:
+        res = h.list("signer")
+        assert isinstance(res.outcome, TsListKeysOutcomeListing)
+        # second is selected too (and refuses main's PIN); the blank one is
+        # not even tried
+        assert [p.token for p in res.outcome.listing.problems] == [
+            b"pkcs11:model=F1;manufacturer=Fake%20Inc.;serial=0002;token=second"
+        ]
+        assert blank.login_attempts == 0
+    finally:
+        h.close()
+
+
 def test_token_problems_are_listed_next_to_keys(env: Env) -> None:
     text = CONFIG.replace(
         "pkcs11_uri = pkcs11:token=main;id=%03", "pkcs11_uri = pkcs11:token=second"
