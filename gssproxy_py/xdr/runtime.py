@@ -35,7 +35,24 @@ DEFAULT_MAX_DEPTH = 64
 
 _U32_MAX = 0xFFFFFFFF
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
+_I32_MIN = -(1 << 31)
+_I32_MAX = (1 << 31) - 1
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
+_ZEROS = (b"", b"\0", b"\0\0", b"\0\0\0")
+
+# Bound methods of precompiled structs: the hot paths call these directly.
+_UNPACK_U32 = struct.Struct(">I").unpack_from
+_UNPACK_I32 = struct.Struct(">i").unpack_from
+_UNPACK_U64 = struct.Struct(">Q").unpack_from
+_UNPACK_I64 = struct.Struct(">q").unpack_from
+_PACK_U32 = struct.Struct(">I").pack
+_PACK_I32 = struct.Struct(">i").pack
+_PACK_U64 = struct.Struct(">Q").pack
+_PACK_I64 = struct.Struct(">q").pack
+_TRUE = _PACK_U32(1)
+_FALSE = _PACK_U32(0)
 
 
 def _pad_len(n: int) -> int:
@@ -43,7 +60,12 @@ def _pad_len(n: int) -> int:
 
 
 class Decoder(xdrlib3.Unpacker):
-    """A bounds-checked XDR reader over one complete message."""
+    """A bounds-checked XDR reader over one complete message.
+
+    The position and buffer are xdrlib3's own attributes, so its inherited
+    `unpack_*` methods stay consistent with ours; our readers work on them
+    directly with precompiled structs instead of slicing per primitive.
+    """
 
     def __init__(
         self,
@@ -52,27 +74,35 @@ class Decoder(xdrlib3.Unpacker):
         max_items: int = DEFAULT_MAX_ITEMS,
         max_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
-        raw = bytes(data)
-        super().__init__(raw)
-        self._data = raw
+        raw = data if type(data) is bytes else bytes(data)
+        self._Unpacker__buf = raw
+        self._Unpacker__pos = 0
         self._end = len(raw)
         self.max_items = max_items
         self.max_depth = max_depth
         self._depth = 0
 
+    def reset(self, data: bytes | bytearray) -> None:
+        raw = bytes(data)
+        self._Unpacker__buf = raw
+        self._Unpacker__pos = 0
+        self._end = len(raw)
+        self._depth = 0
+
     # -- positions -----------------------------------------------------------
     def remaining(self) -> int:
-        return self._end - self.get_position()
+        return self._end - self._Unpacker__pos
+
+    def _truncated(self, n: int) -> XdrError:
+        pos = self._Unpacker__pos
+        return XdrError(f"truncated: need {n} bytes at offset {pos}, {self._end - pos} left")
 
     def _need(self, n: int) -> None:
-        if n > self._end - self.get_position():
-            raise XdrError(
-                f"truncated: need {n} bytes at offset {self.get_position()}, "
-                f"{self._end - self.get_position()} left"
-            )
+        if n > self._end - self._Unpacker__pos:
+            raise self._truncated(n)
 
     def done(self) -> None:
-        left = self.remaining()
+        left = self._end - self._Unpacker__pos
         if left:
             raise XdrError(f"{left} trailing bytes after the message")
 
@@ -87,20 +117,36 @@ class Decoder(xdrlib3.Unpacker):
 
     # -- integers --------------------------------------------------------------
     def uint32(self) -> int:
-        self._need(4)
-        return self.unpack_uint()
+        pos = self._Unpacker__pos
+        if pos + 4 > self._end:
+            raise self._truncated(4)
+        self._Unpacker__pos = pos + 4
+        v: int = _UNPACK_U32(self._Unpacker__buf, pos)[0]
+        return v
 
     def int32(self) -> int:
-        self._need(4)
-        return self.unpack_int()
+        pos = self._Unpacker__pos
+        if pos + 4 > self._end:
+            raise self._truncated(4)
+        self._Unpacker__pos = pos + 4
+        v: int = _UNPACK_I32(self._Unpacker__buf, pos)[0]
+        return v
 
     def uint64(self) -> int:
-        self._need(8)
-        return self.unpack_uhyper()
+        pos = self._Unpacker__pos
+        if pos + 8 > self._end:
+            raise self._truncated(8)
+        self._Unpacker__pos = pos + 8
+        v: int = _UNPACK_U64(self._Unpacker__buf, pos)[0]
+        return v
 
     def int64(self) -> int:
-        self._need(8)
-        return self.unpack_hyper()
+        pos = self._Unpacker__pos
+        if pos + 8 > self._end:
+            raise self._truncated(8)
+        self._Unpacker__pos = pos + 8
+        v: int = _UNPACK_I64(self._Unpacker__buf, pos)[0]
+        return v
 
     def float32(self) -> float:
         self._need(4)
@@ -111,27 +157,27 @@ class Decoder(xdrlib3.Unpacker):
         return self.unpack_double()
 
     def boolean(self) -> bool:
-        self._need(4)
-        v = self.unpack_uint()
+        v = self.uint32()
         if v > 1:
             raise XdrError(f"bool must be 0 or 1, got {v}")
         return v == 1
 
     def optional_flag(self) -> bool:
         """The discriminant of optional data (`T *x`)."""
-        return self.boolean()
+        v = self.uint32()
+        if v > 1:
+            raise XdrError(f"bool must be 0 or 1, got {v}")
+        return v == 1
 
     def enum(self, valid: frozenset[int], name: str) -> int:
-        self._need(4)
-        v = self.unpack_int()
+        v = self.int32()
         if v not in valid:
             raise XdrError(f"{v} is not a value of enum {name}")
         return v
 
     def enum_member(self, members: Mapping[int, E], name: str) -> E:
         """Read an enum and return its member; an unknown value is an error."""
-        self._need(4)
-        v = self.unpack_int()
+        v = self.int32()
         try:
             return members[v]
         except KeyError:
@@ -139,22 +185,27 @@ class Decoder(xdrlib3.Unpacker):
 
     # -- opaque data -------------------------------------------------------------
     def _take(self, n: int) -> bytes:
-        pad = _pad_len(n)
-        self._need(n + pad)
-        pos = self.get_position()
+        pad = (4 - n % 4) % 4
+        pos = self._Unpacker__pos
         end = pos + n
-        data = self._data
+        if end + pad > self._end:
+            raise self._truncated(n + pad)
+        data = self._Unpacker__buf
         if pad and data[end : end + pad] != _PAD[n % 4]:
             raise XdrError(f"non-zero padding at offset {end}")
-        self.set_position(end + pad)
-        return data[pos:end]
+        self._Unpacker__pos = end + pad
+        out: bytes = data[pos:end]
+        return out
 
     def opaque_fixed(self, n: int) -> bytes:
         return self._take(n)
 
     def opaque_var(self, max_len: int | None = None) -> bytes:
-        self._need(4)
-        n = self.unpack_uint()
+        pos = self._Unpacker__pos
+        if pos + 4 > self._end:
+            raise self._truncated(4)
+        n: int = _UNPACK_U32(self._Unpacker__buf, pos)[0]
+        self._Unpacker__pos = pos + 4
         if max_len is not None and n > max_len:
             raise XdrError(f"opaque length {n} exceeds its bound {max_len}")
         return self._take(n)
@@ -165,12 +216,11 @@ class Decoder(xdrlib3.Unpacker):
     # -- arrays ------------------------------------------------------------------
     def array_count(self, max_len: int | None, min_item_size: int) -> int:
         """Read and vet the count of a variable-length array before any item."""
-        self._need(4)
-        n = self.unpack_uint()
+        n = self.uint32()
         limit = self.max_items if max_len is None else max_len
         if n > limit:
             raise XdrError(f"array count {n} exceeds its bound {limit}")
-        if n * min_item_size > self.remaining():
+        if n * min_item_size > self._end - self._Unpacker__pos:
             raise XdrError(f"array count {n} cannot fit in {self.remaining()} bytes")
         return n
 
@@ -186,32 +236,49 @@ class Decoder(xdrlib3.Unpacker):
         return tuple([item(self) for _ in range(n)])
 
 
+class _Sink(bytearray):
+    """The encoder's buffer: a bytearray that also answers the BytesIO calls
+    xdrlib3's inherited `pack_*` methods make."""
+
+    write = bytearray.extend
+
+    def getvalue(self) -> bytes:
+        return bytes(self)
+
+
 class Encoder(xdrlib3.Packer):
     """An XDR writer that refuses values that do not fit their type.
 
     xdrlib3 would silently truncate a fixed opaque; here that is a bug of ours
-    (`XdrEncodeError`), never a quiet change of what goes on the wire.
+    (`XdrEncodeError`), never a quiet change of what goes on the wire. The
+    buffer is one growing bytearray, appended to with precompiled structs.
     """
+
+    def reset(self) -> None:
+        self._Packer__buf = self._out = _Sink()
+
+    def get_buffer(self) -> bytes:
+        return bytes(self._out)
 
     def uint32(self, v: int) -> None:
         if not 0 <= v <= _U32_MAX:
             raise XdrEncodeError(f"{v} does not fit unsigned int")
-        self.pack_uint(v)
+        self._out += _PACK_U32(v)
 
     def int32(self, v: int) -> None:
-        if not -(1 << 31) <= v < (1 << 31):
+        if not _I32_MIN <= v <= _I32_MAX:
             raise XdrEncodeError(f"{v} does not fit int")
-        self.pack_int(v)
+        self._out += _PACK_I32(v)
 
     def uint64(self, v: int) -> None:
         if not 0 <= v <= _U64_MAX:
             raise XdrEncodeError(f"{v} does not fit unsigned hyper")
-        self.pack_uhyper(v)
+        self._out += _PACK_U64(v)
 
     def int64(self, v: int) -> None:
-        if not -(1 << 63) <= v < (1 << 63):
+        if not _I64_MIN <= v <= _I64_MAX:
             raise XdrEncodeError(f"{v} does not fit hyper")
-        self.pack_hyper(v)
+        self._out += _PACK_I64(v)
 
     def float32(self, v: float) -> None:
         try:
@@ -223,7 +290,7 @@ class Encoder(xdrlib3.Packer):
         self.pack_double(v)
 
     def boolean(self, v: bool) -> None:
-        self.pack_bool(v)
+        self._out += _TRUE if v else _FALSE
 
     def enum(self, v: int) -> None:
         self.int32(int(v))
@@ -231,12 +298,18 @@ class Encoder(xdrlib3.Packer):
     def opaque_fixed(self, n: int, v: bytes) -> None:
         if len(v) != n:
             raise XdrEncodeError(f"fixed opaque needs {n} bytes, got {len(v)}")
-        self.pack_fopaque(n, v)
+        out = self._out
+        out += v
+        out += _ZEROS[-n % 4]
 
     def opaque_var(self, v: bytes, max_len: int | None = None) -> None:
-        if max_len is not None and len(v) > max_len:
-            raise XdrEncodeError(f"opaque of {len(v)} bytes exceeds its bound {max_len}")
-        self.pack_opaque(v)
+        n = len(v)
+        if max_len is not None and n > max_len:
+            raise XdrEncodeError(f"opaque of {n} bytes exceeds its bound {max_len}")
+        out = self._out
+        out += _PACK_U32(n)
+        out += v
+        out += _ZEROS[-n % 4]
 
     def string_var(self, v: bytes, max_len: int | None = None) -> None:
         self.opaque_var(v, max_len)
