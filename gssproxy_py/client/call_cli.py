@@ -33,6 +33,7 @@ from gssproxy_py.client.sync import RpcClient
 from gssproxy_py.client.values import (
     JsonValueError,
     default_of,
+    type_name,
     value_from_json,
     value_to_json,
 )
@@ -147,8 +148,8 @@ def format_value(value: Any) -> str:
 
 def _list(program: Program, version: int, out: TextIO) -> None:
     for number, proc in sorted(lookup_version(program, version).procedures.items()):
-        arg = proc.arg_type.__name__ if proc.arg_type else "void"
-        res = proc.res_type.__name__ if proc.res_type else "void"
+        arg = type_name(proc.arg_type) if proc.arg_type else "void"
+        res = type_name(proc.res_type) if proc.res_type else "void"
         out.write(f"{number:3d}  {proc.name:<28} {arg} -> {res}\n")
 
 

@@ -182,8 +182,22 @@ def struct_fields(cls: type[Any]) -> tuple[tuple[str, TypeDesc], ...]:
     return fields
 
 
-def describe_type(tp: type[Any]) -> TypeDesc:
-    """The descriptor of a whole generated type (a struct, enum or primitive)."""
+#: What a procedure table gives as an argument or result type: a class, or the
+#: tuple of arm classes of a union.
+ProcType: TypeAlias = "type[Any] | tuple[type[Any], ...]"
+
+
+def type_name(tp: ProcType) -> str:
+    """A procedure type for messages: the class name, or the arms joined by `|`."""
+    if isinstance(tp, tuple):
+        return " | ".join(arm.__name__ for arm in tp)
+    return tp.__name__
+
+
+def describe_type(tp: ProcType) -> TypeDesc:
+    """The descriptor of a whole generated type (a struct, enum, primitive or union)."""
+    if isinstance(tp, tuple):
+        return UnionType(type_name(tp), tp)
     return _describe_object(tp)
 
 
@@ -206,7 +220,7 @@ def default_value(desc: TypeDesc) -> Any:
     return desc.cls(**{name: default_value(d) for name, d in struct_fields(desc.cls)})
 
 
-def default_of(tp: type[Any]) -> Any:
+def default_of(tp: ProcType) -> Any:
     return default_value(describe_type(tp))
 
 
@@ -446,7 +460,7 @@ def _kind(data: Any) -> str:
     )
 
 
-def value_from_json(data: Any, tp: type[Any]) -> Any:
+def value_from_json(data: Any, tp: ProcType) -> Any:
     """from_json for a whole generated type."""
     return from_json(data, describe_type(tp))
 

@@ -43,6 +43,7 @@ from gssproxy_py.client.errors import (
     RpcRejected,
     XidMismatchError,
 )
+from gssproxy_py.client.values import type_name
 from gssproxy_py.errors import XdrEncodeError, XdrError
 from gssproxy_py.proto.rpc_msg import (
     RPC_VERSION,
@@ -180,7 +181,7 @@ def build_call(
         if arg is not None:
             raise TypeError(f"{proc.name} takes no argument, got {type(arg).__name__}")
     elif not isinstance(arg, proc.arg_type):
-        raise TypeError(f"{proc.name} takes {proc.arg_type.__name__}, got {type(arg).__name__}")
+        raise TypeError(f"{proc.name} takes {type_name(proc.arg_type)}, got {type(arg).__name__}")
     try:
         body = encode_bytes(encode_rpc_msg, header) + encode_bytes(proc.encode_arg, arg)
     except XdrEncodeError as e:

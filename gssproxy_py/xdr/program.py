@@ -20,8 +20,10 @@ class Procedure:
 
     number: int
     name: str
-    arg_type: type[Any] | None
-    res_type: type[Any] | None
+    #: the Python type of the argument/result: a class, a tuple of arm classes
+    #: for a union, or None for void
+    arg_type: type[Any] | tuple[type[Any], ...] | None
+    res_type: type[Any] | tuple[type[Any], ...] | None
     decode_arg: Callable[[Decoder], Any]
     encode_arg: Callable[[Encoder, Any], None]
     decode_res: Callable[[Decoder], Any]

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gssproxy_py.client import values
 from gssproxy_py.errors import XdrEncodeError, XdrError
 from gssproxy_py.xdr import decode_bytes, encode_bytes
 from gssproxy_py.xdrgen import compile_file
@@ -209,6 +210,7 @@ def test_program_table() -> None:
         (1, "CALC_ADD"),
         (2, "CALC_SUM"),
         (3, "CALC_RESET"),
+        (4, "CALC_DIV"),
     ]
     add = v1[1]
     assert add.arg_type is m.Pair and add.res_type is int
@@ -216,6 +218,13 @@ def test_program_table() -> None:
     assert encode_bytes(add.encode_res, 5) == i32(5)
     assert decode_bytes(v1[2].decode_arg, i32(7, 8)) == (7, 8)
     assert decode_bytes(v1[3].decode_arg, b"") is None
+    # a union result is described by its arm classes, and the client's JSON layer takes it
+    div = v1[4]
+    assert div.res_type == (m.OutcomeValue, m.OutcomeReason)
+    assert values.type_name(div.res_type) == "OutcomeValue | OutcomeReason"
+    got = values.value_from_json({"OutcomeReason": {"reason": "divide by 0"}}, div.res_type)
+    assert got == m.OutcomeReason(b"divide by 0")
+    assert encode_bytes(div.encode_res, got) == u32(0, 11) + b"divide by 0\0"
     # NULL (procedure 0) is added implicitly where the file does not define it
     v2 = prog.versions[2].procedures
     assert v2[0].name == "NULL" and v2[1].name == "CALC_MUL"
