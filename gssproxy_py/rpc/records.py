@@ -87,6 +87,20 @@ class RecordReader:
         view = memoryview(data).cast("B")
         records: list[bytes] = []
         pos, end = 0, len(view)
+        if self._fragment_left is None and not self._header and not self._record:
+            # At a record boundary (the usual case): whole single-fragment
+            # records are sliced out of the chunk without the reassembly buffer.
+            while end - pos >= HEADER_SIZE:
+                (word,) = _HEADER.unpack_from(view, pos)
+                length = word & FRAGMENT_LENGTH_MASK
+                if not word & LAST_FRAGMENT or pos + HEADER_SIZE + length > end:
+                    break
+                if length > self._max:
+                    self._spent = RecordTooLargeError(length, self._max)
+                    raise self._spent
+                start = pos + HEADER_SIZE
+                records.append(bytes(view[start : start + length]))
+                pos = start + length
         while pos < end:
             if self._fragment_left is None:
                 take = min(HEADER_SIZE - len(self._header), end - pos)
