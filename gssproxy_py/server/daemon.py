@@ -19,28 +19,22 @@ SIGHUP reloads, SIGTERM/SIGINT/SIGQUIT stop. It is also usable in-process
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import logging
-import os
 import signal
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gssproxy_py.config.load import load_config
-from gssproxy_py.config.match import explain_no_match, match_service
 from gssproxy_py.config.model import Config
-from gssproxy_py.errors import ConfigError, LocalError, XdrEncodeError
-from gssproxy_py.rpc.dispatch import CallInfo, ProgramService
-from gssproxy_py.rpc.messages import ReplyTooLargeError, Routed, encode_reply, reply_system_err
-from gssproxy_py.server.connection import (
-    ConnectionInfo,
-    ConnectionLimits,
-    PrefixLog,
-    RpcConnection,
-)
+from gssproxy_py.errors import ConfigError, LocalError
+from gssproxy_py.rpc.dispatch import ProgramService
+from gssproxy_py.rpc.messages import Routed
+from gssproxy_py.server import calls
+from gssproxy_py.server.calls import answer_call
+from gssproxy_py.server.connection import ConnectionInfo, ConnectionLimits, RpcConnection
 from gssproxy_py.server.listeners import Listener, open_listener, socket_paths
 from gssproxy_py.server.logs import (
     READY_MESSAGE,
@@ -58,8 +52,8 @@ _log = logging.getLogger(__name__)
 
 #: How long a stopping daemon waits for calls in flight.
 DEFAULT_SHUTDOWN_GRACE = 5.0
-#: Where `ip netns` keeps named network namespaces (for services' `netns`).
-NETNS_RUN_DIR = "/run/netns"
+#: Kept importable here; the per-call code lives in `calls`.
+NETNS_RUN_DIR = calls.NETNS_RUN_DIR
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,20 +71,6 @@ class ServerOptions:
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     #: `--syslog-status`: on whatever the configuration says
     syslog_status: bool = False
-
-
-def _netns_inodes(config: Config) -> dict[str, int] | None:
-    """Inodes of the named namespaces services restrict themselves to, read
-    per call since namespaces come and go; None when no service uses any."""
-    names = {name for service in config.services for name in service.netns}
-    if not names:
-        return None
-    inodes: dict[str, int] = {}
-    for name in names:
-        # A namespace that does not exist matches nobody.
-        with contextlib.suppress(OSError):
-            inodes[name] = os.stat(os.path.join(NETNS_RUN_DIR, name)).st_ino
-    return inodes
 
 
 class GssProxyServer:
@@ -148,62 +128,13 @@ class GssProxyServer:
     async def run_call(self, conn: ConnectionInfo, routed: Routed) -> bytes:
         """Match the caller to a service, run the handler under the deadline
         and encode its result; every failure becomes SYSTEM_ERR, logged."""
-        config = self._config
-        call = routed.call
-        name = routed.procedure.name
-        log = PrefixLog(_log, f"[conn {conn.number} xid {call.xid:#010x}]")
-        netns = _netns_inodes(config)
-        service = match_service(
-            config,
-            conn.peer,
-            conn.socket_path,
+        return await answer_call(
+            self._config,
+            conn,
+            routed,
             default_socket=self._options.default_socket,
             selinux_enabled=self._selinux,
-            netns_inodes=netns,
         )
-        reason: str | None = None
-        if service is None:
-            reason = explain_no_match(
-                config,
-                conn.peer,
-                conn.socket_path,
-                default_socket=self._options.default_socket,
-                selinux_enabled=self._selinux,
-                netns_inodes=netns,
-            )
-            log.info("%s: %s", name, reason)
-        else:
-            log.info("%s: service '%s'", name, service.name)
-        info = CallInfo(
-            xid=call.xid,
-            program=call.prog,
-            version=call.vers,
-            procedure=call.proc,
-            peer=conn.peer,
-            socket_path=conn.socket_path,
-            service=service,
-            no_match_reason=reason,
-            config=config,
-            log=log,
-        )
-        deadline = config.globals.call_timeout
-        try:
-            async with asyncio.timeout(deadline) as timer:
-                result = await routed.handler(info, routed.arg)
-        except TimeoutError:
-            if timer.expired():
-                log.error("%s: no result within %gs; replying SYSTEM_ERR", name, deadline)
-            else:
-                log.exception("%s failed; replying SYSTEM_ERR", name)
-            return reply_system_err(call.xid)
-        except Exception:
-            log.exception("%s failed; replying SYSTEM_ERR", name)
-            return reply_system_err(call.xid)
-        try:
-            return encode_reply(routed, result, max_record_size=config.globals.max_record_size)
-        except (XdrEncodeError, ReplyTooLargeError) as exc:
-            log.error("%s: result cannot be sent (%s); replying SYSTEM_ERR", name, exc)
-            return reply_system_err(call.xid)
 
     # -- listeners ---------------------------------------------------------------
 
