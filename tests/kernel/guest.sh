@@ -33,11 +33,12 @@ bg() { # bg LOGFILE COMMAND...: start a daemon in the background, remember it
     "$@" >"$log" 2>&1 &
     pids+=($!)
 }
-wait_for() { # wait_for SECONDS COMMAND...: poll (10/s) until COMMAND succeeds
-    local tries=$(($1 * 10)); shift
+wait_for() { # wait_for SECONDS COMMAND...: poll until COMMAND succeeds
+    # A deadline on the guest's clock: under TCG each poll costs far more
+    # than its nominal 0.1 s, so counting polls would stretch the limit.
+    local deadline; deadline=$(awk -v s="$1" '{print int($1) + s}' /proc/uptime); shift
     while ! "$@" 2>/dev/null; do
-        tries=$((tries - 1))
-        [ "$tries" -gt 0 ] || return 1
+        [ "$(cut -d. -f1 /proc/uptime)" -lt "$deadline" ] || return 1
         sleep 0.1
     done
 }
@@ -140,7 +141,7 @@ say "KDC started"
 mkdir -p "$W/conf.d"
 cat >"$W/gssproxy.conf" <<CONF
 [gssproxy]
-  debug_level = 3
+  debug_level = 2
 [service/nfs-server]
   mechs = krb5
   socket = $SOCK
@@ -156,7 +157,7 @@ c)
     bg "$DLOG" /usr/sbin/gssproxy -i -d --debug-level=3 -c "$W/gssproxy.conf" -C "$W/conf.d" -s "$SOCK"
     ;;
 py)
-    bg "$DLOG" env PYTHONPATH="$REPO" "$PY" -m gssproxy_py.server.cli -i -d \
+    bg "$DLOG" env PYTHONPATH="$REPO" "$PY" -m gssproxy_py.server.cli -i --debug-level=2 \
         -c "$W/gssproxy.conf" -C "$W/conf.d" -s "$SOCK"
     ;;
 *) fail "unknown GP_IMPL=$GP_IMPL"; exit 1 ;;
@@ -164,12 +165,21 @@ esac
 daemon_pid=${pids[-1]}
 say "daemon started (pid $daemon_pid), waiting for use-gss-proxy to read 1"
 proc_is_1() { [ "$(cat "$PROC")" = 1 ]; }
-if wait_for 90 proc_is_1; then
+if wait_for 60 proc_is_1; then
     pass "use-gss-proxy reads 1 after the daemon started (the guest script never writes it)"
 else
-    fail "use-gss-proxy still reads '$(cat "$PROC")' 90 s after the daemon started"
+    fail "use-gss-proxy still reads '$(cat "$PROC")' 60 s after the daemon started"
     tail -n 30 "$DLOG"
-    exit 1
+    kill -0 "$daemon_pid" 2>/dev/null || exit 1
+    # Go on with the NFS part anyway (the verdict is already FAIL), so one
+    # run also tells whether the daemon's acceptor side works.
+    say "enabling the upcall from outside the daemon to test the rest"
+    PYTHONPATH="$REPO" "$PY" -m gssproxy_py.netns enable || exit 1
+fi
+if [ "$GP_IMPL" = py ]; then
+    # gssproxy-py logs through gssproxy_py.netns.upcall: the state it read and its write.
+    check "daemon log: it read the state and wrote 1 itself" \
+        grep -q "use-gss-proxy: .* read -1 (undecided); wrote 1" "$DLOG"
 fi
 check "the daemon is still running after the kernel's NULL call" kill -0 "$daemon_pid"
 # The kernel's client socket: the server side of it is an established
@@ -212,7 +222,7 @@ c)
     ;;
 py)
     check "daemon log shows the kernel's ACCEPT_SEC_CONTEXT" grep -q "ACCEPT_SEC_CONTEXT" "$DLOG"
-    check "daemon log shows the creds it mapped (uid $want)" grep -Eq "linux_creds.*uid[ =:]+$want" "$DLOG"
+    check "daemon log shows the creds it mapped (uid $want)" grep -Eiq "creds.*uid[ =:]+$want\b" "$DLOG"
     ;;
 esac
 grep -E "ACCEPT_SEC_CONTEXT|linux_creds|use-gss-proxy" "$DLOG" | cut -c1-160 | head -n 12
