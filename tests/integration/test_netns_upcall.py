@@ -73,11 +73,9 @@ def make_netns(netns_dir: str) -> NsFactory:
     def make() -> str:
         name = f"gpytest-{uuid.uuid4().hex[:8]}"
         create_named(name, netns_dir)
-        subprocess.run(
-            ["ip", "-n", os.path.join(netns_dir, name), "link", "set", "lo", "up"],
-            check=False,
-            capture_output=True,
-        )
+        # `ip -n` only knows /run/netns names; nsenter takes the path.
+        nspath = os.path.join(netns_dir, name)
+        subprocess.run(["nsenter", f"--net={nspath}", "ip", "link", "set", "lo", "up"], check=True)
         return name
 
     return make
