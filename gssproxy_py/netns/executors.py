@@ -109,6 +109,39 @@ class NetnsExecutors:
             self._named[netns] = _Entry(inode, executor)
             return executor
 
+    def executor_for_inode(self, inode: int | None) -> concurrent.futures.Executor:
+        """The executor for the namespace a peer is in, given its inode.
+
+        For a request of a service restricted with `netns = NAME ...` or
+        `netns = all`, pass the peer's `netns_inode`: the executor of the
+        /run/netns name bound to that inode. Our own namespace, an unknown
+        inode (None) and a namespace without a name under /run/netns all get
+        the daemon's own executor: an unnamed namespace cannot be re-entered
+        later without pinning it (which would keep it alive), and that is
+        where gssproxy does all of its KDC traffic anyway.
+        """
+        if inode is None or inode == self._own_inode:
+            return self.executor_for(None)
+        name = self.name_of(inode)
+        if name is None:
+            return self.executor_for(None)
+        try:
+            return self.executor_for(name)
+        except NetnsNotFoundError:
+            # Removed between the lookup and now.
+            return self.executor_for(None)
+
+    def name_of(self, inode: int) -> str | None:
+        """The /run/netns name bound to namespace `inode`, if any."""
+        try:
+            names = sorted(os.listdir(self._dir))
+        except OSError:
+            return None
+        for name in names:
+            if netns_inode(os.path.join(self._dir, name)) == inode:
+                return name
+        return None
+
     def inode_of(self, netns: str) -> int | None:
         """The inode `netns` currently names, or None if it does not exist."""
         return netns_inode(netns_path(netns, self._dir))

@@ -373,3 +373,16 @@ async def test_kernel_upcalls_for_all_and_named_namespaces(
     assert [(r.netns, r.thread_inode) for r in results] == [(a, inodes[a])]
     assert list(upcalls.enablers) == [a]
     upcalls.stop()
+
+
+def test_executor_for_a_peer_inode(
+    make_netns: NsFactory, executors: NetnsExecutors, netns_dir: str
+) -> None:
+    name = make_netns()
+    inode = inode_map([name], netns_dir)[name]
+    assert executors.name_of(inode) == name
+    assert executors.executor_for_inode(inode) is executors.executor_for(name)
+    own = executors.executor_for(None)
+    assert executors.executor_for_inode(None) is own
+    assert executors.executor_for_inode(executors.own_inode) is own
+    assert executors.executor_for_inode(1) is own  # no such named namespace
