@@ -177,9 +177,16 @@ else
     PYTHONPATH="$REPO" "$PY" -m gssproxy_py.netns enable || exit 1
 fi
 if [ "$GP_IMPL" = py ]; then
-    # gssproxy-py logs through gssproxy_py.netns.upcall: the state it read and its write.
-    check "daemon log: it read the state and wrote 1 itself" \
-        grep -q "use-gss-proxy: .* read -1 (undecided); wrote 1" "$DLOG"
+    # gssproxy-py logs through gssproxy_py.netns.upcall: the state it read and
+    # its write, which must come after it listens and before it is ready.
+    line_of() { grep -n -m1 "$1" "$DLOG" | cut -d: -f1; }
+    l_listen=$(line_of "listening on $SOCK")
+    l_wrote=$(line_of "use-gss-proxy: .* read -1 (undecided); wrote 1")
+    l_ready=$(line_of "Initialization complete")
+    check "daemon log: it read -1 and wrote 1 itself (line ${l_wrote:-none})" [ -n "$l_wrote" ]
+    in_order() { [ -n "$1" ] && [ -n "$2" ] && [ -n "$3" ] && [ "$1" -lt "$2" ] && [ "$2" -lt "$3" ]; }
+    check "daemon log order: listening (${l_listen:-?}) < wrote 1 (${l_wrote:-?}) < ready (${l_ready:-?})" \
+        in_order "$l_listen" "$l_wrote" "$l_ready"
 fi
 check "the daemon is still running after the kernel's NULL call" kill -0 "$daemon_pid"
 # The kernel's client socket: the server side of it is an established
