@@ -109,6 +109,28 @@ class NetnsExecutors:
             self._named[netns] = _Entry(inode, executor)
             return executor
 
+    def prestart(self, netns: str | None, *, timeout: float = 30.0) -> int:
+        """Start every worker of `netns`'s executor now; blocking.
+
+        `setns` needs CAP_SYS_ADMIN, which the daemon no longer has after
+        `run_as_user`; threads that entered their namespace before the drop
+        stay there. So call this for each namespace the configuration names
+        before dropping privileges (a namespace re-created later then fails
+        closed: its new executor cannot enter it). Returns the number of
+        distinct worker threads, i.e. `workers`.
+        """
+        executor = self.executor_for(netns)
+        # Each task waits for all the others, so none is idle and the pool
+        # must start one thread per task.
+        barrier = threading.Barrier(self._workers)
+
+        def hold() -> int:
+            barrier.wait(timeout)
+            return threading.get_ident()
+
+        futures = [executor.submit(hold) for _ in range(self._workers)]
+        return len({f.result(timeout) for f in futures})
+
     def executor_for_inode(self, inode: int | None) -> concurrent.futures.Executor:
         """The executor for the namespace a peer is in, given its inode.
 

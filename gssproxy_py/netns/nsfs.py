@@ -98,11 +98,17 @@ def thread_netns_inode() -> int:
 
 
 def netns_inode(path: str) -> int | None:
-    """The inode of the namespace file at `path`, or None if it is missing."""
+    """The inode of the namespace file at `path`, or None if it is missing.
+
+    Other failures (a directory we may not search after dropping
+    privileges) raise `NetnsError`.
+    """
     try:
         return os.stat(path).st_ino
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise NetnsError(f"cannot look at network namespace {path}: {exc.strerror}") from None
 
 
 def peer_netns_inode(pid: int) -> int | None:

@@ -5,7 +5,7 @@ A regular file plays `/proc/net/rpc/use-gss-proxy` (the kernel's text format:
 kernel produces (EBUSY, EIO). Retries are driven by a gated sleep, so nothing
 here waits for real time: tests assert on the attempts made and the delays
 requested, never on durations. The same behaviour inside real network
-namespaces is in tests/integration/test_netns_upcall.py.
+namespaces is in tests/integration/test_netns_namespaces.py.
 """
 
 # The stand-in file is a few bytes in tmp: writing it from a coroutine is the

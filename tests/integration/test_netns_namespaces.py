@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -386,3 +387,53 @@ def test_executor_for_a_peer_inode(
     assert executors.executor_for_inode(None) is own
     assert executors.executor_for_inode(executors.own_inode) is own
     assert executors.executor_for_inode(1) is own  # no such named namespace
+
+
+def test_prestart_puts_every_worker_in_the_namespace_up_front(
+    make_netns: NsFactory, netns_dir: str
+) -> None:
+    name = make_netns()
+    executors = NetnsExecutors(netns_dir=netns_dir, workers=3)
+    try:
+        assert executors.prestart(name) == 3
+        inode = inode_map([name], netns_dir)[name]
+        pool = executors.executor_for(name)
+        seen = {pool.submit(thread_netns_inode).result(10) for _ in range(20)}
+        assert seen == {inode}
+    finally:
+        executors.shutdown()
+
+
+_DROP_SCRIPT = """
+import concurrent.futures, os, sys
+from gssproxy_py.netns import NetnsExecutors, thread_netns_inode
+netns_dir, early, late = sys.argv[1:4]
+ex = NetnsExecutors(netns_dir=netns_dir, workers=2)
+ex.prestart(early)
+os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)
+ok = ex.executor_for(early).submit(thread_netns_inode).result(10) == ex.inode_of(early)
+try:
+    ex.executor_for(late).submit(thread_netns_inode).result(10)
+    late_result = "entered"
+except concurrent.futures.BrokenExecutor:
+    late_result = "broken"
+print(ok, late_result)
+"""
+
+
+def test_prestarted_workers_survive_dropping_privileges(
+    make_netns: NsFactory, netns_dir: str
+) -> None:
+    # run_as_user drops CAP_SYS_ADMIN: only threads that entered before can work,
+    # and a namespace first used afterwards fails closed. In a child process,
+    # since the drop cannot be undone.
+    early, late = make_netns(), make_netns()
+    os.chmod(netns_dir, 0o755)  # like /run/netns
+    proc = subprocess.run(
+        [sys.executable, "-c", _DROP_SCRIPT, netns_dir, early, late],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.stdout.split() == ["True", "broken"], proc.stderr
