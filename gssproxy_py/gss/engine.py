@@ -16,7 +16,8 @@ outlives configuration reloads:
   credential";
 * it acquires credentials per `policy.CredRequest` (cred_store, impersonate)
   with `credcache` in front, and leases credential objects to one request at
-  a time.
+  a time; for a service whose initiator key sits on a token, a cache miss
+  first makes sure its ccache holds a TGT (`pkinit_creds`, PKINIT).
 
 `Request` carries what one call knows (service, peer uid, config, log).
 """
@@ -44,6 +45,7 @@ from gssproxy_py.gss.credcache import (
     fingerprint,
     handle_digest,
 )
+from gssproxy_py.gss.pkinit_creds import PkinitCreds
 from gssproxy_py.gss.status import (
     EACCES,
     ENOENT,
@@ -144,6 +146,8 @@ class GssEngine:
         self._mechs: tuple[tuple[api.MechDescription, ...], tuple[api.AttrDescription, ...]] | None
         self._mechs = None
         self._closed = False
+        #: PKINIT from a token key for services that have one (gss.pkinit_creds)
+        self.pkinit = PkinitCreds(None)
 
     # -- executor ---------------------------------------------------------
 
@@ -319,6 +323,9 @@ class GssEngine:
         """
         private = policy.private_ccache_name()
         store = policy.build_store(req.service, creq, private_ccache=private)
+        pkinit = self.pkinit.plan(req.config, req.service, creq, store)
+        if pkinit is not None:
+            store["ccache"] = pkinit.ccache
         key_store = tuple(sorted((k, v) for k, v in store.items() if v != private))
         key = (req.service, req.uid, creq, mech, key_store)
         fp = fingerprint(policy.keytab_files(store))
@@ -327,6 +334,8 @@ class GssEngine:
             req.log.debug("acquire: cached credential for %s", _describe(creq))
             return hit, None
         try:
+            if pkinit is not None:
+                self.pkinit.ensure(pkinit, req.log)
             creds = self._acquire(req, creq, store, mech)
             # Re-import so the object owns a copy of the private ccache (MIT
             # imports MEMORY ccaches by value), then destroy the original.

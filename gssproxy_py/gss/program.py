@@ -19,7 +19,11 @@ Rules applied here for every procedure:
 
 The `ProgramService` sets both hooks of the contract: `close` stops the
 worker threads at shutdown; `reload` resizes the executor to the new
-`worker_threads` and drops cached credentials.
+`worker_threads` and drops cached credentials (and remembered PKINIT
+failures).
+
+`tgt_source` is the token layer's PKINIT (`pkinit_creds.TgtSource`, the
+TOKEN_SIGN backend, handed over by `server/programs.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 from gssproxy_py.config.model import Config
 from gssproxy_py.gss import oids
 from gssproxy_py.gss.engine import GssEngine, Request
+from gssproxy_py.gss.pkinit_creds import TgtSource
 from gssproxy_py.gss.procedures import PROCEDURES, failure_result
 from gssproxy_py.gss.status import (
     EACCES,
@@ -52,6 +57,7 @@ def _reloaded(engine: GssEngine) -> Callable[[Config], None]:
         engine.executor_for(config)
         engine.acquired.clear()
         engine.pool.clear()
+        engine.pkinit.forget()
 
     return reload
 
@@ -78,12 +84,14 @@ GSSPROXY_PROGRAM_NAMES: Mapping[int, str] = {
 }
 
 
-def gss_proxy_service(config: Config) -> ProgramService:
-    """Build program 400112 for the server (called once at startup)."""
+def gss_proxy_service(config: Config, *, tgt_source: TgtSource | None = None) -> ProgramService:
+    """Build program 400112 for the server (called once at startup);
+    `tgt_source` gets TGTs by PKINIT for services with a token key."""
     # The daemon must never route its own GSSAPI calls back into a proxy
     # (gssproxy sets the same); libgssapi reads this when it loads mechs.
     os.environ["GSS_USE_PROXY"] = "NO"
     engine = GssEngine(config)
+    engine.pkinit.source = tgt_source
     handlers = {
         (GSSPROXYVERS, number): _handler(engine, number, fn)  # type: ignore[arg-type]
         for number, fn in PROCEDURES.items()
