@@ -1,7 +1,7 @@
 """The TOKEN_SIGN RPC program (0x2F5E5001): handlers, per-service access,
 and the `ProgramService` the server registers.
 
-`token_sign_service(config)` reads every configured PIN source at once (it
+`build_token_sign(config)` reads every configured PIN source at once (it
 is called at daemon start, before any privilege drop, so root-only PIN files
 and root's keyrings are readable), starts one worker thread per PKCS#11
 module and queues a warm-up on each (load, log in, list keys) so that a
@@ -260,9 +260,13 @@ class TokenSignBackend:
         """Get a TGT for the service's `krb5_principal` by PKINIT with the
         key its first `pkcs11_uri` selects, the PIN from its `pkcs11_pin`,
         into `ccache` (default: the service's `cred_store` ccache, which must
-        then be a fixed name). The hook for the GSS layer to call before it
-        initiates as such a service without a valid TGT. PkinitError or
-        SignFailure when it cannot."""
+        then be a fixed name). PkinitError or SignFailure when it cannot,
+        with a message fit for the client (never the PIN).
+
+        This is `gssproxy_py.gss.pkinit_creds.TgtSource`: the GSS layer
+        calls it (from its executor threads, on a private event loop) before
+        it initiates as such a service without a valid TGT; the server hands
+        this backend to the GSS program (`server/programs.py`)."""
         access = self._access(service)
         if service.krb5_principal is None:
             raise _not_configured(f"service {service.name}: PKINIT needs krb5_principal")
@@ -417,7 +421,8 @@ def build_token_sign(
 
 
 def token_sign_service(config: Config) -> ProgramService:
-    """The TOKEN_SIGN program for the server to register next to GSS-Proxy.
+    """The TOKEN_SIGN program alone. The server itself calls
+    `build_token_sign`, so that the GSS program shares the backend (PKINIT).
 
     Its `close` hook retires the module threads without waiting (they finish
     queued work, log out and unload); hold the backend from

@@ -2,14 +2,24 @@
 
 Program 400112 (GSS-Proxy) is built by `gssproxy_py.gss.program.gss_proxy_service`
 and program 0x2F5E5001 (token signing) by
-`gssproxy_py.pkcs11.program.token_sign_service`, each called once at start-up
+`gssproxy_py.pkcs11.program.build_token_sign`, each called once at start-up
 with the configuration then in force (a factory
-taking no argument is called without one). It is imported here, inside a
-function, so that the server starts even when the GSS layer is missing or
-broken: the failure is logged as an error, and program 400112 is then served
+taking no argument is called without one). Each is imported here, inside a
+function, so that the server starts even when a layer is missing or
+broken: the failure is logged as an error, and that program is then served
 from its generated table alone. Every procedure is answered PROC_UNAVAIL
 (GARBAGE_ARGS for malformed arguments) and NULL still succeeds, so the
 kernel's connect-time ping and the RPC error replies keep working.
+
+The two programs share one thing: the token layer's backend, which is also
+how the GSS layer gets TGTs by PKINIT for services whose key sits on a token
+(`gssproxy_py.gss.pkinit_creds.TgtSource`). So the TOKEN_SIGN program is
+built first, by `build_token_sign(config) -> (service, backend)` (a source
+with `provides`), and the backend is passed to `gss_proxy_service(config,
+tgt_source=backend)` (a source with `needs`). The guards stay independent:
+if the token layer fails to load, program 400112 is built without a
+`tgt_source` (PKINIT requests then fail with a clear status) and everything
+else works.
 
 To serve another program, add it to `PROGRAMS`, or pass a
 `ProgramService` to `gssproxy_py.server.daemon.serve(programs=...)`.
@@ -21,6 +31,7 @@ import importlib
 import inspect
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from gssproxy_py.config.model import Config
 from gssproxy_py.proto.gss_proxy import GSSPROXY_PROGRAM
@@ -33,18 +44,31 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ProgramSource:
-    """Where a program's handlers come from: a factory `module.name(config)`."""
+    """Where a program's handlers come from: a factory `module.name(config)`.
+
+    With `provides`, the factory returns `(service, part)` and `part` is
+    offered to the sources after it under that name; each name in `needs` is
+    passed to the factory as a keyword argument when an earlier source
+    provided it (and left out when that source failed).
+    """
 
     table: Program
     module: str
     factory: str
+    provides: str | None = None
+    needs: tuple[str, ...] = ()
 
 
-#: Every program the daemon serves. Each is imported lazily and guarded, so one
-#: broken layer cannot take the others (or the RPC error replies) down.
+#: Every program the daemon serves, in build order. Each is imported lazily
+#: and guarded, so one broken layer cannot take the others (or the RPC error
+#: replies) down.
 PROGRAMS: tuple[ProgramSource, ...] = (
-    ProgramSource(GSSPROXY_PROGRAM, "gssproxy_py.gss.program", "gss_proxy_service"),
-    ProgramSource(TOKEN_SIGN_PROGRAM, "gssproxy_py.pkcs11.program", "token_sign_service"),
+    ProgramSource(
+        TOKEN_SIGN_PROGRAM, "gssproxy_py.pkcs11.program", "build_token_sign", provides="tgt_source"
+    ),
+    ProgramSource(
+        GSSPROXY_PROGRAM, "gssproxy_py.gss.program", "gss_proxy_service", needs=("tgt_source",)
+    ),
 )
 
 
@@ -52,8 +76,14 @@ def _unwired(table: Program) -> ProgramService:
     return ProgramService(program=table, handlers={})
 
 
-def load_program(source: ProgramSource, config: Config) -> ProgramService:
-    """The program with its handlers, or without any (and the reason logged)."""
+def load_program(
+    source: ProgramSource, config: Config, parts: dict[str, Any] | None = None
+) -> ProgramService:
+    """The program with its handlers, or without any (and the reason logged).
+
+    `parts` holds what earlier sources provided; this source's own part is
+    added to it when it loads."""
+    parts = {} if parts is None else parts
     table = source.table
     where = f"{source.module}.{source.factory}"
     try:
@@ -69,7 +99,12 @@ def load_program(source: ProgramSource, config: Config) -> ProgramService:
         return _unwired(table)
     try:
         takes_config = bool(inspect.signature(factory).parameters)
-        service = factory(config) if takes_config else factory()
+        shared = {name: parts[name] for name in source.needs if name in parts}
+        made = factory(config, **shared) if takes_config else factory()
+        part: Any = None
+        if source.provides is not None:
+            made, part = made
+        service = made
     except Exception:
         _log.exception(
             "%s failed: program %d will answer PROC_UNAVAIL to every procedure",
@@ -85,14 +120,19 @@ def load_program(source: ProgramSource, config: Config) -> ProgramService:
             table.number,
         )
         return _unwired(table)
+    if source.provides is not None:
+        parts[source.provides] = part
     return service
 
 
 def gss_proxy_program(config: Config) -> ProgramService:
-    """Program 400112 with the GSS layer's handlers, or without any (logged)."""
-    return load_program(PROGRAMS[0], config)
+    """Program 400112 with the GSS layer's handlers, or without any (logged).
+    Built alone, so without the token layer's PKINIT."""
+    (source,) = (s for s in PROGRAMS if s.table.number == GSSPROXY_PROGRAM.number)
+    return load_program(source, config)
 
 
 def load_programs(config: Config) -> dict[int, ProgramService]:
     """Every program the daemon serves, by program number."""
-    return {src.table.number: load_program(src, config) for src in PROGRAMS}
+    parts: dict[str, Any] = {}
+    return {src.table.number: load_program(src, config, parts) for src in PROGRAMS}
