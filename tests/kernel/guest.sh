@@ -163,12 +163,21 @@ py)
 *) fail "unknown GP_IMPL=$GP_IMPL"; exit 1 ;;
 esac
 daemon_pid=${pids[-1]}
-say "daemon started (pid $daemon_pid), waiting for use-gss-proxy to read 1"
-proc_is_1() { [ "$(cat "$PROC")" = 1 ]; }
-if wait_for 60 proc_is_1; then
-    pass "use-gss-proxy reads 1 after the daemon started (the guest script never writes it)"
+say "daemon started (pid $daemon_pid), waiting for it to say it is ready"
+is_ready() { grep -q "Initialization complete" "$DLOG"; }
+if ! wait_for 90 is_ready; then
+    fail "the daemon did not log 'Initialization complete' within 90 s"
+    tail -n 30 "$DLOG"
+    exit 1
+fi
+say "daemon ready"
+# Both daemons write the switch after listening and before announcing
+# readiness, so it must already read 1 now; the guest script never writes it.
+state=$(cat "$PROC")
+if [ "$state" = 1 ]; then
+    pass "use-gss-proxy reads 1 once the daemon is ready (written by the daemon itself)"
 else
-    fail "use-gss-proxy still reads '$(cat "$PROC")' 60 s after the daemon started"
+    fail "use-gss-proxy reads '$state' although the daemon is ready"
     tail -n 30 "$DLOG"
     kill -0 "$daemon_pid" 2>/dev/null || exit 1
     # Go on with the NFS part anyway (the verdict is already FAIL), so one
