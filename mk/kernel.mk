@@ -8,8 +8,8 @@
 #
 # Included from the top-level Makefile, whose `deps` target provides the venv
 # (the guest runs it from the host's / shared read-only over 9p). Wall time on
-# a 2-core machine: about 30 s (C gssproxy) to 45 s (gssproxy-py), of which
-# the first run adds about 15 s of downloads and package installs.
+# a 2-core machine: about 30 s (C gssproxy) to 45 s (gssproxy-py); the first
+# run adds about 10 s (kernel download, initramfs) plus any package installs.
 
 GP_IMPL ?= py
 

@@ -36,6 +36,9 @@ fi
 kver=${image#linux-image-}
 kdir=$out/$kver
 mkdir -p "$kdir"
+# Two test runs at once (several engineers, one checkout) build one at a time.
+exec 9>"$out/.build.lock"
+flock 9
 
 if [ ! -e "$kdir/kimg.stamp" ]; then
     echo "kernel-vm: fetching $image" >&2

@@ -22,7 +22,8 @@ impl=${GP_IMPL:-py}
 
 kver=$("$here/build.sh" | tail -n1)
 kdir=$out/$kver
-run=$out/run-$impl
+# One directory per run, so concurrent runs do not share logs.
+run=$out/run-$impl-$$
 rm -rf "$run"
 mkdir -p "$run"
 cp "$guest_script" "$run/guest.sh"

@@ -409,3 +409,20 @@ async def test_kernel_upcalls_retry_in_background(standin: Path) -> None:
     (final,) = await upcalls.settled()
     assert final.outcome is Outcome.ENABLED
     upcalls.stop()
+
+
+# -- the command line ----------------------------------------------------------------
+
+
+def test_cli_status_and_enable(standin: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gssproxy_py.netns.__main__ import main
+
+    assert main(["status", "--path", str(standin)]) == 2
+    standin.write_text("-1\n")
+    assert main(["status", "--path", str(standin)]) == 0
+    assert main(["enable", "--path", str(standin)]) == 0
+    assert standin.read_text() == "1"
+    standin.write_text("0\n")
+    assert main(["enable", "--path", str(standin)]) == 1
+    out = capsys.readouterr().out
+    assert "absent" in out and "-1 (undecided)" in out and REMEDY in out
