@@ -3,7 +3,8 @@
 `GssEngine` is created once per daemon (by `program.gss_proxy_service`) and
 outlives configuration reloads:
 
-* it owns the `ThreadPoolExecutor` every blocking GSSAPI call runs in, sized
+* it owns the worker threads every blocking GSSAPI call runs in
+  (`rpc.threads.CallThreads`), sized
   from `config.globals.worker_threads` (re-created when a reload changes it);
 * it loads the handle key file `<state_dir>/handle-keys` and re-reads it when
   the file changes on disk (rotation by another process) or `state_dir` moves;
@@ -24,14 +25,12 @@ outlives configuration reloads:
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -56,6 +55,7 @@ from gssproxy_py.gss.status import (
     GssFailure,
 )
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxCredElement, GssxOIDSet
+from gssproxy_py.rpc.threads import CallThreads
 
 __all__ = ["CredLease", "GssEngine", "Request", "handle_scope"]
 
@@ -140,7 +140,7 @@ class GssEngine:
     def __init__(self, config: Config) -> None:
         self._executor_lock = threading.Lock()
         self._workers = max(1, config.globals.worker_threads)
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="gss")
+        self._executor = CallThreads(self._workers, name="gss")
         self._keys = _KeyState()
         self.acquired = AcquireCache()
         self.pool: CredPool[api.Creds] = CredPool(max_idle_per_key=max(2, self._workers))
@@ -154,13 +154,13 @@ class GssEngine:
 
     # -- executor ---------------------------------------------------------
 
-    def executor_for(self, config: Config) -> ThreadPoolExecutor:
+    def executor_for(self, config: Config) -> CallThreads:
         wanted = max(1, config.globals.worker_threads)
         with self._executor_lock:
             if wanted != self._workers and not self._closed:
                 # Work already queued finishes on the old pool.
                 self._executor.shutdown(wait=False)
-                self._executor = ThreadPoolExecutor(wanted, thread_name_prefix="gss")
+                self._executor = CallThreads(wanted, name="gss")
                 self._workers = wanted
                 self.pool.max_idle_per_key = max(2, wanted)
             return self._executor
@@ -168,10 +168,7 @@ class GssEngine:
     async def run(
         self, config: Config, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
     ) -> _T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.executor_for(config), functools.partial(fn, *args, **kwargs)
-        )
+        return await self.executor_for(config).run(functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
         """Stop the worker threads (queued work is cancelled) and drop cached creds."""
