@@ -2,10 +2,19 @@
 
 Identity comes only from the kernel, never from the message: `SO_PEERCRED`
 (pid, uid, gid as they were at connect time), the realpath of
-`/proc/PID/exe`, the inode of `/proc/PID/ns/net`, and with SELinux the
-peer's context (`SO_PEERSEC`). Only SO_PEERCRED is required; the others are
-None when they cannot be read (kernel threads have no executable, the process
-may already be gone, hardening may hide /proc), and never raise.
+`/proc/PID/exe`, the network namespace, and with SELinux the peer's context
+(`SO_PEERSEC`). Only SO_PEERCRED is required; the others are None when they
+cannot be read (kernel threads have no executable, the process may already
+be gone, hardening may hide /proc), and never raise.
+
+The network namespace is the one the connected socket lives in
+(`SIOCGSKNS` on the accepted socket), falling back to `/proc/PID/ns/net`.
+The socket is exact where the pid is not: the kernel's gss-proxy client
+creates its socket in the namespace whose `use-gss-proxy` was written, while
+SO_PEERCRED names whoever wrote it (the daemon itself, when an executor
+thread in that namespace wrote it), and a pid can be reused. SIOCGSKNS needs
+CAP_NET_ADMIN over that namespace, which a daemon running as `run_as_user`
+no longer has: then the pid is all there is.
 
 These reads are a few system calls on local files, cheap enough for the
 event loop. They work under uvloop, whose transport socket object supports
@@ -21,6 +30,7 @@ from typing import Protocol
 
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.errors import LocalError
+from gssproxy_py.netns.nsfs import socket_netns_inode
 
 # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
 _UCRED = struct.Struct("=iII")
@@ -87,6 +97,23 @@ def netns_inode_of(pid: int) -> int | None:
         return None
 
 
+def connection_netns_inode(sock: object, pid: int) -> int | None:
+    """The inode of the network namespace of the peer on `sock`, or None.
+
+    The namespace the accepted socket lives in (`SIOCGSKNS`) when it can be
+    read, else the namespace of process `pid` (SO_PEERCRED's).
+    """
+    fileno = getattr(sock, "fileno", None)
+    if callable(fileno):
+        try:
+            inode = socket_netns_inode(int(fileno()))
+        except (OSError, ValueError, TypeError):
+            inode = None
+        if inode is not None:
+            return inode
+    return netns_inode_of(pid)
+
+
 def selinux_context_of(sock: SocketLike) -> str | None:
     """The peer's SELinux context (`user:role:type[:range]`), or None."""
     try:
@@ -110,5 +137,5 @@ def read_peer(sock: SocketLike, *, with_selinux: bool) -> Peer:
         gid=gid,
         program=program_of(pid),
         selinux_context=selinux_context_of(sock) if with_selinux else None,
-        netns_inode=netns_inode_of(pid),
+        netns_inode=connection_netns_inode(sock, pid),
     )

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from gssproxy_py.netns import NetnsExecutors
+from gssproxy_py.netns.named import create_named, remove_named
 from gssproxy_py.server.peer import (
     PeerCredentialsError,
+    connection_netns_inode,
     netns_inode_of,
     program_of,
     read_peer,
@@ -70,3 +73,44 @@ def test_no_program_for_a_deleted_binary(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a network namespace, setns)")
+def test_netns_is_the_sockets_not_the_pids(tmp_path: Path) -> None:
+    """As with the kernel's client: a socket made in another namespace by a
+    thread of a process that itself lives in ours (SO_PEERCRED names that
+    process). The accepted socket tells the truth; the pid does not."""
+    netns_dir = tmp_path / "netns"
+    netns_dir.mkdir()
+    executors = NetnsExecutors(netns_dir=str(netns_dir))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        ns_inode = create_named("gpytest-peer", str(netns_dir))
+        listener.bind(str(tmp_path / "sock"))
+        listener.listen()
+
+        def connect() -> socket.socket:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(tmp_path / "sock"))
+            return s
+
+        client = executors.executor_for("gpytest-peer").submit(connect).result(10)
+        server, _ = listener.accept()
+        with client, server:
+            peer = read_peer(server, with_selinux=False)
+            assert peer.pid == os.getpid()
+            assert netns_inode_of(peer.pid) == os.stat("/proc/self/ns/net").st_ino
+            assert peer.netns_inode == ns_inode != netns_inode_of(peer.pid)
+
+            class NoFileno:
+                def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes:
+                    return server.getsockopt(level, optname, buflen)
+
+            # Without a descriptor (or without CAP_NET_ADMIN): the pid's.
+            assert connection_netns_inode(NoFileno(), peer.pid) == netns_inode_of(peer.pid)
+    finally:
+        listener.close()
+        executors.shutdown()
+        remove_named("gpytest-peer", str(netns_dir))
+        subprocess.run(["umount", "-l", str(netns_dir)], check=False, capture_output=True)
