@@ -11,19 +11,19 @@ connection and xid.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 
 from gssproxy_py.config.match import explain_no_match, match_service
 from gssproxy_py.config.model import Config
 from gssproxy_py.errors import XdrEncodeError
+from gssproxy_py.netns.errors import NetnsError
+from gssproxy_py.netns.named import NETNS_DIR, configured_names, inode_map
 from gssproxy_py.rpc.dispatch import CallInfo
 from gssproxy_py.rpc.messages import ReplyTooLargeError, Routed, encode_reply, reply_system_err
 from gssproxy_py.server.connection import ConnectionInfo, PrefixLog
 
 #: Where `ip netns` keeps named network namespaces (for services' `netns`).
-NETNS_RUN_DIR = "/run/netns"
+NETNS_RUN_DIR = NETNS_DIR
 
 # The logger of the server module, so log lines keep the name they always had.
 _log = logging.getLogger("gssproxy_py.server.daemon")
@@ -32,15 +32,17 @@ _log = logging.getLogger("gssproxy_py.server.daemon")
 def netns_inodes(config: Config) -> dict[str, int] | None:
     """Inodes of the named namespaces services restrict themselves to, read
     per call since namespaces come and go; None when no service uses any."""
-    names = {name for service in config.services for name in service.netns}
+    names = configured_names(config.services)
     if not names:
         return None
-    inodes: dict[str, int] = {}
-    for name in names:
-        # A namespace that does not exist matches nobody.
-        with contextlib.suppress(OSError):
-            inodes[name] = os.stat(os.path.join(NETNS_RUN_DIR, name)).st_ino
-    return inodes
+    # A namespace that does not exist matches nobody.
+    try:
+        return inode_map(names, NETNS_RUN_DIR)
+    except NetnsError as exc:
+        # Not even ENOENT (e.g. /run/netns unreadable): no namespaced
+        # service can match, which is the safe side.
+        _log.error("%s; services restricted to a network namespace serve nobody", exc)
+        return {}
 
 
 async def answer_call(
