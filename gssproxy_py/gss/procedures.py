@@ -20,6 +20,8 @@ Differences from gssproxy, on purpose (see also the report in the docs):
 
 from __future__ import annotations
 
+import logging
+
 from gssproxy_py.config.model import CredUsage
 from gssproxy_py.gss import api, convert, oids, options, policy
 from gssproxy_py.gss.engine import CredLease, GssEngine, Request, pick_mech
@@ -472,7 +474,27 @@ def _linux_creds(req: Request, name: api.Name | None) -> bytes:
             creds = resolve_local_creds(user) if user else UNMAPPED
         except LocalCredsError as exc:
             raise GssFailure(GSS_S_FAILURE, ENOENT, str(exc)) from None
+        if req.log.isEnabledFor(logging.INFO):
+            req.log.info("%s", _describe_linux_creds(name, user, creds))
+    else:
+        req.log.info("linux_creds_v1 for no initiator name: unmapped")
     return encode_linux_creds(creds.uid, creds.gid, creds.groups)
+
+
+def _describe_linux_creds(name: api.Name, user: bytes, creds: LinuxCreds) -> str:
+    """`linux_creds_v1 for PRINCIPAL (local user U): uid=N gid=N groups=[...]`."""
+    try:
+        shown = api.display_name(name)[0].decode("utf-8", "replace")
+    except GssFailure:
+        shown = "(undisplayable name)"
+    local = user.decode("utf-8", "replace")
+    if creds == UNMAPPED:
+        why = f"local user {local} unknown" if local else "no local user"
+        return f"linux_creds_v1 for {shown}: unmapped ({why}; the kernel squashes it to nobody)"
+    return (
+        f"linux_creds_v1 for {shown} (local user {local}): uid={creds.uid} gid={creds.gid}"
+        f" groups={list(creds.groups)}"
+    )
 
 
 def proc_accept_sec_context(

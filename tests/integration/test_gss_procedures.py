@@ -244,9 +244,10 @@ def test_handle_bound_to_uid_and_tamper_proof(
     assert res.output_cred_handle.desired_name.display_name == b"host/localhost@EXAMPLE.TEST"
 
 
-def test_kernel_accept_lucid_and_creds(d: Daemonless) -> None:
+def test_kernel_accept_lucid_and_creds(d: Daemonless, caplog: pytest.LogCaptureFixture) -> None:
     init = gssapi.SecurityContext(name=HOST, usage="initiate")
-    res = accept(d, init.step(), None, cc=KERNEL_CC)
+    with caplog.at_level(logging.INFO, logger="test.gss"):
+        res = accept(d, init.step(), None, cc=KERNEL_CC)
     assert res.status.major_status == GSS_S_COMPLETE, res.status
     blob = res.context_handle.exported_context_token
     assert len(blob) <= 128
@@ -259,6 +260,10 @@ def test_kernel_accept_lucid_and_creds(d: Daemonless) -> None:
     (opt,) = res.options
     assert opt.option == b"linux_creds_v1\0"
     assert opt.value == b"\xff" * 8 + b"\0" * 4  # alice has no local account
+    # Debug level 1 says what the kernel was given, and for whom.
+    assert (
+        "linux_creds_v1 for alice@EXAMPLE.TEST: unmapped (local user alice unknown" in caplog.text
+    )
 
 
 def test_localname(d: Daemonless) -> None:
