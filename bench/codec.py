@@ -56,10 +56,17 @@ def accept_reply() -> gp.GssxResAcceptSecContext:
 def measure(repeat: int = 5, number: int = 2000) -> dict[str, float]:
     args = accept_call_args()
     reply = accept_reply()
-    dec = lambda: decode_bytes(gp.decode_gssx_arg_accept_sec_context, args)  # noqa: E731
-    enc = lambda: encode_bytes(gp.encode_gssx_res_accept_sec_context, reply)  # noqa: E731
-    both = lambda: (dec(), enc())  # noqa: E731
-    out = {}
+
+    def dec() -> object:
+        return decode_bytes(gp.decode_gssx_arg_accept_sec_context, args)
+
+    def enc() -> bytes:
+        return encode_bytes(gp.encode_gssx_res_accept_sec_context, reply)
+
+    def both() -> object:
+        return dec(), enc()
+
+    out: dict[str, float] = {}
     for label, fn in (
         ("decode_call_us", dec),
         ("encode_reply_us", enc),

@@ -1,0 +1,216 @@
+"""The table: min, median and max of every figure per daemon, the ratio of
+the medians (py/C), and whether each target of docs/PERFORMANCE.md is met.
+
+The bench reports; it never asserts. A target that is not met says "no".
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Round = dict[
+    str, Any
+]  # {"impl", "round", "workloads": {name: Outcome.as_dict()}, "rss_bytes", ...}
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "ratio_ge" | "ratio_le" | "py_le"
+    value: float
+
+    def text(self) -> str:
+        if self.kind == "ratio_ge":
+            return f"py/C >= {self.value:g}"
+        if self.kind == "ratio_le":
+            return f"py/C <= {self.value:g}"
+        return f"py <= {self.value:g}"
+
+    def met(self, py: float | None, ratio: float | None) -> bool | None:
+        if self.kind == "py_le":
+            return None if py is None else py <= self.value
+        if ratio is None:
+            return None
+        return ratio >= self.value if self.kind == "ratio_ge" else ratio <= self.value
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    unit: str
+    read: Callable[[Round], float | None]
+    target: Target | None = None
+    digits: int = 0
+
+
+def _w(workload: str, field: str) -> Callable[[Round], float | None]:
+    def read(r: Round) -> float | None:
+        w = r["workloads"].get(workload)
+        if w is None or w.get("errors"):
+            return None
+        v = w.get(field)
+        return None if v is None else float(v)
+
+    return read
+
+
+def _cpu_per_1000(*workloads: str) -> Callable[[Round], float | None]:
+    def read(r: Round) -> float | None:
+        got = [r["workloads"].get(w) for w in workloads]
+        if any(g is None or "daemon_cpu_s" not in g for g in got):
+            return None
+        cpu = sum(float(g["daemon_cpu_s"]) for g in got if g is not None)
+        count = sum(int(g["count"]) for g in got if g is not None)
+        return cpu / count * 1000 if count else None
+
+    return read
+
+
+def _mb(field: str) -> Callable[[Round], float | None]:
+    def read(r: Round) -> float | None:
+        v = r.get(field)
+        return None if v is None else v / 1e6
+
+    return read
+
+
+FIGURES: tuple[Figure, ...] = (
+    Figure(
+        "accept_1_rate",
+        "accept via interposer, 1 client",
+        "accepts/s",
+        _w("accept_1", "rate_per_s"),
+    ),
+    Figure(
+        "accept_1_p50",
+        "  latency p50, 1 client",
+        "us",
+        _w("accept_1", "p50_us"),
+        Target("ratio_le", 1.0),
+    ),
+    Figure(
+        "accept_8_rate",
+        "accept via interposer, 8 clients",
+        "accepts/s",
+        _w("accept_8", "rate_per_s"),
+        Target("ratio_ge", 1.5),
+    ),
+    Figure("init_rate", "init via interposer (client_keytab)", "inits/s", _w("init", "rate_per_s")),
+    Figure(
+        "kernel_8_rate",
+        "kernel-style ACCEPT, lucid, 8 in flight, 1 conn",
+        "accepts/s",
+        _w("kernel_8", "rate_per_s"),
+        Target("ratio_ge", 2.0),
+    ),
+    Figure(
+        "cpu_per_1000_accepts",
+        "daemon CPU per 1000 interposer accepts",
+        "s",
+        _cpu_per_1000("accept_1", "accept_8"),
+        Target("ratio_le", 1.0),
+        digits=3,
+    ),
+    Figure(
+        "cpu_per_1000_kernel",
+        "daemon CPU per 1000 kernel-style accepts",
+        "s",
+        _cpu_per_1000("kernel_8"),
+        digits=3,
+    ),
+    Figure(
+        "rss_mb",
+        "daemon RSS after the workloads (all processes)",
+        "MB",
+        _mb("rss_bytes"),
+        Target("py_le", 80.0),
+        digits=1,
+    ),
+    Figure("pss_mb", "  PSS (shared pages split)", "MB", _mb("pss_bytes"), digits=1),
+)
+
+BASELINE_FIGURES: tuple[Figure, ...] = (
+    Figure(
+        "baseline_1_rate",
+        "no daemon: local keytab, 1 client",
+        "accepts/s",
+        _w("baseline_1", "rate_per_s"),
+    ),
+    Figure(
+        "baseline_8_rate",
+        "no daemon: local keytab, 8 clients",
+        "accepts/s",
+        _w("baseline_8", "rate_per_s"),
+    ),
+    Figure("baseline_1_p50", "  latency p50, 1 client", "us", _w("baseline_1", "p50_us")),
+)
+
+
+def _stats(values: Sequence[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "min": min(values),
+        "median": statistics.median(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def summarize(rounds: Sequence[Round]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in FIGURES:
+        per: dict[str, Any] = {}
+        for impl in ("c", "py"):
+            vals = [v for r in rounds if r["impl"] == impl and (v := f.read(r)) is not None]
+            per[impl] = _stats(vals)
+        c, py = per["c"], per["py"]
+        ratio = py["median"] / c["median"] if c and py and c["median"] else None
+        entry: dict[str, Any] = {"label": f.label.strip(), "unit": f.unit, **per, "ratio": ratio}
+        if f.target is not None:
+            entry["target"] = f.target.text()
+            entry["met"] = f.target.met(py["median"] if py else None, ratio)
+        out[f.key] = entry
+    for f in BASELINE_FIGURES:
+        vals = [v for r in rounds if r["impl"] == "baseline" and (v := f.read(r)) is not None]
+        out[f.key] = {"label": f.label.strip(), "unit": f.unit, "baseline": _stats(vals)}
+    return out
+
+
+def _fmt(v: float, digits: int) -> str:
+    return f"{v:,.{digits}f}"
+
+
+def _triple(s: dict[str, float] | None, digits: int) -> str:
+    if not s:
+        return "n/a"
+    return " / ".join(_fmt(s[k], digits) for k in ("min", "median", "max"))
+
+
+def table(summary: dict[str, Any], codec: dict[str, float] | None = None) -> str:
+    """A Markdown table (readable as plain text too)."""
+    lines = [
+        "| figure | unit | C min / median / max | py min / median / max | py/C | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in FIGURES:
+        e = summary[f.key]
+        ratio = "n/a" if e["ratio"] is None else f"{e['ratio']:.2f}"
+        met = e.get("met")
+        met_text = "" if f.target is None else ("n/a" if met is None else ("yes" if met else "NO"))
+        lines.append(
+            f"| {f.label} | {f.unit} | {_triple(e['c'], f.digits)} | {_triple(e['py'], f.digits)}"
+            f" | {ratio} | {e.get('target', '')} | {met_text} |"
+        )
+    for f in BASELINE_FIGURES:
+        e = summary[f.key]
+        lines.append(f"| {f.label} | {f.unit} | {_triple(e['baseline'], f.digits)} | | | | |")
+    if codec:
+        for k, v in codec.items():
+            what = k.removesuffix("_us").replace("_", " ")
+            lines.append(f"| codec (py): {what} | us/message | | {v:.1f} | | | |")
+    lines.append("| PKCS#11 SIGN (token-signing program) | | | | | to come | |")
+    return "\n".join(lines)
