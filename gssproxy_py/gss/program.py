@@ -24,6 +24,11 @@ failures).
 
 `tgt_source` is the token layer's PKINIT (`pkinit_creds.TgtSource`, the
 TOKEN_SIGN backend, handed over by `server/programs.py`).
+
+`netns_executors` are the server's namespace executors: calls of services
+with `netns` run on the one of the peer's namespace (`namespaced`), so
+their KDC traffic leaves from inside it. Without them the program makes its
+own on first use.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 from gssproxy_py.config.model import Config
 from gssproxy_py.gss import oids
 from gssproxy_py.gss.engine import GssEngine, Request
+from gssproxy_py.gss.namespaced import NamespacedCalls
 from gssproxy_py.gss.pkinit_creds import TgtSource
 from gssproxy_py.gss.procedures import PROCEDURES, failure_result
 from gssproxy_py.gss.status import (
@@ -44,6 +50,7 @@ from gssproxy_py.gss.status import (
     status_for_exception,
     status_from_failure,
 )
+from gssproxy_py.netns.executors import NetnsExecutors
 from gssproxy_py.proto.gss_proxy import GSSPROXY_PROGRAM, GSSPROXYVERS
 from gssproxy_py.rpc.dispatch import CallInfo, Handler, ProgramService
 
@@ -62,7 +69,17 @@ def _reloaded(engine: GssEngine) -> Callable[[Config], None]:
     return reload
 
 
-def _handler(engine: GssEngine, procedure: int, fn: Callable[..., Any]) -> Handler:
+def _closer(engine: GssEngine, namespaced: NamespacedCalls) -> Callable[[], None]:
+    def close() -> None:
+        engine.close()
+        namespaced.close()
+
+    return close
+
+
+def _handler(
+    engine: GssEngine, namespaced: NamespacedCalls, procedure: int, fn: Callable[..., Any]
+) -> Handler:
     async def handle(call: CallInfo, arg: Any) -> Any:
         if call.service is None:
             reason = call.no_match_reason or "no matching service"
@@ -71,7 +88,11 @@ def _handler(engine: GssEngine, procedure: int, fn: Callable[..., Any]) -> Handl
             return failure_result(procedure, status_from_failure(failure, oids.KRB5))
         req = Request(service=call.service, uid=call.peer.uid, config=call.config, log=call.log)
         try:
-            return await engine.run(call.config, fn, engine, req, arg)
+            executor = namespaced.executor_for(call.service, call.peer, call.config)
+            if executor is None:
+                return await engine.run(call.config, fn, engine, req, arg)
+            call.log.debug("running in the network namespace of inode %s", call.peer.netns_inode)
+            return await namespaced.run(executor, fn, engine, req, arg)
         except Exception as exc:  # the one catch-all: everything becomes a GSS status
             return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
 
@@ -84,21 +105,28 @@ GSSPROXY_PROGRAM_NAMES: Mapping[int, str] = {
 }
 
 
-def gss_proxy_service(config: Config, *, tgt_source: TgtSource | None = None) -> ProgramService:
+def gss_proxy_service(
+    config: Config,
+    *,
+    tgt_source: TgtSource | None = None,
+    netns_executors: NetnsExecutors | None = None,
+) -> ProgramService:
     """Build program 400112 for the server (called once at startup);
-    `tgt_source` gets TGTs by PKINIT for services with a token key."""
+    `tgt_source` gets TGTs by PKINIT for services with a token key;
+    `netns_executors` (the server's) run namespaced services' calls."""
     # The daemon must never route its own GSSAPI calls back into a proxy
     # (gssproxy sets the same); libgssapi reads this when it loads mechs.
     os.environ["GSS_USE_PROXY"] = "NO"
     engine = GssEngine(config)
     engine.pkinit.source = tgt_source
+    namespaced = NamespacedCalls(netns_executors)
     handlers = {
-        (GSSPROXYVERS, number): _handler(engine, number, fn)  # type: ignore[arg-type]
+        (GSSPROXYVERS, number): _handler(engine, namespaced, number, fn)  # type: ignore[arg-type]
         for number, fn in PROCEDURES.items()
     }
     return ProgramService(
         program=GSSPROXY_PROGRAM,
         handlers=handlers,
         reload=_reloaded(engine),
-        close=engine.close,
+        close=_closer(engine, namespaced),
     )

@@ -21,6 +21,11 @@ if the token layer fails to load, program 400112 is built without a
 `tgt_source` (PKINIT requests then fail with a clear status) and everything
 else works.
 
+The server's namespace executors (`gssproxy_py.netns.NetnsExecutors`,
+shared with the kernel upcall enabler) are a part the same way, given to
+`load_programs(config, netns_executors=...)` rather than provided by a
+source; program 400112 runs namespaced services' calls on them.
+
 To serve another program, add it to `PROGRAMS`, or pass a
 `ProgramService` to `gssproxy_py.server.daemon.serve(programs=...)`.
 """
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gssproxy_py.config.model import Config
+from gssproxy_py.netns.executors import NetnsExecutors
 from gssproxy_py.proto.gss_proxy import GSSPROXY_PROGRAM
 from gssproxy_py.proto.token_sign import TOKEN_SIGN_PROGRAM
 from gssproxy_py.rpc.dispatch import ProgramService
@@ -67,7 +73,10 @@ PROGRAMS: tuple[ProgramSource, ...] = (
         TOKEN_SIGN_PROGRAM, "gssproxy_py.pkcs11.program", "build_token_sign", provides="tgt_source"
     ),
     ProgramSource(
-        GSSPROXY_PROGRAM, "gssproxy_py.gss.program", "gss_proxy_service", needs=("tgt_source",)
+        GSSPROXY_PROGRAM,
+        "gssproxy_py.gss.program",
+        "gss_proxy_service",
+        needs=("tgt_source", "netns_executors"),
     ),
 )
 
@@ -132,7 +141,12 @@ def gss_proxy_program(config: Config) -> ProgramService:
     return load_program(source, config)
 
 
-def load_programs(config: Config) -> dict[int, ProgramService]:
-    """Every program the daemon serves, by program number."""
+def load_programs(
+    config: Config, *, netns_executors: NetnsExecutors | None = None
+) -> dict[int, ProgramService]:
+    """Every program the daemon serves, by program number; `netns_executors`
+    (the server's, see `gssproxy_py.netns`) go to the programs that need them."""
     parts: dict[str, Any] = {}
+    if netns_executors is not None:
+        parts["netns_executors"] = netns_executors
     return {src.table.number: load_program(src, config, parts) for src in PROGRAMS}

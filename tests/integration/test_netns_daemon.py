@@ -7,7 +7,8 @@ keytab. A GSSAPI initiator started inside the namespace (nsenter) goes
 through the interposer: the daemon matches the service by the peer's netns
 inode, and must get alice's TGT and the service ticket from the KDC, which
 only works if that Kerberos traffic leaves from a thread inside the
-namespace. The same initiator from the host namespace matches no service.
+namespace (the GSS layer runs the call on the server's NetnsExecutors).
+The same initiator from the host namespace matches no service.
 
 Needs root, the MIT KDC tools and Debian's proxymech.so.
 """
@@ -138,12 +139,6 @@ def _initiate(ns: NsKdc, socket_path: Path, workdir: Path, *, inside: bool) -> d
     return reply
 
 
-@pytest.mark.xfail(
-    reason="the GSS engine runs Kerberos calls on its own thread pool, not yet on"
-    " NetnsExecutors.executor_for_inode(peer.netns_inode)",
-    strict=True,
-    raises=AssertionError,
-)
 def test_namespaced_service_talks_to_the_kdc_of_its_namespace(
     daemon_factory: object, ns_kdc: NsKdc
 ) -> None:
