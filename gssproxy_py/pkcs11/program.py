@@ -25,6 +25,7 @@ key bytes are never read (CKA_VALUE is only read from certificates).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -103,8 +104,10 @@ def parse_service_uris(service: Service, module: str) -> tuple[Pkcs11Uri, ...]:
     return tuple(uris)
 
 
-def _client_uri(access: ServiceAccess, raw: bytes) -> Pkcs11Uri:
-    """The key URI of a SIGN call, parsed and vetted; Refusal if unusable."""
+@functools.lru_cache(maxsize=256)
+def _parsed_client_uri(raw: bytes) -> Pkcs11Uri:
+    """A SIGN's key URI parsed and checked on its own (clients repeat the
+    same few URIs, so the result is kept; a Refusal is not)."""
     try:
         uri = parse_uri(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -117,6 +120,12 @@ def _client_uri(access: ServiceAccess, raw: bytes) -> Pkcs11Uri:
         raise Refusal(TsStatus.TS_BAD_INPUT, f"unsupported vendor attribute {uri.vendor[0][0]}")
     if uri.type not in (None, ObjectType.PRIVATE):
         raise Refusal(TsStatus.TS_BAD_INPUT, f"type={uri.type} does not name a private key")
+    return uri
+
+
+def _client_uri(access: ServiceAccess, raw: bytes) -> Pkcs11Uri:
+    """The key URI of a SIGN call, parsed and vetted; Refusal if unusable."""
+    uri = _parsed_client_uri(raw)
     # Only a hint from the client: the service has one module, and a URI
     # naming another cannot select any of its keys.
     if uri.module_path is not None and os.path.normpath(uri.module_path) not in (

@@ -15,6 +15,13 @@ remembered and never tried again until the configuration is reloaded: an
 unattended retry loop is how tokens get locked. For the same reason a token
 that reports CKF_USER_PIN_FINAL_TRY is not tried at all.
 
+A key a SIGN resolved (URI to the one permitted key on a session) is
+remembered for that service and URI for `RESOLVED_TTL` seconds, so repeated
+signatures skip the object search and attribute reads: the entry is used
+only while the same session is open and the same configuration in force,
+and any failure with it falls back to the full lookup (which re-finds the
+key, checks ambiguity and permission again, and recovers sessions).
+
 When a call fails because the session or token went away
 (SessionHandleInvalid, DeviceRemoved, TokenNotPresent, UserNotLoggedIn...),
 the worker drops the session, re-enumerates the slots, finds the token again
@@ -31,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -76,6 +84,10 @@ from gssproxy_py.proto.token_sign import TsStatus
 __all__ = ["ModuleWorker", "ServiceAccess", "TokenProblem"]
 
 T = TypeVar("T")
+
+#: Seconds a resolved signing key is reused before it is looked up again.
+RESOLVED_TTL: Final = 5.0
+_RESOLVED_MAX: Final = 256
 
 log = logging.getLogger("gssproxy_py.pkcs11")
 
@@ -134,12 +146,29 @@ class _Rejected:
 
 
 @dataclass(slots=True)
+class _Resolved:
+    """A SIGN's key as found on one session, for the next SIGN with the same
+    service and URI (see the module docstring)."""
+
+    access: ServiceAccess
+    ident: TokenIdentity
+    session: Session
+    key: ObjectView
+    kind: KeyKind
+    curve: Curve
+    bits: int
+    what: str
+    until: float
+
+
+@dataclass(slots=True)
 class _WorkerState:
     lib: Library | None = None
     tokens: dict[TokenIdentity, _TokenState] = field(default_factory=dict)
     rejected: dict[TokenIdentity, list[_Rejected]] = field(default_factory=dict)
     warned: set[str] = field(default_factory=set)
     scanned: bool = False
+    resolved: dict[tuple[str, Pkcs11Uri], _Resolved] = field(default_factory=dict)
 
 
 class ModuleWorker:
@@ -207,6 +236,7 @@ class ModuleWorker:
         for st in self._s.tokens.values():
             self._drop_session(st)
         self._s.rejected.clear()
+        self._s.resolved.clear()
 
     def shutdown(self) -> None:
         self.reset()
@@ -590,28 +620,34 @@ class ModuleWorker:
         is_digest: bool,
     ) -> bytes:
         """Sign with the one permitted key `uri` selects; SignFailure if none."""
+        cache_key = (access.service, uri)
+        cached = self._s.resolved.get(cache_key)
+        if cached is not None:
+            signature = self._sign_resolved(cache_key, cached, access, spec, data, is_digest)
+            if signature is not None:
+                return signature
         found, problems = self._candidates(access, uri, rescan=False)
         if not found:
             # Perhaps a token was inserted since the last scan.
             found, problems = self._candidates(access, uri, rescan=True)
-        shown = uri.to_string()
         if not found:
             if problems:
                 raise problems[0].failure
             raise Refusal(
                 TsStatus.TS_UNKNOWN_KEY,
-                f"no private key on the tokens of service {access.service} matches {shown}",
+                f"no private key on the tokens of service {access.service} matches "
+                f"{uri.to_string()}",
             )
         permitted = [(i, k) for i, k in found if self._permitted(access, self._s.tokens[i], k)]
         if not permitted:
             raise Refusal(
                 TsStatus.TS_KEY_NOT_PERMITTED,
-                f"service {access.service} may not use {shown}",
+                f"service {access.service} may not use {uri.to_string()}",
             )
         if len(permitted) > 1:
             raise Refusal(
                 TsStatus.TS_AMBIGUOUS_KEY,
-                f"{shown} matches {len(permitted)} keys; add id= or token= to choose one",
+                f"{uri.to_string()} matches {len(permitted)} keys; add id= or token= to choose one",
             )
         ident, key = permitted[0]
         kind, curve, bits = self._facts(key)
@@ -646,14 +682,74 @@ class ModuleWorker:
                 target = again[0]
             raw = session.sign(target, plan.mechanism, plan.param, plan.data)
             try:
-                return finish_signature(plan, raw)
+                signature = finish_signature(plan, raw)
             except ValueError as e:
                 raise TokenFailure(TsStatus.TS_TOKEN_ERROR, f"{what}: {e}") from None
+            self._remember(
+                cache_key,
+                _Resolved(
+                    access,
+                    ident,
+                    session,
+                    target,
+                    kind,
+                    curve,
+                    bits,
+                    what,
+                    time.monotonic() + RESOLVED_TTL,
+                ),
+            )
+            return signature
 
         try:
             return self._with_session(ident, access, op)
         except CkrError as e:
             raise failure_from_ckr(e, what) from e
+
+    def _remember(self, cache_key: tuple[str, Pkcs11Uri], entry: _Resolved) -> None:
+        resolved = self._s.resolved
+        if len(resolved) >= _RESOLVED_MAX and cache_key not in resolved:
+            resolved.clear()  # clients choose URIs: keep the map bounded
+        resolved[cache_key] = entry
+
+    def _sign_resolved(
+        self,
+        cache_key: tuple[str, Pkcs11Uri],
+        r: _Resolved,
+        access: ServiceAccess,
+        spec: MechanismSpec,
+        data: bytes,
+        is_digest: bool,
+    ) -> bytes | None:
+        """Sign with a remembered key; None (and forgotten) when it is stale
+        or the token says no, so that the full lookup runs instead."""
+        st = self._s.tokens.get(r.ident)
+        if (
+            r.access is not access
+            or st is None
+            or st.session is not r.session
+            or time.monotonic() > r.until
+        ):
+            del self._s.resolved[cache_key]
+            return None
+        plan = plan_signature(
+            spec,
+            kind=r.kind,
+            curve=r.curve,
+            bits=r.bits,
+            data=data,
+            is_digest=is_digest,
+            token_mechanisms=st.mechanisms,
+        )
+        try:
+            raw = r.session.sign(r.key, plan.mechanism, plan.param, plan.data)
+        except CkrError:
+            del self._s.resolved[cache_key]
+            return None
+        try:
+            return finish_signature(plan, raw)
+        except ValueError as e:
+            raise TokenFailure(TsStatus.TS_TOKEN_ERROR, f"{r.what}: {e}") from None
 
     def _candidates(
         self, access: ServiceAccess, uri: Pkcs11Uri, *, rescan: bool
