@@ -1,9 +1,11 @@
 """The token layer's fast path for repeated SIGNs, on the scripted fake module
 of test_pkcs11_token: resolved keys remembered per service, URI and
-session (and dropped when stale)."""
+session (and dropped when stale), and the module thread's batched queue."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Any
 
@@ -14,6 +16,7 @@ from gssproxy_py.pkcs11 import token as token_mod
 from gssproxy_py.pkcs11.adapter import ObjectClass, ObjectView
 from gssproxy_py.pkcs11.errors import CkrError
 from gssproxy_py.pkcs11.mechanisms import PssParams
+from gssproxy_py.pkcs11.token import ModuleWorker
 from gssproxy_py.proto.token_sign import TsMechanism, TsStatus
 from tests.unit import test_pkcs11_token as fake
 from tests.unit.test_pkcs11_token import Env, FakeKey, FakeSession, Harness, uri_of
@@ -106,3 +109,53 @@ def test_reload_drops_the_entries(h: Harness, searches: list[ObjectClass]) -> No
     h.service.reload(h.config)  # type: ignore[misc]
     h.ok("signer", uri, ECDSA, b"m")
     assert len(searches) >= 1
+
+
+def _worker() -> ModuleWorker:
+    return ModuleWorker("/nonexistent/fake.so", lambda _p: None)  # type: ignore[arg-type,return-value]
+
+
+def test_queue_keeps_order_and_one_thread() -> None:
+    worker = _worker()
+    seen: list[tuple[int, str]] = []
+
+    def job(i: int) -> int:
+        seen.append((i, threading.current_thread().name))
+        if i == 7:
+            raise ValueError("seven")
+        return i * 2
+
+    async def go() -> list[Any]:
+        return await asyncio.gather(
+            *(worker.run(job, i) for i in range(50)), return_exceptions=True
+        )
+
+    results = asyncio.run(go())
+    assert [i for i, _ in seen] == list(range(50))
+    assert {name for _, name in seen} == {"pkcs11-fake.so"}
+    assert isinstance(results[7], ValueError)
+    assert [r for i, r in enumerate(results) if i != 7] == [i * 2 for i in range(50) if i != 7]
+    worker.retire()
+    worker.join()
+
+    async def late() -> None:
+        await worker.run(job, 1)
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(late())
+
+
+def test_a_caller_that_gives_up_does_not_stop_the_thread() -> None:
+    worker = _worker()
+    gate = threading.Event()
+
+    async def go() -> int:
+        slow = asyncio.ensure_future(worker.run(gate.wait, 5))
+        await asyncio.sleep(0.01)
+        slow.cancel()
+        gate.set()
+        return await worker.run(lambda: 42)
+
+    assert asyncio.run(go()) == 42
+    worker.retire()
+    worker.join()
