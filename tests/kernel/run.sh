@@ -56,7 +56,7 @@ rc=$(tr -d '\r' <"$serial" | sed -n 's/^KVM_GUEST_RC=\([0-9]*\)$/\1/p' | tail -n
 npass=$(tr -d '\r' <"$serial" | grep -c '^PASS:' || true)
 nfail=$(tr -d '\r' <"$serial" | grep -c '^FAIL:' || true)
 printf 'kernel-test (%s, kernel %s): %d passed, %d failed, guest rc %s, %.1f s wall\n' \
-    "$impl" "$kver" "$npass" "$nfail" "${rc:-none}" "$(echo "$end - $start" | bc)"
+    "$impl" "$kver" "$npass" "$nfail" "${rc:-none}" "$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')"
 if [ -z "$rc" ]; then
     echo "kernel-test: no KVM_GUEST_RC line (qemu exit $qemu_rc: timeout or guest crash); logs in $run" >&2
     exit 1
