@@ -57,6 +57,8 @@ _T = TypeVar("_T")
 
 _USAGE_TEXT = {CredUsage.INITIATE: "initiate", CredUsage.ACCEPT: "accept", CredUsage.BOTH: "both"}
 _TEXT_USAGE = {v: k for k, v in _USAGE_TEXT.items()}
+#: RFC 2744 GSS_C_TRANS_FLAG: output only; the krb5 mech ignores it in req_flags.
+GSS_C_TRANS_FLAG = 0x100
 
 
 def gss_call(fn: Callable[_P, _T]) -> Callable[_P, _T]:
@@ -321,12 +323,19 @@ def init_sec_context(
     bindings: graw.ChannelBindings | None,
     token: bytes | None,
 ) -> StepResult:
+    req_flags = flags & 0xFFFFFFFF
+    if not req_flags:
+        # python-gssapi turns falsy flags into its defaults (mutual auth,
+        # sequence), so a request for none (cifs.upcall's) became a mutual
+        # exchange that is not complete after one step. TRANS is an output
+        # flag the krb5 mech ignores on input: the same request as 0.
+        req_flags = GSS_C_TRANS_FLAG
     result = graw.init_sec_context(
         target,
         creds=creds,
         context=context,
         mech=oid(mech),
-        flags=flags & 0xFFFFFFFF,
+        flags=req_flags,
         lifetime=time_req or None,
         channel_bindings=bindings,
         input_token=token or None,
