@@ -12,14 +12,18 @@ on its own:
   `client_keytab` from `keytab` for the service identity, a private MEMORY
   ccache when none is configured);
 * `filter_req_flags`, `may_impersonate_name`, `constrained_delegation_allowed`,
-  `store_cred_target`: the remaining gates.
+  `store_cred_target`: the remaining gates;
+* `explain_acquire_failure` / `explaining`: why acquiring failed, in terms of
+  the files the cred_store names for that uid (for the daemon log).
 """
 
 from __future__ import annotations
 
+import os
 import pwd
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from gssproxy_py.config.expand import UnknownUserError, expand_cred_store
@@ -30,8 +34,12 @@ from gssproxy_py.gss.status import (
     EINVAL,
     ENOENT,
     GSS_S_BAD_NAME,
+    GSS_S_CREDENTIALS_EXPIRED,
     GSS_S_FAILURE,
+    GSS_S_NO_CRED,
     GSS_S_UNAUTHORIZED,
+    KRB5KDC_ERR_C_PRINCIPAL_UNKNOWN,
+    NO_CREDENTIALS_CODES,
     GssFailure,
 )
 
@@ -41,6 +49,8 @@ __all__ = [
     "build_store",
     "constrained_delegation_allowed",
     "decide_cred_environment",
+    "explain_acquire_failure",
+    "explaining",
     "filter_req_flags",
     "keytab_files",
     "may_impersonate_name",
@@ -289,3 +299,90 @@ def store_cred_target(service: Service, peer_uid: int, usage: CredUsage) -> dict
     except UnknownUserError as exc:
         raise GssFailure(GSS_S_FAILURE, ENOENT, str(exc)) from None
     return {"ccache": pair[1]}
+
+
+# -- why an acquisition failed ---------------------------------------------------
+
+
+def _file_of(value: str) -> str | None:
+    """The path of a FILE ccache/keytab name (or a bare path); None for other types."""
+    kind, sep, rest = value.partition(":")
+    if not sep or kind.startswith("/"):
+        return value
+    return rest if kind.upper() in ("FILE", "WRFILE") else None
+
+
+def explain_acquire_failure(
+    failure: GssFailure,
+    service: Service,
+    request: CredRequest,
+    *,
+    exists: Callable[[str], bool] = os.path.exists,
+) -> str | None:
+    """Why acquiring for `request` failed, naming the keytab and ccache of its uid.
+
+    Covers the store having nothing usable (missing, empty or expired files)
+    and a client keytab naming a principal the KDC does not know; None for
+    anything else (`status.explain_failure` may still know the code).
+    """
+    minor = failure.minor & 0xFFFFFFFF
+    routine = failure.major & 0xFF0000
+    expired = routine == GSS_S_CREDENTIALS_EXPIRED
+    unknown_client = minor == KRB5KDC_ERR_C_PRINCIPAL_UNKNOWN
+    nothing = minor in NO_CREDENTIALS_CODES and routine in (GSS_S_NO_CRED, GSS_S_FAILURE)
+    if not (expired or unknown_client or nothing):
+        return None
+    try:
+        pairs = expand_cred_store(service.cred_store, request.target_uid)
+    except UnknownUserError:
+        return None
+    store: dict[str, str] = {}
+    for key, value in pairs:
+        store.setdefault(key, value)
+    keytab_key = "keytab" if request.use_service_keytab else "client_keytab"
+    keytab = store.get(keytab_key) or (
+        store.get("client_keytab") if request.use_service_keytab else None
+    )
+    ccache = store.get("ccache")
+    who = f"uid {request.target_uid}"
+    keytab_kind = "keytab" if request.use_service_keytab else "client keytab"
+    if unknown_client:
+        if keytab is None:
+            return None
+        return (
+            f"principal unknown to the KDC ({failure.message}): it comes from the "
+            f"{keytab_kind} {keytab} of {who}; re-create the principal or replace that keytab"
+        )
+    facts: list[str] = []
+    if keytab is not None:
+        path = _file_of(keytab)
+        if path is not None and not exists(path):
+            facts.append(f"the {keytab_kind} {path} does not exist")
+        else:
+            facts.append(f"the {keytab_kind} {keytab} holds no usable key")
+    if ccache is not None:
+        path = _file_of(ccache)
+        if path is not None and not exists(path):
+            facts.append(f"the ccache {ccache} does not exist")
+        elif expired:
+            facts.append(f"the credentials in the ccache {ccache} have expired")
+        else:
+            facts.append(f"the ccache {ccache} holds no usable credentials")
+    if not facts:
+        return (
+            f"no credentials for {who}: service '{service.name}' has neither "
+            f"{keytab_key} nor ccache in its cred_store"
+        )
+    head = "credentials expired" if expired else "no credentials"
+    return f"{head} for {who} (service '{service.name}'): {'; '.join(facts)}"
+
+
+@contextmanager
+def explaining(service: Service, request: CredRequest) -> Iterator[None]:
+    """Let a `GssFailure` raised inside say why, via `explain_acquire_failure`."""
+    try:
+        yield
+    except GssFailure as failure:
+        if failure.explanation is None:
+            failure.explanation = explain_acquire_failure(failure, service, request)
+        raise

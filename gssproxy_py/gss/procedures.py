@@ -308,7 +308,8 @@ def proc_acquire_cred(
                     options=(),
                 )
             req.log.info("acquire: input credential unusable or near expiry; acquiring anew")
-    gcred, fresh = engine.acquire_sealed(req, creq, mech)
+    with policy.explaining(svc, creq):
+        gcred, fresh = engine.acquire_sealed(req, creq, mech)
     engine.release(fresh)
     return gp.GssxResAcquireCred(status=ok_status(oids.KRB5), output_cred_handle=gcred, options=())
 
@@ -412,7 +413,8 @@ def proc_init_sec_context(
         if lease is None:
             usage = policy.narrow_usage(svc.cred_usage, int(CredUsage.INITIATE))
             creq = policy.decide_cred_environment(svc, req.uid, None, usage)
-            lease = engine.lease_acquired(req, creq, oids.KRB5)
+            with policy.explaining(svc, creq):
+                lease = engine.lease_acquired(req, creq, oids.KRB5)
         if context is None:
             imp = api.impersonator(lease.creds)
             if imp is not None:
@@ -511,7 +513,8 @@ def proc_accept_sec_context(
         if lease is None:
             usage = policy.narrow_usage(svc.cred_usage, int(CredUsage.ACCEPT))
             creq = policy.decide_cred_environment(svc, req.uid, None, usage)
-            lease = engine.lease_acquired(req, creq, oids.KRB5)
+            with policy.explaining(svc, creq):
+                lease = engine.lease_acquired(req, creq, oids.KRB5)
         wants_sync = options.wants_sync(arg.options)
         _prepare_sync(lease, wants_sync, req)
         step = api.accept_sec_context(

@@ -16,6 +16,14 @@ client).
 Status strings are NUL-terminated and their length includes the NUL, as
 gssproxy sends them (`gp_conv_err_to_gssx_string`); a string is sent only for
 a non-zero code.
+
+The log line for a failure also says *why* when we can tell, in words an
+administrator can act on: `GssFailure.explanation` when the layer that raised
+it knew more (`policy.explaining`: which keytab or ccache of which uid), else
+`explain_failure` from the krb5 code alone (KDC unreachable, principal
+unknown). Such lines are warnings; unexplained failures stay at info level
+(clients cause plenty of ordinary ones). The status sent to the client keeps
+the mechanism's own texts.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ __all__ = [
     "GSS_S_UNAUTHORIZED",
     "GSS_S_UNAVAILABLE",
     "GssFailure",
+    "explain_failure",
     "failure_from_gsserror",
     "major_messages",
     "nul_terminated",
@@ -93,22 +102,58 @@ EINVAL: Final = errno.EINVAL
 ENOENT: Final = errno.ENOENT
 EPERM: Final = errno.EPERM
 
+# MIT krb5 error codes as they arrive in a minor status (u32).
+_KRB5_BASE: Final = -1765328384  # ERROR_TABLE_BASE_krb5
+KRB5KDC_ERR_C_PRINCIPAL_UNKNOWN: Final = (_KRB5_BASE + 6) & 0xFFFFFFFF
+KRB5KDC_ERR_S_PRINCIPAL_UNKNOWN: Final = (_KRB5_BASE + 7) & 0xFFFFFFFF
+KRB5_REALM_UNKNOWN: Final = (_KRB5_BASE + 154) & 0xFFFFFFFF
+KRB5_KDC_UNREACH: Final = (_KRB5_BASE + 156) & 0xFFFFFFFF
+KRB5_REALM_CANT_RESOLVE: Final = (_KRB5_BASE + 220) & 0xFFFFFFFF
+KRB5_CC_NOTFOUND: Final = (_KRB5_BASE + 141) & 0xFFFFFFFF
+KRB5_KT_NOTFOUND: Final = (_KRB5_BASE + 181) & 0xFFFFFFFF
+KRB5_KT_END: Final = (_KRB5_BASE + 182) & 0xFFFFFFFF
+KRB5_FCC_NOFILE: Final = (_KRB5_BASE + 195) & 0xFFFFFFFF
+KRB5_CC_FORMAT: Final = (_KRB5_BASE + 199) & 0xFFFFFFFF
+
+#: No KDC answered (or none is known) for the realm.
+KDC_UNREACHABLE_CODES: Final = frozenset(
+    {KRB5_KDC_UNREACH, KRB5_REALM_UNKNOWN, KRB5_REALM_CANT_RESOLVE}
+)
+#: The store had nothing to acquire from (missing, empty or unusable files).
+NO_CREDENTIALS_CODES: Final = frozenset(
+    {
+        KRB5_FCC_NOFILE,
+        KRB5_CC_NOTFOUND,
+        KRB5_CC_FORMAT,
+        KRB5_KT_NOTFOUND,
+        KRB5_KT_END,
+    }
+)
+
 
 class GssFailure(GssProxyError):  # noqa: N818 -- the name the gss layer is written against
     """A GSS-level failure inside the gss layer: a status, not a crash.
 
     `message` is the minor-status text (the krb5 message for krb5 errors, our
     explanation for policy refusals); `major_message` overrides the standard
-    text for `major` (normally left None).
+    text for `major` (normally left None). `explanation` is for the log only:
+    why, in an administrator's terms (set by whoever knows the context).
     """
 
     def __init__(
-        self, major: int, minor: int, message: str, *, major_message: str | None = None
+        self,
+        major: int,
+        minor: int,
+        message: str,
+        *,
+        major_message: str | None = None,
+        explanation: str | None = None,
     ) -> None:
         self.major = major
         self.minor = minor
         self.message = message
         self.major_message = major_message
+        self.explanation = explanation
         super().__init__(f"major 0x{major:08x}, minor {minor}: {message}")
 
 
@@ -145,6 +190,32 @@ def failure_from_gsserror(exc: Any) -> GssFailure:
         # A GSSError with major 0 would read as success on the wire.
         major = GSS_S_FAILURE
     return GssFailure(major, minor, minor_text)
+
+
+def explain_failure(failure: GssFailure) -> str | None:
+    """Why a failure happened, from its krb5 code alone; None if the code says nothing.
+
+    The mechanism's message (which names the realm or the principal) is kept
+    in the text.
+    """
+    minor = failure.minor & 0xFFFFFFFF
+    detail = f" ({failure.message})" if failure.message else ""
+    if minor in KDC_UNREACHABLE_CODES:
+        return (
+            f"KDC unreachable{detail}: check that the KDC is running and that "
+            "krb5.conf names its address for the realm"
+        )
+    if minor == KRB5KDC_ERR_C_PRINCIPAL_UNKNOWN:
+        return (
+            f"principal unknown to the KDC{detail}: the credentials name a client principal "
+            "the KDC does not have (deleted, renamed or another realm's keytab?)"
+        )
+    if minor == KRB5KDC_ERR_S_PRINCIPAL_UNKNOWN:
+        return (
+            f"target principal unknown to the KDC{detail}: create the service's principal, "
+            "or check the host name the client asked for"
+        )
+    return None
 
 
 def _is_gsserror(exc: BaseException) -> bool:
@@ -202,18 +273,20 @@ def status_for_exception(
         log.error("unexpected error in a GSS procedure: %r", exc, exc_info=exc)
         failure = GssFailure(GSS_S_FAILURE, 0, GENERIC_FAILURE_MESSAGE)
     if failure.major & _ROUTINE_MASK or failure.major >> 24:
-        args = (
+        why = failure.explanation or explain_failure(failure)
+        args: tuple[object, ...] = (
             failure.major,
             failure.major_message or major_messages(failure.major),
             failure.minor,
             failure.message,
         )
-        log.info("GSS failure: major 0x%08x (%s), minor %d (%s)", *args)
+        fmt = "GSS failure: major 0x%08x (%s), minor %d (%s)"
+        if why:
+            # Something an administrator can fix: visible at debug level 0.
+            fmt += "; why: %s"
+            args += (why,)
+        log.log(logging.WARNING if why else logging.INFO, fmt, *args)
         # syslog_status: the same line, with the caller's prefix, for syslog only.
-        msg, _ = (
-            log.process("GSS failure: major 0x%08x (%s), minor %d (%s)", {})
-            if isinstance(log, logging.LoggerAdapter)
-            else ("GSS failure: major 0x%08x (%s), minor %d (%s)", {})
-        )
+        msg, _ = log.process(fmt, {}) if isinstance(log, logging.LoggerAdapter) else (fmt, {})
         _status_log.info(msg, *args)
     return status_from_failure(failure, mech)
