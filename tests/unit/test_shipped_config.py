@@ -18,3 +18,20 @@ def test_conf_dir_loads_without_warnings() -> None:
     nfs = config.services[0]
     assert nfs.kernel_nfsd and nfs.trusted and nfs.socket == "/run/gssproxy.sock" and nfs.euid == 0
     assert config.warnings == ()
+
+
+def test_cifs_upcall_service_comes_before_the_catch_all() -> None:
+    """cifs.upcall of any user, only its own per-uid files, matched before
+    network-fs-clients (whose allow_any_uid would take the call otherwise)."""
+    config = load_config(
+        str(CONF / "gssproxy.conf"), str(CONF), default_socket="/var/lib/gssproxy/default.sock"
+    )
+    names = [s.name for s in config.services]
+    assert names.index("cifs-upcall") < names.index("network-fs-clients")
+    cifs = config.service("cifs-upcall")
+    assert cifs.program == "/usr/sbin/cifs.upcall" and cifs.allow_any_uid
+    assert cifs.socket is None  # the interposer's default socket
+    assert cifs.cred_usage.name == "INITIATE" and not cifs.trusted
+    assert cifs.cred_store_values("keytab") == ()  # the host key never acts for a user
+    assert cifs.cred_store_values("client_keytab") == ("/var/lib/gssproxy/clients/%U.keytab",)
+    assert cifs.cred_store_values("ccache") == ("FILE:/var/lib/gssproxy/clients/krb5cc_%U",)
