@@ -4,7 +4,7 @@
 outlives configuration reloads:
 
 * it owns the worker threads every blocking GSSAPI call runs in
-  (`rpc.threads.CallThreads`; inline in a multi-process worker), sized
+  (`rpc.threads.CallThreads`), sized
   from `config.globals.worker_threads` (re-created when a reload changes it);
 * it loads the handle key file `<state_dir>/handle-keys` and re-reads it when
   the file changes on disk (rotation by another process) or `state_dir` moves;
@@ -55,7 +55,6 @@ from gssproxy_py.gss.status import (
     GssFailure,
 )
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxCredElement, GssxOIDSet
-from gssproxy_py.rpc.dispatch import blocking_allowed
 from gssproxy_py.rpc.threads import CallThreads
 
 __all__ = ["CredLease", "GssEngine", "Request", "handle_scope"]
@@ -169,10 +168,6 @@ class GssEngine:
     async def run(
         self, config: Config, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
     ) -> _T:
-        if blocking_allowed():
-            # A worker process of the multi-process server serves one call at
-            # a time: the hop to a thread and back would only cost.
-            return fn(*args, **kwargs)
         return await self.executor_for(config).run(functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:

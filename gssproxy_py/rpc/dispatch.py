@@ -18,10 +18,7 @@ Rules that live here, so that every program gets them the same way:
   with `service=None` it must refuse the call in its own protocol, giving
   `no_match_reason` (gssproxy closes the connection instead);
 * handlers run on the event loop and must not block it: blocking work goes
-  to the program's own executor (`loop.run_in_executor`) -- except in a
-  worker process of the multi-process server, which serves one call at a
-  time: there `blocking_allowed()` is true and a program may run its
-  blocking work inline, saving the hop to a thread and back.
+  to the program's own executor (`loop.run_in_executor`).
 
 Logging, the same for every layer: `log.info` is debug level 1 (one line per
 call or event), `log.debug` is level 2 (decoded structures without secret
@@ -65,21 +62,6 @@ class CallInfo:
 
 #: The logging level of messages that may carry secrets (debug level 3 only).
 SECRETS_LOG_LEVEL = 5
-
-_blocking_allowed = False
-
-
-def allow_blocking(allowed: bool = True) -> None:
-    """Declare that this process's event loop serves one call at a time and
-    nothing else (a worker process of `gssproxy_py.server.workers`)."""
-    global _blocking_allowed
-    _blocking_allowed = allowed
-
-
-def blocking_allowed() -> bool:
-    """True when handlers may run blocking work inline on the event loop."""
-    return _blocking_allowed
-
 
 #: An async procedure handler: typed argument in, typed result out.
 Handler = Callable[[CallInfo, Any], Awaitable[Any]]

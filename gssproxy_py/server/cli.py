@@ -37,7 +37,6 @@ from gssproxy_py.server.logs import (
     set_debug_level,
     set_status_syslog,
 )
-from gssproxy_py.server.workers import WorkerOptions, WorkerPool
 
 _log = logging.getLogger(__name__)
 
@@ -95,14 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--syslog-status",
         action="store_true",
         help="log every GSS failure to syslog (LOG_AUTHPRIV), like `syslog_status = yes`",
-    )
-    ap.add_argument(
-        "--workers",
-        metavar="N",
-        type=_non_negative_int,
-        default=0,
-        help="answer GSS-Proxy calls in N worker processes, in parallel "
-        "(default 0: in the daemon process itself)",
     )
     ap.add_argument("-u", "--userproxy", action="store_true", help="userproxy mode (not supported)")
     ap.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -176,20 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle_timeout=args.idle_timeout,
         syslog_status=args.syslog_status,
     )
-    pool = None
-    if args.workers:
-        # Before the event loop and any thread exist (see server.workers).
-        pool = WorkerPool.fork(
-            args.workers,
-            config,
-            WorkerOptions(
-                default_socket=args.socket,
-                cli_debug_level=cli_level,
-                syslog_status=args.syslog_status,
-            ),
-        )
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(config, options, on_ready=on_ready, pool=pool))
+        return runner.run(serve(config, options, on_ready=on_ready))
 
 
 if __name__ == "__main__":

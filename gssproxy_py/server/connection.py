@@ -40,11 +40,6 @@ from gssproxy_py.rpc.records import RecordReader, RecordTooLargeError, frame
 from gssproxy_py.server.flow import CallWindow
 from gssproxy_py.server.peer import PeerCredentialsError, read_peer
 
-
-class WorkerDroppedError(Exception):
-    """A worker process could not read a call's header: close the connection."""
-
-
 _log = logging.getLogger(__name__)
 
 
@@ -98,11 +93,6 @@ class ConnectionHost(Protocol):
         """Match the caller, run the handler, return the reply (never raises)."""
         ...
 
-    def forward(self, conn: ConnectionInfo, record: bytes) -> asyncio.Future[bytes] | None:
-        """Hand the call to a worker process: a future for its reply record,
-        or None when this process answers it (see `server.workers`)."""
-        ...
-
 
 class RpcConnection(asyncio.Protocol):
     """The server side of one client connection."""
@@ -116,8 +106,7 @@ class RpcConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._reader = RecordReader()
         self._window = CallWindow(1)
-        # The calls in flight: tasks running here, futures of worker replies.
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._reading = True
         self._stopped = False  # start no more calls: bad stream, shutdown or lost
         self._eof = False
@@ -229,12 +218,6 @@ class RpcConnection(asyncio.Protocol):
     def _start(self, record: bytes) -> None:
         if self.log.isEnabledFor(SECRETS_LOG_LEVEL):
             self.log.log(SECRETS_LOG_LEVEL, "call record: %s", record.hex())
-        assert self.info is not None  # calls only arrive after connection_made set it
-        forwarded = self._host.forward(self.info, record)
-        if forwarded is not None:
-            self._tasks.add(forwarded)
-            forwarded.add_done_callback(self._forwarded_done)
-            return
         try:
             outcome = route(record, self._host.services)
         except UndecodableCallError as exc:
@@ -263,19 +246,7 @@ class RpcConnection(asyncio.Protocol):
             reply = reply_system_err(routed.call.xid)
         self._send(reply)
 
-    def _forwarded_done(self, future: asyncio.Future[bytes]) -> None:
-        if not future.cancelled():
-            exc = future.exception()
-            if exc is None:
-                self._send(future.result())
-            elif isinstance(exc, WorkerDroppedError):
-                self._tasks.discard(future)
-                self._window.finished()
-                self._abandon("closing: undecodable RPC call header")
-                return
-        self._call_done(future)
-
-    def _call_done(self, task: asyncio.Future[Any]) -> None:
+    def _call_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._window.finished()
         if not task.cancelled() and (exc := task.exception()) is not None:

@@ -31,7 +31,7 @@ from gssproxy_py.config.load import load_config
 from gssproxy_py.config.model import Config
 from gssproxy_py.errors import ConfigError, LocalError
 from gssproxy_py.rpc.dispatch import ProgramService
-from gssproxy_py.rpc.messages import NotACallError, Routed, UndecodableCallError, parse_call
+from gssproxy_py.rpc.messages import Routed
 from gssproxy_py.server import calls
 from gssproxy_py.server.calls import answer_call
 from gssproxy_py.server.connection import ConnectionInfo, ConnectionLimits, RpcConnection
@@ -47,7 +47,6 @@ from gssproxy_py.server.notify import notify
 from gssproxy_py.server.peer import selinux_enabled
 from gssproxy_py.server.privileges import PrivilegeDropError, drop_privileges, give_state_dir
 from gssproxy_py.server.programs import load_programs
-from gssproxy_py.server.workers import OFFLOADED, WorkerPool
 
 _log = logging.getLogger(__name__)
 
@@ -82,10 +81,8 @@ class GssProxyServer:
         config: Config,
         programs: Mapping[int, ProgramService],
         options: ServerOptions,
-        pool: WorkerPool | None = None,
     ) -> None:
         self._config = config
-        self._pool = pool
         self._programs = dict(programs)
         self._options = options
         self._selinux = selinux_enabled()
@@ -124,24 +121,9 @@ class GssProxyServer:
 
     def connection_closed(self, conn: RpcConnection) -> None:
         self._connections.discard(conn)
-        if self._pool is not None:
-            self._pool.connection_closed(conn.number)
         if not self._connections:
             self._all_closed.set()
             self._arm_idle_timer()
-
-    def forward(self, conn: ConnectionInfo, record: bytes) -> asyncio.Future[bytes] | None:
-        """A worker process's reply to the call, when a worker answers it."""
-        pool = self._pool
-        if pool is None or not pool.alive:
-            return None
-        try:
-            call = parse_call(record)
-        except (NotACallError, UndecodableCallError):
-            return None  # answered (or refused) here, exactly as without workers
-        if call.prog not in OFFLOADED:
-            return None
-        return pool.submit(conn, call.xid, record, self._config.globals.call_timeout)
 
     async def run_call(self, conn: ConnectionInfo, routed: Routed) -> bytes:
         """Match the caller to a service, run the handler under the deadline
@@ -187,8 +169,6 @@ class GssProxyServer:
 
     async def start(self) -> None:
         """Listen on every configured socket. Raises `LocalError` if one fails."""
-        if self._pool is not None:
-            await self._pool.start()
         if not await self._listen(self._config):
             raise LocalError("cannot listen on every configured socket")
         self._arm_idle_timer()
@@ -229,8 +209,6 @@ class GssProxyServer:
             _log.error("configuration not reloaded, keeping the old one: a socket failed")
             return False
         self._config = config
-        if self._pool is not None:
-            self._pool.reload(config)
         if opts.cli_debug_level is None:
             set_debug_level(effective_debug_level(None, config.globals.debug_level))
         set_status_syslog(opts.syslog_status or config.globals.syslog_status)
@@ -321,8 +299,6 @@ class GssProxyServer:
                 await with_grace
             except TimeoutError:
                 _log.warning("%d connections did not close in time", len(self._connections))
-        if self._pool is not None:
-            await self._pool.close()
         for program in self._programs.values():
             if program.close is not None:
                 try:
@@ -346,19 +322,17 @@ async def serve(
     programs: Mapping[int, ProgramService] | None = None,
     handle_signals: bool = True,
     on_ready: Callable[[], None] | None = None,
-    pool: WorkerPool | None = None,
 ) -> int:
     """Run the daemon until it is told to stop; the exit status.
 
-    `programs` defaults to `load_programs(config)`; `pool` (forked before the
-    loop started, see `workers`) answers the offloaded programs' calls. With `handle_signals`,
+    `programs` defaults to `load_programs(config)`. With `handle_signals`,
     SIGHUP reloads and SIGTERM/SIGINT/SIGQUIT stop (main thread only).
     `on_ready` runs once every socket listens, after `Initialization
     complete` is logged.
     """
     loop = asyncio.get_running_loop()
     server = GssProxyServer(
-        config, load_programs(config) if programs is None else programs, options, pool
+        config, load_programs(config) if programs is None else programs, options
     )
     try:
         await server.start()
