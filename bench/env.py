@@ -31,6 +31,10 @@ from gssproxy_py.testing.interposer import write_mech_conf
 from gssproxy_py.testing.paths import REPO_ROOT
 from gssproxy_py.testing.realm import Realm
 
+#: Where gssproxy-py is imported from: this checkout, or another one given in
+#: BENCH_PY_TREE (e.g. a `git worktree` of an older commit, for before/after).
+PY_TREE = Path(os.environ.get("BENCH_PY_TREE") or REPO_ROOT)
+
 #: The local account the kernel workload's initiator maps to (present on Debian).
 MAPPED_USER = "nobody"
 #: The daemons' debug level during measurements: 0, as deployed (and as the
@@ -172,7 +176,7 @@ class BenchDaemon:
         self.argv += extra_args
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
         if impl == "py":
-            self.env["PYTHONPATH"] = str(REPO_ROOT)
+            self.env["PYTHONPATH"] = str(PY_TREE)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -186,7 +190,7 @@ class BenchDaemon:
             self._proc = subprocess.Popen(
                 self.argv,
                 env=self.env,
-                cwd=str(REPO_ROOT) if self.impl == "py" else "/",
+                cwd=str(PY_TREE) if self.impl == "py" else "/",
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
