@@ -23,7 +23,7 @@ import functools
 import itertools
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ from gssproxy_py.server.logs import (
     set_debug_level,
     set_status_syslog,
 )
+from gssproxy_py.server.namespaces import NamespaceSupport
 from gssproxy_py.server.notify import notify
 from gssproxy_py.server.peer import selinux_enabled
 from gssproxy_py.server.privileges import PrivilegeDropError, drop_privileges, give_state_dir
@@ -95,6 +96,8 @@ class GssProxyServer:
         self._all_closed.set()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        #: awaited with the new configuration after each successful reload
+        self.reload_hooks: list[Callable[[Config], Awaitable[object]]] = []
 
     # -- read by connections (ConnectionHost) -----------------------------------
 
@@ -218,6 +221,8 @@ class GssProxyServer:
                     program.reload(config)
                 except Exception:
                     _log.exception("program %d failed to reload", program.program.number)
+        for hook in self.reload_hooks:
+            await hook(config)
         _log.info("%s", RELOADED_MESSAGE)
         return True
 
@@ -325,21 +330,31 @@ async def serve(
 ) -> int:
     """Run the daemon until it is told to stop; the exit status.
 
-    `programs` defaults to `load_programs(config)`. With `handle_signals`,
-    SIGHUP reloads and SIGTERM/SIGINT/SIGQUIT stop (main thread only).
-    `on_ready` runs once every socket listens, after `Initialization
-    complete` is logged.
+    `programs` defaults to `load_programs(config)` with the daemon's
+    namespace executors (`server.namespaces`). Once the sockets listen, and
+    before run_as_user drops privileges and `Initialization complete` is
+    logged, the namespaces' executor threads are started and
+    `use-gss-proxy` is written for kernel_nfsd services; again on every
+    successful reload. With `handle_signals`, SIGHUP reloads and
+    SIGTERM/SIGINT/SIGQUIT stop (main thread only). `on_ready` runs once
+    every socket listens, after `Initialization complete` is logged.
     """
     loop = asyncio.get_running_loop()
-    server = GssProxyServer(
-        config, load_programs(config) if programs is None else programs, options
-    )
+    # Namespace executors (shared with the GSS layer) and use-gss-proxy.
+    namespaces = NamespaceSupport(config)
+    if programs is None:
+        programs = load_programs(config, netns_executors=namespaces.executors)
+    server = GssProxyServer(config, programs, options)
     try:
         await server.start()
     except LocalError as exc:
         _log.error("cannot start: %s", exc)
         await server.shutdown()
+        namespaces.close()
         return 1
+    # Listening, not yet dropped privileges or ready (see server.namespaces).
+    await namespaces.start(config)
+    server.reload_hooks.append(namespaces.apply)
     user = config.globals.run_as_user
     if user:
         # After the sockets exist and before any call is served, as gssproxy.
@@ -349,6 +364,7 @@ async def serve(
         except (PrivilegeDropError, KeyError, OSError) as exc:
             _log.error("cannot run as %s: %s", user, exc)
             await server.shutdown()
+            namespaces.close()
             return 1
         _log.info("running as %s (uid %d), keeping only CAP_SYS_PTRACE", user, uid)
     if handle_signals:
@@ -365,5 +381,6 @@ async def serve(
         if handle_signals:
             for signum in (signal.SIGHUP, *_STOP_SIGNALS):
                 loop.remove_signal_handler(signum)
+        namespaces.close()
     _log.info("stopped")
     return 0
