@@ -19,7 +19,8 @@ STUBS   := $(patsubst idl/%.x,gssproxy_py/proto/%.py,$(IDL))
 
 help:
 	@echo "make run     start a throwaway realm and the daemon; show a real client through it"
-	@echo "make test    install what is missing, lint, and run the whole test suite"
+	@echo "make test    install what is missing, lint, run the whole test suite and kernel-test"
+	@echo "make kernel-test  only the real-kernel test: nfsd's upcall and a sec=krb5 NFS mount in a VM"
 	@echo "make bench   gssproxy-py against the C gssproxy, side by side"
 	@echo "make stubs   regenerate gssproxy_py/proto from idl/*.x"
 	@echo "make fuzz    run the decoder fuzz targets for longer"
@@ -45,7 +46,8 @@ $(STAMP): setup.cfg pyproject.toml
 run: deps
 	$(PY) -m gssproxy_py.testing.demo
 
-test: deps lint pytest
+# kernel-test boots a VM under qemu TCG (most of a minute; see mk/kernel.mk).
+test: deps lint pytest kernel-test
 
 pytest: deps
 	$(PY) -m pytest -q
@@ -73,3 +75,5 @@ bench: deps
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+include mk/kernel.mk
