@@ -1,7 +1,10 @@
 #!/bin/bash
 # Boot the kernel-test guest under qemu TCG and report its verdict.
 #
-#   tests/kernel/run.sh [GUEST_SCRIPT]      (default: tests/kernel/guest.sh)
+#   tests/kernel/run.sh [GUEST_SCRIPT...]   (default: tests/kernel/guest.sh)
+#
+# Several scripts run one after the other in the same boot, each in its own
+# bash (so each cleans up after itself); any failure fails the run.
 #
 # Environment:
 #   GP_IMPL=py|c      the daemon under test: gssproxy-py (default) or /usr/sbin/gssproxy
@@ -26,7 +29,21 @@ kdir=$out/$kver
 run=$out/run-$impl-$$
 rm -rf "$run"
 mkdir -p "$run"
-cp "$guest_script" "$run/guest.sh"
+if [ $# -gt 1 ]; then
+    {
+        echo '#!/bin/bash'
+        echo 'rc=0'
+        n=0
+        for g in "$@"; do
+            n=$((n + 1))
+            cp "$g" "$run/guest-$n.sh"
+            echo "bash /tmp/share/guest-$n.sh || rc=1"
+        done
+        echo 'exit $rc'
+    } >"$run/guest.sh"
+else
+    cp "$guest_script" "$run/guest.sh"
+fi
 cp "$here"/guest-lib.sh "$run/" 2>/dev/null || true
 cat >"$run/env" <<ENV
 REPO=$repo
