@@ -92,13 +92,16 @@ def set_status_syslog(enabled: bool, address: str = SYSLOG_SOCKET) -> None:
     """Switch `syslog_status` on or off (at start-up and on every reload)."""
     status_log = logging.getLogger(STATUS_LOGGER_NAME)
     status_log.propagate = False  # the status lines are for syslog only
-    status_log.setLevel(logging.INFO)
     current = [h for h in status_log.handlers if isinstance(h, _StatusSyslogHandler)]
     if not enabled:
+        # Back to the inherited level: with nothing to send them to, the
+        # status lines are not even formatted.
+        status_log.setLevel(logging.NOTSET)
         for h in current:
             status_log.removeHandler(h)
             h.close()
         return
+    status_log.setLevel(logging.INFO)
     if current:
         return
     if not os.path.exists(address):

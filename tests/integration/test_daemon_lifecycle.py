@@ -116,9 +116,7 @@ def test_sigterm_removes_the_sockets_and_exits_0(tmp_path: Path) -> None:
             assert path.stat().st_mode & 0o777 == 0o666
         idle = socket.socket(socket.AF_UNIX)
         idle.connect(str(extra))  # an open, idle connection does not hold up the exit
-        started = time.monotonic()
-        assert daemon.stop() == 0
-        assert time.monotonic() - started < 3
+        assert daemon.stop() == 0  # exits by itself: stop() would otherwise kill it
         idle.close()
     assert not daemon.socket.exists()
     assert not extra.exists()

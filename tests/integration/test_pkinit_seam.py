@@ -14,7 +14,6 @@ import logging
 import os
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -224,9 +223,7 @@ def test_called_on_a_thread_whose_loop_runs(tmp_path: Path, realm: StandardRealm
     plan = _plan(pk, config)
 
     async def inline() -> None:
-        started = time.monotonic()
-        pk.ensure(plan, LOG)
-        assert time.monotonic() - started < 30
+        pk.ensure(plan, LOG)  # a deadlock would hang here (pytest-timeout ends it)
 
     asyncio.run(inline())
     assert len(source.calls) == 1 and source.threads == {"pkinit"}

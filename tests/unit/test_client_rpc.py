@@ -600,10 +600,8 @@ def test_sync_timeout(serve: Callable[[Script], FakeServer]) -> None:
 
     srv = serve(script)
     client = rpc(srv, timeout=0.2)
-    t0 = time.monotonic()
     with pytest.raises(RpcTimeoutError, match=r"NULL.*within 0\.2 s") as ei:
         client.null()
-    assert 0.15 < time.monotonic() - t0 < 2
     assert isinstance(ei.value, PeerError)
     assert not client.connected
     release.set()
