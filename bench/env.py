@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from gssproxy_py.testing.daemon import Impl, daemon_argv, render_config, write_config
 from gssproxy_py.testing.interposer import write_mech_conf
 from gssproxy_py.testing.paths import REPO_ROOT
+from gssproxy_py.testing.process import terminate
 from gssproxy_py.testing.realm import Realm
 
 #: Where gssproxy-py is imported from: this checkout, or another one given in
@@ -208,14 +208,7 @@ class BenchDaemon:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout)
 
     def log_tail(self, n: int = 30) -> str:
         try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -30,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from gssproxy_py.testing.process import terminate
 from gssproxy_py.testing.realm import DEFAULT_REALM, Realm, RealmError
 
 __all__ = ["LdapRealm", "missing_ldap_tools"]
@@ -234,14 +234,7 @@ class LdapRealm(Realm):
 
     def _stop_slapd(self, timeout: float = 5.0) -> None:
         proc, self._slapd = self._slapd, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout)
 
     # -- lifecycle --------------------------------------------------------------
 

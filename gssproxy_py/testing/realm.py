@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from gssproxy_py.testing.net import LOOPBACK, free_port, tcp_answers
+from gssproxy_py.testing.process import terminate
 
 DEFAULT_REALM = "EXAMPLE.TEST"
 DEFAULT_ENCTYPES = ("aes256-cts-hmac-sha1-96:normal", "aes128-cts-hmac-sha1-96:normal")
@@ -224,14 +224,7 @@ class Realm:
 
     def _kill_kdc(self, timeout: float = 5.0) -> None:
         kdc, self._kdc = self._kdc, None
-        if kdc is None or kdc.poll() is not None:
-            return
-        kdc.send_signal(signal.SIGTERM)
-        try:
-            kdc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            kdc.kill()
-            kdc.wait()
+        terminate(kdc, timeout)
 
     def stop(self) -> None:
         """Stop the KDC (the database and files stay)."""
