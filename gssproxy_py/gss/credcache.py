@@ -5,6 +5,8 @@
   service's `min_lifetime`, and only while the keytab files named in the
   store look the same (inode, size, mtime: a new kvno written by `ktadd` or
   a replaced file is picked up on the next request, without a restart).
+* `TtlCache`: a small map whose entries live `ttl` seconds (the kernel's
+  linux_creds lookups: local name, uid, gid and groups per initiator).
 * `CredPool`: idle python-gssapi credential objects per handle (service, uid,
   digest of the sealed blob). A request *checks out* one object and checks
   it in when done, so no object is ever used by two threads at once, and a
@@ -27,7 +29,7 @@ from typing import Generic, TypeVar
 
 from gssproxy_py.proto.gss_proxy import GssxCred
 
-__all__ = ["AcquireCache", "CredPool", "Fingerprint", "fingerprint", "handle_digest"]
+__all__ = ["AcquireCache", "CredPool", "Fingerprint", "TtlCache", "fingerprint", "handle_digest"]
 
 #: Per keytab path: (inode, size, mtime_ns), or None if it could not be stat()ed.
 Fingerprint = tuple[tuple[str, tuple[int, int, int] | None], ...]
@@ -93,6 +95,43 @@ class AcquireCache:
     ) -> None:
         with self._lock:
             self._entries[key] = _Entry(value, expires_at, fp)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+class TtlCache(Generic[_T]):
+    """Values that are good for `ttl` seconds after they were put (monotonic)."""
+
+    def __init__(self, ttl: float, max_entries: int = 1024) -> None:
+        self.ttl = ttl
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, tuple[float, _T]] = OrderedDict()
+
+    def get(self, key: Hashable, *, now: float | None = None) -> _T | None:
+        t = time.monotonic() if now is None else now
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= t:
+                del self._entries[key]
+                return None
+            return entry[1]
+
+    def put(self, key: Hashable, value: _T, *, now: float | None = None) -> None:
+        t = time.monotonic() if now is None else now
+        with self._lock:
+            self._entries[key] = (t + self.ttl, value)
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)

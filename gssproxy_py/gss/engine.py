@@ -20,7 +20,20 @@ outlives configuration reloads:
   a time; for a service whose initiator key sits on a token, a cache miss
   first makes sure its ccache holds a TGT (`pkinit_creds`, PKINIT).
 
-`Request` carries what one call knows (service, peer uid, config, log).
+`Request` carries what one call knows (service, peer uid, config, log,
+and whether it runs inline on the event loop).
+
+The inline fast path (`program.py` decides when to try it): a call of a
+service that `inline_safe_service` accepts runs on the event-loop thread
+with `Request.inline` set. The procedures and the engine raise `WouldWaitError` at
+the first step that could wait for a KDC, NSS or a credential not yet
+imported (an acquire cache miss, a pool miss, a user name lookup), always
+before any side effect, and the call then runs again in a worker thread as
+before. A step that can only be reached after a side effect (the kernel's
+linux_creds lookup after the accept consumed its token) returns `Deferred`
+instead: the rest runs in a thread. `run_inline` times every inline call; a
+service whose call took longer than `INLINE_LIMIT` goes back to the threads
+for `INLINE_COOLDOWN` seconds.
 """
 
 from __future__ import annotations
@@ -41,11 +54,14 @@ from gssproxy_py.gss.credcache import (
     AcquireCache,
     CredPool,
     Fingerprint,
+    TtlCache,
     fingerprint,
     handle_digest,
 )
 from gssproxy_py.gss.krb5cc import hold_profile
-from gssproxy_py.gss.pkinit_creds import PkinitCreds
+from gssproxy_py.gss.linux_creds import LinuxCreds
+from gssproxy_py.gss.namespaced import is_namespaced
+from gssproxy_py.gss.pkinit_creds import PkinitCreds, pkinit_configured
 from gssproxy_py.gss.status import (
     EACCES,
     ENOENT,
@@ -57,14 +73,66 @@ from gssproxy_py.gss.status import (
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxCredElement, GssxOIDSet
 from gssproxy_py.rpc.threads import CallThreads
 
-__all__ = ["CredLease", "GssEngine", "Request", "handle_scope"]
+__all__ = [
+    "CredLease",
+    "Deferred",
+    "GssEngine",
+    "Request",
+    "WouldWaitError",
+    "handle_scope",
+    "inline_safe_service",
+]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 
 HANDLE_KEYS_FILE = "handle-keys"
 #: Envelope of a sealed plaintext: version byte, then the gss_export_cred token.
 _ENVELOPE_V1 = b"\x01"
+#: An inline call that took longer than this (seconds, wall clock) sends its
+#: service's calls back to the worker threads ...
+INLINE_LIMIT = 0.02
+#: ... for this long (seconds); then inline is tried again.
+INLINE_COOLDOWN = 30.0
+#: How long a linux_creds lookup (local name, uid, gid, groups) is reused.
+LOCAL_CREDS_TTL = 15.0
+#: ccache types that are local files, memory or kernel keyrings (KCM, API and
+#: unknown types may talk to another daemon: such services never run inline).
+_LOCAL_CCACHE_TYPES = frozenset({"FILE", "MEMORY", "KEYRING", "DIR"})
+
+
+class WouldWaitError(Exception):
+    """An inline call reached a step that could wait; nothing has happened
+    yet, so the whole call runs again in a worker thread."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """The result of an inline call whose last step could wait (it runs
+    `finish` in a worker thread, whose return value is the result)."""
+
+    finish: Callable[[], object]
+
+
+def inline_safe_service(service: Service) -> bool:
+    """Whether this service's calls may be tried inline on the event loop.
+
+    Not for namespaced services (their calls run in their namespace), PKINIT
+    from a token (may contact the KDC even on the acquire path), `%u` in the
+    cred_store (a user name lookup through NSS), or a ccache that is not a
+    local file, memory or keyring (KCM talks to a daemon).
+    """
+    if is_namespaced(service) or pkinit_configured(service):
+        return False
+    for key, value in service.cred_store:
+        if "%u" in value:
+            return False
+        if key == "ccache":
+            kind, sep, _ = value.partition(":")
+            if sep and kind.upper() not in _LOCAL_CCACHE_TYPES:
+                return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +143,8 @@ class Request:
     uid: int
     config: Config
     log: logging.LoggerAdapter[logging.Logger] | logging.Logger
+    #: Running on the event-loop thread: raise WouldWaitError before anything that could wait.
+    inline: bool = False
 
 
 @dataclass(slots=True)
@@ -151,6 +221,47 @@ class GssEngine:
         hold_profile()
         #: PKINIT from a token key for services that have one (gss.pkinit_creds)
         self.pkinit = PkinitCreds(None)
+        #: linux_creds per exported initiator name: (local user, creds)
+        self.local_creds: TtlCache[tuple[bytes, LinuxCreds]] = TtlCache(LOCAL_CREDS_TTL)
+        # Inline fast path state, touched on the event-loop thread only.
+        self._inline_safe: dict[Service, bool] = {}
+        self._hop_until: dict[str, float] = {}
+
+    # -- inline fast path -------------------------------------------------
+
+    def inline_allowed(self, service: Service) -> bool:
+        """May a call of this service be tried inline now (event loop only)?"""
+        until = self._hop_until.get(service.name)
+        if until is not None:
+            if time.monotonic() < until:
+                return False
+            del self._hop_until[service.name]
+        safe = self._inline_safe.get(service)
+        if safe is None:
+            safe = self._inline_safe[service] = inline_safe_service(service)
+        return safe
+
+    def run_inline(self, fn: Callable[[GssEngine, Request, _A], _T], req: Request, arg: _A) -> _T:
+        """fn(self, req, arg) here, timed; WouldWaitError and failures propagate."""
+        started = time.monotonic()
+        try:
+            return fn(self, req, arg)
+        finally:
+            took = time.monotonic() - started
+            if took > INLINE_LIMIT:
+                self._hop_until[req.service.name] = started + took + INLINE_COOLDOWN
+                req.log.debug(
+                    "inline call took %.1f ms; service '%s' runs in threads for %gs",
+                    took * 1000,
+                    req.service.name,
+                    INLINE_COOLDOWN,
+                )
+
+    def forget_inline(self) -> None:
+        """Drop the inline verdicts and cached linux_creds (configuration reloaded)."""
+        self._inline_safe.clear()
+        self._hop_until.clear()
+        self.local_creds.clear()
 
     # -- executor ---------------------------------------------------------
 
@@ -179,6 +290,9 @@ class GssEngine:
         self.pool.clear()
 
     # -- mechanisms ---------------------------------------------------------
+
+    def mechs_known(self) -> bool:
+        return self._mechs is not None
 
     def mechs(self) -> tuple[tuple[api.MechDescription, ...], tuple[api.AttrDescription, ...]]:
         if self._mechs is None:
@@ -268,6 +382,8 @@ class GssEngine:
         key = self._pool_key(req, blob)
         fp = fingerprint(policy.keytab_files(dict(req.service.cred_store)))
         obj = self.pool.checkout(key, fp)
+        if obj is None and req.inline:
+            raise WouldWaitError("credential object not in the pool")
         if obj is not None:
             # The token is exported again only if a ccache sync needs it.
             lease = CredLease(obj, None, key, None, fp, reference=blob, from_client=True)
@@ -333,6 +449,8 @@ class GssEngine:
         if hit is not None:
             req.log.debug("acquire: cached credential for %s", _describe(creq))
             return hit, None
+        if req.inline:
+            raise WouldWaitError("credential not in the acquire cache")
         try:
             if pkinit is not None:
                 self.pkinit.ensure(pkinit, req.log)

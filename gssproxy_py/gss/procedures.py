@@ -20,11 +20,19 @@ Differences from gssproxy, on purpose (see also the report in the docs):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from gssproxy_py.config.model import CredUsage
 from gssproxy_py.gss import api, convert, oids, options, policy
-from gssproxy_py.gss.engine import CredLease, GssEngine, Request, pick_mech
+from gssproxy_py.gss.engine import (
+    CredLease,
+    Deferred,
+    GssEngine,
+    Request,
+    WouldWaitError,
+    pick_mech,
+)
 from gssproxy_py.gss.linux_creds import (
     UNMAPPED,
     LinuxCreds,
@@ -52,7 +60,7 @@ from gssproxy_py.gss.status import (
 from gssproxy_py.proto import gss_proxy as gp
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxCtx, GssxOption, GssxStatus
 
-__all__ = ["PROCEDURES", "failure_result"]
+__all__ = ["INLINE_PROCEDURES", "PROCEDURES", "failure_result"]
 
 #: GSS_C_DELEG_FLAG
 _DELEG_FLAG = 1
@@ -60,6 +68,19 @@ _DELEG_FLAG = 1
 KERNEL_MAX_OUTPUT_TOKEN = 1024
 #: Largest sync_creds value the interposer stores (GPKRB_MAX_CRED_SIZE).
 MAX_SYNC_CREDS = 512 * 1024
+
+
+def _no_nss(uid: int) -> str:
+    """`decide_cred_environment`'s user name lookup when running inline."""
+    raise WouldWaitError("user name lookup (NSS)")
+
+
+def _decide(req: Request, desired: policy.NameSpec | None, usage: CredUsage) -> policy.CredRequest:
+    if req.inline:
+        return policy.decide_cred_environment(
+            req.service, req.uid, desired, usage, user_name=_no_nss
+        )
+    return policy.decide_cred_environment(req.service, req.uid, desired, usage)
 
 
 def _encode_cred(cred: GssxCred) -> bytes:
@@ -76,6 +97,8 @@ def _encode_cred(cred: GssxCred) -> bytes:
 def proc_indicate_mechs(
     engine: GssEngine, req: Request, arg: gp.GssxArgIndicateMechs
 ) -> gp.GssxResIndicateMechs:
+    if req.inline and not engine.mechs_known():
+        raise WouldWaitError("mechanisms not described yet")
     mechs, attrs = engine.mechs()
     return gp.GssxResIndicateMechs(
         status=ok_status(oids.KRB5),
@@ -271,6 +294,9 @@ def proc_acquire_cred(
     mech = pick_mech(arg.desired_mechs)
     usage = policy.narrow_usage(svc.cred_usage, int(arg.cred_usage))
     impersonate = arg.input_cred_handle is not None and options.parse_acquire_type(arg.options)
+    if req.inline and (impersonate or arg.desired_name is not None):
+        # S4U talks to the KDC; canonicalizing a host-based name may ask DNS.
+        raise WouldWaitError("impersonation or a desired name")
     if impersonate:
         # Client-driven S4U2Self with the input cred as impersonator.
         policy.may_impersonate_name(svc)
@@ -289,7 +315,7 @@ def proc_acquire_cred(
         return gp.GssxResAcquireCred(
             status=ok_status(oids.KRB5), output_cred_handle=gcred, options=()
         )
-    creq = policy.decide_cred_environment(svc, req.uid, convert.name_spec(arg.desired_name), usage)
+    creq = _decide(req, convert.name_spec(arg.desired_name), usage)
     if arg.input_cred_handle is not None:
         lease = engine.lease_handle(req, arg.input_cred_handle)
         if lease is not None:
@@ -307,6 +333,8 @@ def proc_acquire_cred(
                     output_cred_handle=arg.input_cred_handle,
                     options=(),
                 )
+            if req.inline:
+                raise WouldWaitError("acquiring anew")  # before the log line the thread repeats
             req.log.info("acquire: input credential unusable or near expiry; acquiring anew")
     with policy.explaining(svc, creq):
         gcred, fresh = engine.acquire_sealed(req, creq, mech)
@@ -412,7 +440,7 @@ def proc_init_sec_context(
     try:
         if lease is None:
             usage = policy.narrow_usage(svc.cred_usage, int(CredUsage.INITIATE))
-            creq = policy.decide_cred_environment(svc, req.uid, None, usage)
+            creq = _decide(req, None, usage)
             with policy.explaining(svc, creq):
                 lease = engine.lease_acquired(req, creq, oids.KRB5)
         if context is None:
@@ -456,26 +484,39 @@ def proc_init_sec_context(
 # -- 9 ACCEPT_SEC_CONTEXT --------------------------------------------------------------
 
 
-def _linux_creds(req: Request, name: api.Name | None) -> bytes:
-    """The `linux_creds_v1` value for the initiator (UNMAPPED if no local user)."""
+def _linux_creds(engine: GssEngine, req: Request, name: api.Name | None) -> bytes | None:
+    """The `linux_creds_v1` value for the initiator (UNMAPPED if no local user).
+
+    The local name and the NSS answers are reused for `engine.local_creds`'s
+    TTL; None when running inline and they are not at hand (the caller
+    finishes in a thread, where the lookup may wait).
+    """
     from gssproxy_py.gss import localname
 
     creds: LinuxCreds = UNMAPPED
     if name is not None:
         exported = api.export_name(name)
-        try:
+        cached = engine.local_creds.get(exported) if exported else None
+        if cached is not None:
+            user, creds = cached
+        elif req.inline:
+            return None
+        else:
+            try:
+                if exported:
+                    user = localname.localname(exported, oids.NT_EXPORT_NAME, oids.KRB5)
+                else:
+                    user = localname.localname_of_name(name, oids.KRB5)
+            except localname.NoLocalMappingError:
+                user = b""
+            except localname.GssCallError as exc:
+                raise GssFailure(exc.major, exc.minor, exc.message) from None
+            try:
+                creds = resolve_local_creds(user) if user else UNMAPPED
+            except LocalCredsError as exc:
+                raise GssFailure(GSS_S_FAILURE, ENOENT, str(exc)) from None
             if exported:
-                user = localname.localname(exported, oids.NT_EXPORT_NAME, oids.KRB5)
-            else:
-                user = localname.localname_of_name(name, oids.KRB5)
-        except localname.NoLocalMappingError:
-            user = b""
-        except localname.GssCallError as exc:
-            raise GssFailure(exc.major, exc.minor, exc.message) from None
-        try:
-            creds = resolve_local_creds(user) if user else UNMAPPED
-        except LocalCredsError as exc:
-            raise GssFailure(GSS_S_FAILURE, ENOENT, str(exc)) from None
+                engine.local_creds.put(exported, (user, creds))
         if req.log.isEnabledFor(logging.INFO):
             req.log.info("%s", _describe_linux_creds(name, user, creds))
     else:
@@ -501,7 +542,7 @@ def _describe_linux_creds(name: api.Name, user: bytes, creds: LinuxCreds) -> str
 
 def proc_accept_sec_context(
     engine: GssEngine, req: Request, arg: gp.GssxArgAcceptSecContext
-) -> gp.GssxResAcceptSecContext:
+) -> gp.GssxResAcceptSecContext | Deferred:
     svc = req.service
     types = options.parse_call_options(arg.call_ctx.options)
     context = None
@@ -512,7 +553,7 @@ def proc_accept_sec_context(
     try:
         if lease is None:
             usage = policy.narrow_usage(svc.cred_usage, int(CredUsage.ACCEPT))
-            creq = policy.decide_cred_environment(svc, req.uid, None, usage)
+            creq = _decide(req, None, usage)
             with policy.explaining(svc, creq):
                 lease = engine.lease_acquired(req, creq, oids.KRB5)
         wants_sync = options.wants_sync(arg.options)
@@ -525,8 +566,12 @@ def proc_accept_sec_context(
         )
         complete = not step.continue_needed
         extra: list[GssxOption] = []
+        pending = False
         if types.creds is options.CredsExport.LINUX_CREDS_V1 and complete:
-            extra.append(options.option(options.LINUX_CREDS_V1, _linux_creds(req, step.initiator)))
+            value = _linux_creds(engine, req, step.initiator)
+            # None: inline and not known yet; filled in below, in a thread.
+            pending = value is None
+            extra.append(options.option(options.LINUX_CREDS_V1, value or b""))
         ctx = _export_context(
             step.context,
             types,
@@ -549,7 +594,7 @@ def proc_accept_sec_context(
             GSS_S_FAILURE, EINVAL, f"output token exceeds the kernel's {KERNEL_MAX_OUTPUT_TOKEN}"
         )
     major = GSS_S_CONTINUE_NEEDED if step.continue_needed else GSS_S_COMPLETE
-    return gp.GssxResAcceptSecContext(
+    result = gp.GssxResAcceptSecContext(
         status=ok_status(ctx.mech or oids.KRB5, major),
         context_handle=ctx,
         # Always present: the kernel would read 1024 bytes from NULL otherwise.
@@ -557,6 +602,18 @@ def proc_accept_sec_context(
         delegated_cred_handle=delegated,
         options=tuple(extra),
     )
+    if not pending:
+        return result
+    initiator = step.initiator
+    threaded = dataclasses.replace(req, inline=False)
+
+    def finish() -> gp.GssxResAcceptSecContext:
+        value = _linux_creds(engine, threaded, initiator)
+        assert value is not None
+        first = options.option(options.LINUX_CREDS_V1, value)
+        return dataclasses.replace(result, options=(first, *result.options[1:]))
+
+    return Deferred(finish)
 
 
 # -- 10 RELEASE_HANDLE ---------------------------------------------------------------
@@ -692,6 +749,24 @@ def failure_result(procedure: int, status: GssxStatus) -> object:
     }
     return builders[procedure]
 
+
+#: Procedures that may be tried inline on the event loop (see `engine`): the
+#: rest (names, cred import/export/store, init) may wait for DNS, a KDC or a
+#: ccache daemon, and always run in a thread.
+INLINE_PROCEDURES = frozenset(
+    {
+        gp.GSSX_INDICATE_MECHS,
+        gp.GSSX_GET_CALL_CONTEXT,
+        gp.GSSX_ACQUIRE_CRED,
+        gp.GSSX_ACCEPT_SEC_CONTEXT,
+        gp.GSSX_RELEASE_HANDLE,
+        gp.GSSX_GET_MIC,
+        gp.GSSX_VERIFY,
+        gp.GSSX_WRAP,
+        gp.GSSX_UNWRAP,
+        gp.GSSX_WRAP_SIZE_LIMIT,
+    }
+)
 
 PROCEDURES: dict[int, object] = {
     gp.GSSX_INDICATE_MECHS: proc_indicate_mechs,

@@ -2,8 +2,14 @@
 
 The server calls `gss_proxy_service` once at startup. Every handler reads
 the configuration in force from its `CallInfo` (so SIGHUP reloads apply to
-the next call) and runs the whole procedure in the gss engine's executor,
-one hop per call; the event loop never blocks on GSSAPI, KDCs or NSS.
+the next call). A procedure of `INLINE_PROCEDURES` for a service the engine
+allows inline (`GssEngine.inline_allowed`) is first tried on the event-loop
+thread; it gives up with `WouldWaitError` before anything that could wait for a
+KDC, DNS or NSS, and then, like every other call, runs in the gss engine's
+executor, one hop per call. A `Deferred` result finishes in the executor.
+The event loop never waits on KDCs or NSS; it does do local file I/O that
+a keytab accept needs (the keytab and MIT's replay cache, see
+docs/PERFORMANCE.md).
 
 Rules applied here for every procedure:
 
@@ -39,10 +45,10 @@ from typing import Any
 
 from gssproxy_py.config.model import Config
 from gssproxy_py.gss import oids
-from gssproxy_py.gss.engine import GssEngine, Request
+from gssproxy_py.gss.engine import Deferred, GssEngine, Request, WouldWaitError
 from gssproxy_py.gss.namespaced import NamespacedCalls
 from gssproxy_py.gss.pkinit_creds import TgtSource
-from gssproxy_py.gss.procedures import PROCEDURES, failure_result
+from gssproxy_py.gss.procedures import INLINE_PROCEDURES, PROCEDURES, failure_result
 from gssproxy_py.gss.status import (
     EACCES,
     GSS_S_NO_CRED,
@@ -65,6 +71,7 @@ def _reloaded(engine: GssEngine) -> Callable[[Config], None]:
         engine.acquired.clear()
         engine.pool.clear()
         engine.pkinit.forget()
+        engine.forget_inline()
 
     return reload
 
@@ -95,6 +102,31 @@ def _handler(
             return await namespaced.run(executor, fn, engine, req, arg)
         except Exception as exc:  # the one catch-all: everything becomes a GSS status
             return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
+
+    if procedure in INLINE_PROCEDURES:
+        threaded = handle
+
+        async def handle_inline(call: CallInfo, arg: Any) -> Any:
+            service = call.service
+            if service is None or not engine.inline_allowed(service):
+                return await threaded(call, arg)
+            req = Request(
+                service=service, uid=call.peer.uid, config=call.config, log=call.log, inline=True
+            )
+            try:
+                result = engine.run_inline(fn, req, arg)
+            except WouldWaitError:
+                return await threaded(call, arg)
+            except Exception as exc:  # as in the threaded handler
+                return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
+            if isinstance(result, Deferred):
+                try:
+                    return await engine.run(call.config, result.finish)
+                except Exception as exc:
+                    return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
+            return result
+
+        handle = handle_inline
 
     handle.__name__ = f"gssx_{procedure}"
     return handle
