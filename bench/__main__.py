@@ -9,7 +9,10 @@ and the latest table are in docs/PERFORMANCE.md. Nothing here asserts.
 
 Options: --rounds N, --quick (tiny sizes, for a smoke test), --py-args
 "--workers=2" (extra command-line flags for gssproxy-py only), --no-sign
-(skip the PKCS#11 SIGN section).
+(skip the PKCS#11 SIGN section). Environment: BENCH_PY_TREE (gssproxy-py
+from another checkout), BENCH_PY_BEFORE_TREE (a second checkout measured in
+the same rounds, "py-before", with a before/after table), BENCH_ONLY
+(comma-separated workload names, e.g. accept_8,kernel_8; default all).
 """
 
 from __future__ import annotations
@@ -48,15 +51,27 @@ def _c_version() -> str:
         return "unknown"
 
 
-def daemon_round(impl: Impl, n: int, ctx: Context, py_args: tuple[str, ...]) -> dict[str, Any]:
-    d = env.daemon(impl, ctx.realm, ctx.workdir, py_args)
+def _selected(names: Any) -> list[str]:
+    only = os.environ.get("BENCH_ONLY", "").strip()
+    if not only:
+        return list(names)
+    wanted = {n.strip() for n in only.split(",")}
+    return [n for n in names if n in wanted]
+
+
+def daemon_round(
+    impl: Impl, n: int, ctx: Context, py_args: tuple[str, ...], label: str | None = None
+) -> dict[str, Any]:
+    tree = env.PY_BEFORE_TREE if label == "py-before" and env.PY_BEFORE_TREE else env.PY_TREE
+    d = env.daemon(impl, ctx.realm, ctx.workdir, py_args, tree)
     t0 = time.monotonic()
     d.start()
     started = time.monotonic() - t0
-    result: dict[str, Any] = {"impl": impl, "round": n, "startup_s": round(started, 3)}
+    result: dict[str, Any] = {"impl": label or impl, "round": n, "startup_s": round(started, 3)}
     workloads: dict[str, Any] = {}
     try:
-        for name, run in DAEMON_WORKLOADS.items():
+        for name in _selected(DAEMON_WORKLOADS):
+            run = DAEMON_WORKLOADS[name]
             try:
                 workloads[name] = run(d, ctx).as_dict()
             except Exception as exc:  # reported in the table as n/a, never fatal
@@ -72,7 +87,8 @@ def daemon_round(impl: Impl, n: int, ctx: Context, py_args: tuple[str, ...]) -> 
 
 def baseline_round(n: int, ctx: Context) -> dict[str, Any]:
     workloads: dict[str, Any] = {}
-    for name, run in BASELINE_WORKLOADS.items():
+    for name in _selected(BASELINE_WORKLOADS):
+        run = BASELINE_WORKLOADS[name]
         try:
             workloads[name] = run(ctx).as_dict()
         except Exception as exc:
@@ -122,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cannot run the bench: {why}", file=sys.stderr)
             return 1
     py_args = tuple(shlex.split(args.py_args))
+    plan: list[tuple[Impl, str | None]] = [("c", None), ("py", None)]
+    if env.PY_BEFORE_TREE is not None:
+        plan.insert(1, ("py", "py-before"))
     sizes = Sizes.quick() if args.quick else Sizes()
     workdir = OUT_DIR / "work"
     if workdir.exists():
@@ -155,13 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = Context(realm=realm, workdir=workdir, sizes=sizes)
         for n in range(args.rounds):
-            for impl in impls:
-                r = daemon_round(impl, n, ctx, py_args)
+            for impl, label in plan:
+                r = daemon_round(impl, n, ctx, py_args, label)
                 rounds.append(r)
                 print(_progress(r), flush=True)
-            r = baseline_round(n, ctx)
-            rounds.append(r)
-            print(_progress(r), flush=True)
+            if _selected(BASELINE_WORKLOADS):
+                r = baseline_round(n, ctx)
+                rounds.append(r)
+                print(_progress(r), flush=True)
     finally:
         realm.realm.stop()
     results["runs"] = rounds
@@ -174,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(report.table(summary, c))
+    if env.PY_BEFORE_TREE is not None:
+        results["before_after"] = report.before_after(rounds)
+        print(f"\nbefore = {env.PY_BEFORE_TREE}, after = {env.PY_TREE} (medians)\n")
+        print(report.before_after_table(results["before_after"]))
     if "results" in sign:
         print()
         print("PKCS#11 SIGN (bench.pkcs11_sign), signatures/s")

@@ -34,6 +34,9 @@ from gssproxy_py.testing.realm import Realm
 #: Where gssproxy-py is imported from: this checkout, or another one given in
 #: BENCH_PY_TREE (e.g. a `git worktree` of an older commit, for before/after).
 PY_TREE = Path(os.environ.get("BENCH_PY_TREE") or REPO_ROOT)
+#: BENCH_PY_BEFORE_TREE: a second gssproxy-py tree measured in the same run
+#: (rounds C, py-before, py, baseline), for a before/after table.
+PY_BEFORE_TREE = Path(p) if (p := os.environ.get("BENCH_PY_BEFORE_TREE")) else None
 
 #: The local account the kernel workload's initiator maps to (present on Debian).
 MAPPED_USER = "nobody"
@@ -160,8 +163,10 @@ class BenchDaemon:
         sockets: Sockets,
         env: dict[str, str],
         extra_args: tuple[str, ...] = (),
+        tree: Path = PY_TREE,
     ) -> None:
         self.impl: Impl = impl
+        self.tree = tree
         self.config = config
         self.sockets = sockets
         self.log_path = config.parent / "daemon.log"
@@ -176,7 +181,7 @@ class BenchDaemon:
         self.argv += extra_args
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
         if impl == "py":
-            self.env["PYTHONPATH"] = str(PY_TREE)
+            self.env["PYTHONPATH"] = str(tree)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -190,7 +195,7 @@ class BenchDaemon:
             self._proc = subprocess.Popen(
                 self.argv,
                 env=self.env,
-                cwd=str(PY_TREE) if self.impl == "py" else "/",
+                cwd=str(self.tree) if self.impl == "py" else "/",
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -226,7 +231,13 @@ def _connects(path: Path) -> bool:
     return True
 
 
-def daemon(impl: Impl, r: BenchRealm, workdir: Path, py_args: tuple[str, ...] = ()) -> BenchDaemon:
+def daemon(
+    impl: Impl,
+    r: BenchRealm,
+    workdir: Path,
+    py_args: tuple[str, ...] = (),
+    tree: Path = PY_TREE,
+) -> BenchDaemon:
     """A (not yet started) daemon of impl with its own directory and sockets."""
     d = workdir / f"daemon-{impl}"
     if d.exists():
@@ -234,4 +245,4 @@ def daemon(impl: Impl, r: BenchRealm, workdir: Path, py_args: tuple[str, ...] = 
     d.mkdir(parents=True)
     s = sockets_in(d)
     conf = write_config(d / "gssproxy.conf", config_text(r, s, d / "state"))
-    return BenchDaemon(impl, conf, s, r.env(), py_args if impl == "py" else ())
+    return BenchDaemon(impl, conf, s, r.env(), py_args if impl == "py" else (), tree)

@@ -214,3 +214,38 @@ def table(summary: dict[str, Any], codec: dict[str, float] | None = None) -> str
             lines.append(f"| codec (py): {what} | us/message | | {v:.1f} | | | |")
     lines.append("| PKCS#11 SIGN (token-signing program) | | | | | to come | |")
     return "\n".join(lines)
+
+
+def before_after(rounds: Sequence[Round]) -> dict[str, Any]:
+    """Medians of C, py-before and py per figure (rounds of one run)."""
+    out: dict[str, Any] = {}
+    for f in FIGURES:
+        med: dict[str, float | None] = {}
+        for impl in ("c", "py-before", "py"):
+            vals = [v for r in rounds if r["impl"] == impl and (v := f.read(r)) is not None]
+            med[impl] = statistics.median(vals) if vals else None
+        before, after = med["py-before"], med["py"]
+        change = after / before if before and after is not None else None
+        out[f.key] = {"label": f.label.strip(), "unit": f.unit, "digits": f.digits, **med}
+        out[f.key]["after_over_before"] = change
+    return out
+
+
+def before_after_table(ba: dict[str, Any]) -> str:
+    lines = [
+        "| figure | unit | C | py before | py after | after / before | after / C |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in ba.values():
+        d = e["digits"]
+
+        def cell(v: float | None, digits: int = d) -> str:
+            return "n/a" if v is None else _fmt(v, digits)
+
+        c, after = e["c"], e["py"]
+        vs_c = after / c if c and after is not None else None
+        lines.append(
+            f"| {e['label']} | {e['unit']} | {cell(c)} | {cell(e['py-before'])} | {cell(after)}"
+            f" | {cell(e['after_over_before'], 2)} | {cell(vs_c, 2)} |"
+        )
+    return "\n".join(lines)
