@@ -1,7 +1,7 @@
 #!/bin/busybox sh
 # /init of the kernel-test initramfs. The host's / arrives read-only over 9p
 # (tag "host"); /etc and /var get a throwaway writable layer (the NFS and
-# Kerberos tools write there), /run and /tmp are tmpfs, and the run directory
+# Kerberos tools write there) and so does /tmp, /run is a tmpfs, and the run directory
 # (tag "share") is writable at /tmp/share. The test itself is
 # /tmp/share/guest.sh, run chrooted in the host's tree; its exit status is
 # printed as KVM_GUEST_RC= because qemu's own exit status says nothing.
@@ -18,16 +18,17 @@ done
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /host \
     || { echo "init: cannot mount the host root"; echo "KVM_GUEST_RC=99"; poweroff -f; }
 mount -t tmpfs ovl /ovl
-for d in etc var; do
+# /tmp too: the repository (its .venv and build/) may itself live under the
+# host's /tmp (CI's fresh clones do), so the guest must still see it there.
+for d in etc var tmp; do
     mkdir -p "/ovl/$d/upper" "/ovl/$d/work"
     mount -t overlay -o "lowerdir=/host/$d,upperdir=/ovl/$d/upper,workdir=/ovl/$d/work" \
         "ovl-$d" "/host/$d" || echo "init: overlay on /$d failed"
 done
 for d in proc sys dev; do mount --bind "/$d" "/host/$d"; done
 mount -t tmpfs run /host/run
-mount -t tmpfs tmp /host/tmp
 chmod 1777 /host/tmp
-mkdir /host/tmp/share
+mkdir -p /host/tmp/share
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share /host/tmp/share
 chroot /host /bin/bash /tmp/share/guest.sh
 echo "KVM_GUEST_RC=$?"
