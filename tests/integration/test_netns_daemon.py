@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +32,7 @@ import pytest
 from gssproxy_py.netns import NetnsExecutors
 from gssproxy_py.netns.named import NETNS_DIR, create_named, remove_named
 from gssproxy_py.testing.interposer import interposer_env
+from gssproxy_py.testing.net import tcp_answers
 from gssproxy_py.testing.paths import PROXYMECH_SO
 from gssproxy_py.testing.peer import client_argv, peer_env
 from gssproxy_py.testing.realm import Realm
@@ -55,14 +55,6 @@ class NsKdc:
     netns: str
     nspath: str
     alice_keytab: Path
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +84,12 @@ def ns_kdc() -> Iterator[NsKdc]:
             )
         pool = executors.executor_for(name)
         for _ in range(500):
-            if pool.submit(_answers, realm.port).result():
+            if pool.submit(tcp_answers, realm.port).result():
                 break
             time.sleep(0.01)
         else:
             pytest.fail("krb5kdc did not listen inside the namespace")
-        assert not _answers(realm.port)  # and only there
+        assert not tcp_answers(realm.port)  # and only there
         yield NsKdc(realm, name, nspath, alice_keytab)
     finally:
         if kdc is not None and kdc.poll() is None:

@@ -15,7 +15,6 @@ import concurrent.futures
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,7 @@ import pytest
 
 from gssproxy_py.netns import NetnsExecutors, thread_netns_inode
 from gssproxy_py.netns.named import create_named, remove_named
+from gssproxy_py.testing.net import tcp_answers
 from gssproxy_py.testing.realm import Realm
 
 pytestmark = [
@@ -51,14 +51,6 @@ class NsRealm:
     netns: str
     netns_dir: str
     executors: NetnsExecutors
-
-
-def _tcp_answers_here(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +80,7 @@ def ns_realm() -> Iterator[NsRealm]:
         pool = executors.executor_for(name)
         # Readiness polled from inside the namespace (the only place it listens).
         for _ in range(500):
-            if pool.submit(_tcp_answers_here, realm.port).result():
+            if pool.submit(tcp_answers, realm.port).result():
                 break
             if kdc.poll() is not None:
                 pytest.fail(f"krb5kdc exited: {(workdir / 'krb5kdc.out').read_text()}")
@@ -126,7 +118,7 @@ def kinit_and_get_ticket(principal: str, password: str) -> tuple[int, int]:
 
 
 def test_kdc_is_not_reachable_from_the_host(ns_realm: NsRealm) -> None:
-    assert not _tcp_answers_here(ns_realm.realm.port)
+    assert not tcp_answers(ns_realm.realm.port)
 
 
 @pytest.mark.usefixtures("krb5_env")

@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from gssproxy_py.config import load_config_text
 from gssproxy_py.config.peer import Peer
-from gssproxy_py.pkcs11.mechanisms import MECHANISMS, Family
+from gssproxy_py.pkcs11.mechanisms import MECHANISMS
 from gssproxy_py.pkcs11.program import TokenSignBackend, build_token_sign
 from gssproxy_py.proto.token_sign import (
     TOKEN_SIGN,
@@ -43,6 +41,7 @@ from gssproxy_py.proto.token_sign import (
     TsStatus,
 )
 from gssproxy_py.rpc.dispatch import CallInfo, ProgramService
+from tests.support.signatures import verify
 from tests.support.softhsm import (
     MAIN,
     SECOND,
@@ -56,8 +55,6 @@ pytestmark = pytest.mark.skipif(
     not os.path.exists("/usr/lib/softhsm/libsofthsm2.so") or shutil.which("softhsm2-util") is None,
     reason="SoftHSM2 is not installed",
 )
-
-HASHES = {32: hashes.SHA256(), 48: hashes.SHA384(), 64: hashes.SHA512()}
 
 
 def config_text(hsm: SoftHsm) -> str:
@@ -211,22 +208,6 @@ def calls(hsm: SoftHsm, log_capture: list[logging.LogRecord]) -> Iterator[Calls]
     c.loop.close()
 
 
-def _verify(spki: bytes, mech: TsMechanism, message: bytes, sig: bytes) -> None:
-    pub: Any = serialization.load_der_public_key(spki)
-    spec = MECHANISMS[mech]
-    if spec.family is Family.EDDSA:
-        pub.verify(sig, message)
-        return
-    assert spec.hash is not None
-    h = HASHES[spec.hash.value]
-    if spec.family is Family.ECDSA:
-        pub.verify(sig, message, ec.ECDSA(h))
-    elif spec.family is Family.RSA_PSS:
-        pub.verify(sig, message, padding.PSS(padding.MGF1(h), padding.PSS.DIGEST_LENGTH), h)
-    else:
-        pub.verify(sig, message, padding.PKCS1v15(), h)
-
-
 def test_keys_are_listed_as_created(calls: Calls, hsm: SoftHsm) -> None:
     keys = calls.keys("signer")
     assert set(keys) == {"rsa", "p256", "ed25519", "soft"}
@@ -255,7 +236,7 @@ def test_every_mechanism_verifies(calls: Calls, digest: bool) -> None:
                 continue
             data = spec.hash.digest(message) if digest and spec.hash else message
             sig = calls.ok("signer", key.uri.decode(), mech, data, digest)
-            _verify(key.spki, mech, message, sig)
+            verify(key.spki, mech, message, sig)
             done.add(mech)
     assert len(done) == (8 if digest else 9)
 

@@ -26,7 +26,7 @@ from gssproxy_py.config.peer import Peer
 from gssproxy_py.pkcs11.adapter import LibraryInfo, ObjectClass, ObjectView, TokenFlag, TokenInfo
 from gssproxy_py.pkcs11.errors import CkrError, ModuleLoadError, PinSourceError
 from gssproxy_py.pkcs11.keys import KeyKind
-from gssproxy_py.pkcs11.mechanisms import MECHANISMS, Ckm, Family, PssParams
+from gssproxy_py.pkcs11.mechanisms import MECHANISMS, Ckm, PssParams
 from gssproxy_py.pkcs11.pin import Pin
 from gssproxy_py.pkcs11.program import TokenSignBackend, build_token_sign
 from gssproxy_py.proto.token_sign import (
@@ -45,9 +45,9 @@ from gssproxy_py.proto.token_sign import (
     TsStatus,
 )
 from gssproxy_py.rpc.dispatch import CallInfo, ProgramService
+from tests.support.signatures import HASHES, verify
 
 MODULE = "/nonexistent/fake-p11.so"
-HASHES = {32: hashes.SHA256(), 48: hashes.SHA384(), 64: hashes.SHA512()}
 LOGIN_FLAGS = (
     TokenFlag.LOGIN_REQUIRED | TokenFlag.USER_PIN_INITIALIZED | TokenFlag.TOKEN_INITIALIZED
 )
@@ -428,22 +428,6 @@ def uri_of(h: Harness, service: str, label: str) -> str:
         if f"object={label};" in k.uri.decode():
             return k.uri.decode()
     raise AssertionError(f"{label} not listed for {service}")
-
-
-def verify(spki: bytes, mech: TsMechanism, message: bytes, sig: bytes) -> None:
-    pub: Any = serialization.load_der_public_key(spki)
-    spec = MECHANISMS[mech]
-    if spec.family is Family.EDDSA:
-        pub.verify(sig, message)
-        return
-    assert spec.hash is not None
-    h = HASHES[spec.hash.value]
-    if spec.family is Family.ECDSA:
-        pub.verify(sig, message, ec.ECDSA(h))
-    elif spec.family is Family.RSA_PSS:
-        pub.verify(sig, message, padding.PSS(padding.MGF1(h), spec.hash.value), h)
-    else:
-        pub.verify(sig, message, padding.PKCS1v15(), h)
 
 
 # -- tests ---------------------------------------------------------------------------
