@@ -327,7 +327,7 @@ def test_lucid_key_is_the_session_key(daemon: DaemonProcess, conn: KernelConnect
         flipped,
         message,
         flags=rfc3961.MIC_FLAG_SENT_BY_ACCEPTOR | rfc3961.MIC_FLAG_ACCEPTOR_SUBKEY,
-        seq=lucid.seq_send + 1,
+        seq=lucid.seq_send,
     )
     with pytest.raises(gssapi.exceptions.GSSError):
         init.verify_signature(message, bad)
