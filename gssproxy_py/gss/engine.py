@@ -31,9 +31,8 @@ imported (an acquire cache miss, a pool miss, a user name lookup), always
 before any side effect, and the call then runs again in a worker thread as
 before. A step that can only be reached after a side effect (the kernel's
 linux_creds lookup after the accept consumed its token) returns `Deferred`
-instead: the rest runs in a thread. `run_inline` times every inline call; a
-service whose call took longer than `INLINE_LIMIT` goes back to the threads
-for `INLINE_COOLDOWN` seconds.
+instead: the rest runs in a thread. `run_inline` times every inline call and
+`gss.inline_guard` decides when a service goes back to the threads.
 """
 
 from __future__ import annotations
@@ -58,6 +57,7 @@ from gssproxy_py.gss.credcache import (
     fingerprint,
     handle_digest,
 )
+from gssproxy_py.gss.inline_guard import InlineGuard
 from gssproxy_py.gss.krb5cc import hold_profile
 from gssproxy_py.gss.linux_creds import LinuxCreds
 from gssproxy_py.gss.namespaced import is_namespaced
@@ -90,11 +90,6 @@ _A = TypeVar("_A")
 HANDLE_KEYS_FILE = "handle-keys"
 #: Envelope of a sealed plaintext: version byte, then the gss_export_cred token.
 _ENVELOPE_V1 = b"\x01"
-#: An inline call that took longer than this (seconds, wall clock) sends its
-#: service's calls back to the worker threads ...
-INLINE_LIMIT = 0.02
-#: ... for this long (seconds); then inline is tried again.
-INLINE_COOLDOWN = 30.0
 #: How long a linux_creds lookup (local name, uid, gid, groups) is reused.
 LOCAL_CREDS_TTL = 15.0
 #: ccache types that are local files, memory or kernel keyrings (KCM, API and
@@ -225,17 +220,14 @@ class GssEngine:
         self.local_creds: TtlCache[tuple[bytes, LinuxCreds]] = TtlCache(LOCAL_CREDS_TTL)
         # Inline fast path state, touched on the event-loop thread only.
         self._inline_safe: dict[Service, bool] = {}
-        self._hop_until: dict[str, float] = {}
+        self.inline_guard = InlineGuard()
 
     # -- inline fast path -------------------------------------------------
 
     def inline_allowed(self, service: Service) -> bool:
         """May a call of this service be tried inline now (event loop only)?"""
-        until = self._hop_until.get(service.name)
-        if until is not None:
-            if time.monotonic() < until:
-                return False
-            del self._hop_until[service.name]
+        if not self.inline_guard.allowed(service.name):
+            return False
         safe = self._inline_safe.get(service)
         if safe is None:
             safe = self._inline_safe[service] = inline_safe_service(service)
@@ -243,24 +235,24 @@ class GssEngine:
 
     def run_inline(self, fn: Callable[[GssEngine, Request, _A], _T], req: Request, arg: _A) -> _T:
         """fn(self, req, arg) here, timed; WouldWaitError and failures propagate."""
-        started = time.monotonic()
+        guard = self.inline_guard
+        started = guard.clock()
         try:
             return fn(self, req, arg)
         finally:
-            took = time.monotonic() - started
-            if took > INLINE_LIMIT:
-                self._hop_until[req.service.name] = started + took + INLINE_COOLDOWN
-                req.log.debug(
+            took = guard.clock() - started
+            if guard.record(req.service.name, took):
+                req.log.info(
                     "inline call took %.1f ms; service '%s' runs in threads for %gs",
                     took * 1000,
                     req.service.name,
-                    INLINE_COOLDOWN,
+                    guard.cooldown,
                 )
 
     def forget_inline(self) -> None:
         """Drop the inline verdicts and cached linux_creds (configuration reloaded)."""
         self._inline_safe.clear()
-        self._hop_until.clear()
+        self.inline_guard.clear()
         self.local_creds.clear()
 
     # -- executor ---------------------------------------------------------
