@@ -48,30 +48,8 @@ CONF=$REPO/conf/50-cifs-upcall.conf
 REQKEY=$REPO/contrib/request-key.d/cifs.spnego.conf
 ALICE=4242
 BOB=4243
-failed=0
-pids=()
+. /tmp/share/guest-lib.sh
 daemon_pid=""
-
-now() { cut -d' ' -f1 /proc/uptime; }
-say() { echo "[$(now)] $*"; }
-pass() { echo "PASS: $*"; }
-fail() { echo "FAIL: $*"; failed=1; }
-check() { # check DESCRIPTION COMMAND...
-    local what=$1; shift
-    if "$@"; then pass "$what"; else fail "$what"; fi
-}
-bg() { # bg LOGFILE COMMAND...: start a daemon in the background, remember it
-    local log=$1; shift
-    "$@" >"$log" 2>&1 &
-    pids+=($!)
-}
-wait_for() { # wait_for SECONDS COMMAND...: poll until COMMAND succeeds (guest clock)
-    local deadline; deadline=$(awk -v s="$1" '{print int($1) + s}' /proc/uptime); shift
-    while ! "$@" 2>/dev/null; do
-        [ "$(cut -d. -f1 /proc/uptime)" -lt "$deadline" ] || return 1
-        sleep 0.1
-    done
-}
 not() { ! "$@"; }
 as_user() { # as_user UID COMMAND...: run as that uid (gid = uid), no groups
     local uid=$1; shift

@@ -44,7 +44,7 @@ if [ $# -gt 1 ]; then
 else
     cp "$guest_script" "$run/guest.sh"
 fi
-cp "$here"/guest-lib.sh "$run/" 2>/dev/null || true
+cp "$here"/guest-lib.sh "$run/"
 cat >"$run/env" <<ENV
 REPO=$repo
 KIMG=$kdir/kimg
