@@ -16,6 +16,9 @@ hold wins:
 5. (ours) a service `netns` list other than `all` contains a namespace whose
    inode is the peer's; names missing from `netns_inodes` never match.
 
+`MatchMemo` is where a caller keeps one connection's match between calls
+(see `server.calls`, which decides when it may be reused).
+
 Socket paths on both sides go through `os.path.normpath` (string-only, no
 symlink resolution), as the configured ones did at load time.
 """
@@ -27,6 +30,20 @@ from collections.abc import Mapping
 
 from gssproxy_py.config.model import Config, SelinuxContext, Service
 from gssproxy_py.config.peer import Peer
+
+
+class MatchMemo:
+    """One connection's match under one configuration: `service` (or None
+    and `reason`), reusable while `config` is still in force and `fixed`
+    (no service of it names a network namespace)."""
+
+    __slots__ = ("config", "fixed", "reason", "service")
+
+    def __init__(self) -> None:
+        self.config: Config | None = None
+        self.fixed = False
+        self.service: Service | None = None
+        self.reason: str | None = None
 
 
 def _failures(

@@ -2,11 +2,13 @@
 
 The server calls `gss_proxy_service` once at startup. Every handler reads
 the configuration in force from its `CallInfo` (so SIGHUP reloads apply to
-the next call). A procedure of `INLINE_PROCEDURES` for a service the engine
-allows inline (`GssEngine.inline_allowed`) is first tried on the event-loop
-thread; it gives up with `WouldWaitError` before anything that could wait for a
-KDC, DNS or NSS, and then, like every other call, runs in the gss engine's
-executor, one hop per call. A `Deferred` result finishes in the executor.
+the next call). A procedure of `INLINE_PROCEDURES` has an immediate handler
+(`rpc.dispatch`): for a service the engine allows inline
+(`GssEngine.inline_allowed`) it is first tried on the event-loop thread,
+without a task; it gives up with `WouldWaitError` before anything that could
+wait for a KDC, DNS or NSS, and then, like every other call, runs in the gss
+engine's executor, one hop per call. A `Deferred` result finishes in the
+executor.
 The event loop never waits on KDCs or NSS; it does do local file I/O that
 a keytab accept needs (the keytab and MIT's replay cache, see
 docs/PERFORMANCE.md).
@@ -58,7 +60,7 @@ from gssproxy_py.gss.status import (
 )
 from gssproxy_py.netns.executors import NetnsExecutors
 from gssproxy_py.proto.gss_proxy import GSSPROXY_PROGRAM, GSSPROXYVERS
-from gssproxy_py.rpc.dispatch import CallInfo, Handler, ProgramService
+from gssproxy_py.rpc.dispatch import CallInfo, Handler, ImmediateHandler, Pending, ProgramService
 
 __all__ = ["gss_proxy_service"]
 
@@ -84,15 +86,22 @@ def _closer(engine: GssEngine, namespaced: NamespacedCalls) -> Callable[[], None
     return close
 
 
+def _refusal(procedure: int, call: CallInfo) -> Any:
+    """The answer to a caller that matched no service."""
+    reason = call.no_match_reason or "no matching service"
+    call.log.warning("%s refused: %s", GSSPROXY_PROGRAM_NAMES[procedure], reason)
+    failure = GssFailure(GSS_S_NO_CRED, EACCES, reason)
+    return failure_result(procedure, status_from_failure(failure, oids.KRB5))
+
+
 def _handler(
     engine: GssEngine, namespaced: NamespacedCalls, procedure: int, fn: Callable[..., Any]
 ) -> Handler:
+    """The threaded handler: the call runs in an executor thread."""
+
     async def handle(call: CallInfo, arg: Any) -> Any:
         if call.service is None:
-            reason = call.no_match_reason or "no matching service"
-            call.log.warning("%s refused: %s", GSSPROXY_PROGRAM_NAMES[procedure], reason)
-            failure = GssFailure(GSS_S_NO_CRED, EACCES, reason)
-            return failure_result(procedure, status_from_failure(failure, oids.KRB5))
+            return _refusal(procedure, call)
         req = Request(service=call.service, uid=call.peer.uid, config=call.config, log=call.log)
         try:
             executor = namespaced.executor_for(call.service, call.peer, call.config)
@@ -103,33 +112,45 @@ def _handler(
         except Exception as exc:  # the one catch-all: everything becomes a GSS status
             return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
 
-    if procedure in INLINE_PROCEDURES:
-        threaded = handle
-
-        async def handle_inline(call: CallInfo, arg: Any) -> Any:
-            service = call.service
-            if service is None or not engine.inline_allowed(service):
-                return await threaded(call, arg)
-            req = Request(
-                service=service, uid=call.peer.uid, config=call.config, log=call.log, inline=True
-            )
-            try:
-                result = engine.run_inline(fn, req, arg)
-            except WouldWaitError:
-                return await threaded(call, arg)
-            except Exception as exc:  # as in the threaded handler
-                return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
-            if isinstance(result, Deferred):
-                try:
-                    return await engine.run(call.config, result.finish)
-                except Exception as exc:
-                    return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
-            return result
-
-        handle = handle_inline
-
     handle.__name__ = f"gssx_{procedure}"
     return handle
+
+
+def _immediate(
+    engine: GssEngine, procedure: int, fn: Callable[..., Any], threaded: Handler
+) -> ImmediateHandler:
+    """The immediate handler of an `INLINE_PROCEDURES` procedure: tried on
+    the event loop, `Pending` on the threaded handler when it would wait."""
+
+    def handle_inline(call: CallInfo, arg: Any) -> Any:
+        service = call.service
+        if service is None:
+            return _refusal(procedure, call)
+        if not engine.inline_allowed(service):
+            return Pending(lambda: threaded(call, arg))
+        req = Request(
+            service=service, uid=call.peer.uid, config=call.config, log=call.log, inline=True
+        )
+        try:
+            result = engine.run_inline(fn, req, arg)
+        except WouldWaitError:
+            return Pending(lambda: threaded(call, arg))
+        except Exception as exc:  # as in the threaded handler
+            return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
+        if isinstance(result, Deferred):
+            finish = result.finish
+
+            async def finish_in_thread() -> Any:
+                try:
+                    return await engine.run(call.config, finish)
+                except Exception as exc:
+                    return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
+
+            return Pending(finish_in_thread)
+        return result
+
+    handle_inline.__name__ = f"gssx_{procedure}_inline"
+    return handle_inline
 
 
 GSSPROXY_PROGRAM_NAMES: Mapping[int, str] = {
@@ -156,9 +177,15 @@ def gss_proxy_service(
         (GSSPROXYVERS, number): _handler(engine, namespaced, number, fn)  # type: ignore[arg-type]
         for number, fn in PROCEDURES.items()
     }
+    immediate = {
+        key: _immediate(engine, key[1], PROCEDURES[key[1]], handler)  # type: ignore[arg-type]
+        for key, handler in handlers.items()
+        if key[1] in INLINE_PROCEDURES
+    }
     return ProgramService(
         program=GSSPROXY_PROGRAM,
         handlers=handlers,
+        immediate=immediate,
         reload=_reloaded(engine),
         close=_closer(engine, namespaced),
     )

@@ -18,7 +18,14 @@ Rules that live here, so that every program gets them the same way:
   with `service=None` it must refuse the call in its own protocol, giving
   `no_match_reason` (gssproxy closes the connection instead);
 * handlers run on the event loop and must not block it: blocking work goes
-  to the program's own executor (`loop.run_in_executor`).
+  to the program's own executor (`loop.run_in_executor`);
+* a procedure may also have an *immediate* handler: a plain function the
+  server calls first, on the event loop, without making a task. It returns
+  the result, or `Pending` when the call has to continue asynchronously
+  (the server then awaits `Pending.run` under the deadline, exactly as it
+  would a handler). It must not block and is not under the deadline; a
+  program uses it for calls that finish in microseconds, so they do not pay
+  for a task, a timer and two loop iterations.
 
 Logging, the same for every layer: `log.info` is debug level 1 (one line per
 call or event), `log.debug` is level 2 (decoded structures without secret
@@ -30,7 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gssproxy_py.config.model import Config, Service
@@ -67,6 +74,20 @@ SECRETS_LOG_LEVEL = 5
 Handler = Callable[[CallInfo, Any], Awaitable[Any]]
 
 
+class Pending:
+    """What an immediate handler returns when the call cannot finish now:
+    `run()` is awaited for the result, under the call's deadline."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: Callable[[], Awaitable[Any]]) -> None:
+        self.run = run
+
+
+#: An immediate handler: the typed result now, or `Pending`.
+ImmediateHandler = Callable[[CallInfo, Any], Any]
+
+
 @dataclass(frozen=True, slots=True)
 class ProgramService:
     """One RPC program as the server serves it.
@@ -81,6 +102,8 @@ class ProgramService:
     handlers: Mapping[tuple[int, int], Handler]  # (version, procedure) → handler
     reload: Callable[[Config], None] | None = None
     close: Callable[[], None] | None = None
+    #: (version, procedure) → immediate handler, tried before `handlers`
+    immediate: Mapping[tuple[int, int], ImmediateHandler] = field(default_factory=dict)
 
     def procedure(self, version: int, number: int) -> Procedure | None:
         v = self.program.versions.get(version)
@@ -88,3 +111,6 @@ class ProgramService:
 
     def handler(self, version: int, number: int) -> Handler | None:
         return self.handlers.get((version, number))
+
+    def immediate_handler(self, version: int, number: int) -> ImmediateHandler | None:
+        return self.immediate.get((version, number))

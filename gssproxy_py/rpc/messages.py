@@ -65,7 +65,7 @@ from gssproxy_py.proto.rpc_msg import (
     decode_reply_body,
     encode_rpc_msg,
 )
-from gssproxy_py.rpc.dispatch import Handler, ProgramService
+from gssproxy_py.rpc.dispatch import Handler, ImmediateHandler, ProgramService
 from gssproxy_py.xdr.program import Procedure
 from gssproxy_py.xdr.runtime import Decoder, decode_bytes, encode_bytes
 
@@ -223,6 +223,8 @@ class Routed:
     procedure: Procedure
     handler: Handler
     arg: Any
+    #: the procedure's immediate handler, when the program has one
+    immediate: ImmediateHandler | None = None
 
 
 def route(record: bytes, services: Mapping[int, ProgramService]) -> Routed | bytes:
@@ -262,7 +264,14 @@ def route(record: bytes, services: Mapping[int, ProgramService]) -> Routed | byt
     handler = service.handler(call.vers, call.proc)
     if handler is None:
         return reply_proc_unavail(xid)
-    return Routed(call=call, service=service, procedure=procedure, handler=handler, arg=arg)
+    return Routed(
+        call=call,
+        service=service,
+        procedure=procedure,
+        handler=handler,
+        arg=arg,
+        immediate=service.immediate_handler(call.vers, call.proc),
+    )
 
 
 class ReplyTooLargeError(LocalError):

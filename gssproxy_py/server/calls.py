@@ -1,24 +1,34 @@
 """Answering one routed call: service matching, the handler under its
 deadline, the encoded reply.
 
-`answer_call` is the same whether the call runs in the process that owns the
-connection (`GssProxyServer.run_call`) or in a worker process (`workers`):
-both pass the configuration they hold and the connection's identity, and
-get the reply bytes back; every failure becomes SYSTEM_ERR, logged with the
-connection and xid.
+`start_call` matches the caller and tries the procedure's immediate handler
+(`rpc.dispatch`), if the program has one, right away on the event loop; it
+returns the reply bytes when that finished the call, else a coroutine that
+the connection runs as a task: the (async) handler or the immediate
+handler's `Pending` continuation, under the configured `call_timeout`.
+Either way every failure becomes SYSTEM_ERR, logged with the connection and
+xid, so a connection only ever gets bytes to send.
+
+Which service a connection's calls match depends only on the connection's
+identity, which is fixed, and on the configuration in force, unless some
+service is restricted to named network namespaces (those come and go, so
+their inodes are read per call). The connection's `MatchMemo` keeps its
+match until the configuration changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from gssproxy_py.config.match import explain_no_match, match_service
-from gssproxy_py.config.model import Config
+from gssproxy_py.config.model import Config, Service
 from gssproxy_py.errors import XdrEncodeError
 from gssproxy_py.netns.errors import NetnsError
 from gssproxy_py.netns.named import NETNS_DIR, configured_names, inode_map
-from gssproxy_py.rpc.dispatch import CallInfo
+from gssproxy_py.rpc.dispatch import CallInfo, Pending
 from gssproxy_py.rpc.messages import ReplyTooLargeError, Routed, encode_reply, reply_system_err
 from gssproxy_py.server.connection import ConnectionInfo, PrefixLog
 
@@ -45,19 +55,17 @@ def netns_inodes(config: Config) -> dict[str, int] | None:
         return {}
 
 
-async def answer_call(
+def _match(
     config: Config,
     conn: ConnectionInfo,
-    routed: Routed,
     *,
     default_socket: str,
     selinux_enabled: bool,
-) -> bytes:
-    """Match the caller to a service, run the handler under the deadline
-    and encode its result; every failure becomes SYSTEM_ERR, logged."""
-    call = routed.call
-    name = routed.procedure.name
-    log = PrefixLog(_log, f"[conn {conn.number} xid {call.xid:#010x}]")
+) -> tuple[Service | None, str | None]:
+    """The service that serves this connection now, or None and why not."""
+    memo = conn.match_memo
+    if memo.config is config and memo.fixed:
+        return memo.service, memo.reason
     netns = netns_inodes(config)
     service = match_service(
         config,
@@ -77,6 +85,30 @@ async def answer_call(
             selinux_enabled=selinux_enabled,
             netns_inodes=netns,
         )
+    memo.config = config
+    memo.fixed = netns is None
+    memo.service = service
+    memo.reason = reason
+    return service, reason
+
+
+def start_call(
+    config: Config,
+    conn: ConnectionInfo,
+    routed: Routed,
+    *,
+    default_socket: str,
+    selinux_enabled: bool,
+) -> bytes | Coroutine[Any, Any, bytes]:
+    """Match the caller to a service and start the call: the reply, when
+    the immediate handler finished it, else the coroutine that finishes it."""
+    call = routed.call
+    name = routed.procedure.name
+    log = PrefixLog(_log, f"[conn {conn.number} xid {call.xid:#010x}]")
+    service, reason = _match(
+        config, conn, default_socket=default_socket, selinux_enabled=selinux_enabled
+    )
+    if service is None:
         log.info("%s: %s", name, reason)
     else:
         log.info("%s: service '%s'", name, service.name)
@@ -92,21 +124,42 @@ async def answer_call(
         config=config,
         log=log,
     )
-    deadline = config.globals.call_timeout
+    immediate = routed.immediate
+    if immediate is None:
+        return _finish(info, routed, lambda: routed.handler(info, routed.arg))
     try:
-        async with asyncio.timeout(deadline) as timer:
-            result = await routed.handler(info, routed.arg)
-    except TimeoutError:
-        if timer.expired():
-            log.error("%s: no result within %gs; replying SYSTEM_ERR", name, deadline)
-        else:
-            log.exception("%s failed; replying SYSTEM_ERR", name)
-        return reply_system_err(call.xid)
+        result = immediate(info, routed.arg)
     except Exception:
         log.exception("%s failed; replying SYSTEM_ERR", name)
         return reply_system_err(call.xid)
+    if isinstance(result, Pending):
+        return _finish(info, routed, result.run)
+    return _encode(info, routed, result)
+
+
+async def _finish(info: CallInfo, routed: Routed, run: Callable[[], Awaitable[Any]]) -> bytes:
+    name = routed.procedure.name
+    deadline = info.config.globals.call_timeout
     try:
-        return encode_reply(routed, result, max_record_size=config.globals.max_record_size)
+        async with asyncio.timeout(deadline) as timer:
+            result = await run()
+    except TimeoutError:
+        if timer.expired():
+            info.log.error("%s: no result within %gs; replying SYSTEM_ERR", name, deadline)
+        else:
+            info.log.exception("%s failed; replying SYSTEM_ERR", name)
+        return reply_system_err(info.xid)
+    except Exception:
+        info.log.exception("%s failed; replying SYSTEM_ERR", name)
+        return reply_system_err(info.xid)
+    return _encode(info, routed, result)
+
+
+def _encode(info: CallInfo, routed: Routed, result: Any) -> bytes:
+    try:
+        return encode_reply(routed, result, max_record_size=info.config.globals.max_record_size)
     except (XdrEncodeError, ReplyTooLargeError) as exc:
-        log.error("%s: result cannot be sent (%s); replying SYSTEM_ERR", name, exc)
-        return reply_system_err(call.xid)
+        info.log.error(
+            "%s: result cannot be sent (%s); replying SYSTEM_ERR", routed.procedure.name, exc
+        )
+        return reply_system_err(info.xid)

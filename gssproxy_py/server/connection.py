@@ -3,9 +3,11 @@ calls and replies.
 
 Bytes go through the record reader (`rpc.records`), each record through
 `rpc.messages.route`; what the RPC layer answers by itself is written at
-once, every other call runs as its own task on the host (`ConnectionHost`),
-so several calls of one connection are in flight together (the kernel
-multiplexes nfsd threads this way). Replies are matched by xid, may leave in
+once. Every other call is started by the host (`ConnectionHost.start_call`),
+which either answers it at once (a program's immediate handler) or hands
+back a coroutine that runs as the call's own task, so several calls of one
+connection are in flight together (the kernel multiplexes nfsd threads
+this way). Replies are matched by xid, may leave in
 any order and each goes out whole in one `transport.write`, so two replies
 never interleave. `flow.CallWindow` bounds the calls in flight and decides
 when reading pauses.
@@ -23,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from gssproxy_py.config.match import MatchMemo
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.rpc.dispatch import SECRETS_LOG_LEVEL, ProgramService
 from gssproxy_py.rpc.messages import (
@@ -63,6 +66,8 @@ class ConnectionInfo:
     peer: Peer
     #: the configured path of the listening socket the peer connected to
     socket_path: str
+    #: the host's memo of which service this connection matches
+    match_memo: MatchMemo = field(default_factory=MatchMemo, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +94,11 @@ class ConnectionHost(Protocol):
 
     def connection_closed(self, conn: RpcConnection) -> None: ...
 
-    async def run_call(self, conn: ConnectionInfo, routed: Routed) -> bytes:
-        """Match the caller, run the handler, return the reply (never raises)."""
+    def start_call(
+        self, conn: ConnectionInfo, routed: Routed
+    ) -> bytes | Coroutine[Any, Any, bytes]:
+        """Match the caller and start the call: the reply, or a coroutine
+        whose result is the reply (neither raises)."""
         ...
 
 
@@ -116,6 +124,7 @@ class RpcConnection(asyncio.Protocol):
 
     @property
     def calls_in_flight(self) -> int:
+        """Calls running as tasks (an immediate answer is never in flight here)."""
         return len(self._tasks)
 
     def stop_accepting_calls(self) -> int:
@@ -232,18 +241,28 @@ class RpcConnection(asyncio.Protocol):
                 )
             self._send(outcome)
             return
-        task = asyncio.get_running_loop().create_task(self._serve(outcome))
+        assert self.info is not None  # calls only arrive after connection_made set it
+        try:
+            started = self._host.start_call(self.info, outcome)
+        except Exception:
+            # start_call answers handler failures itself; this is a bug of ours.
+            self.log.exception("xid %#010x: internal error", outcome.call.xid)
+            started = reply_system_err(outcome.call.xid)
+        if isinstance(started, bytes):
+            self._window.finished()
+            self._send(started)
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(started, outcome.call.xid))
         self._tasks.add(task)
         task.add_done_callback(self._call_done)
 
-    async def _serve(self, routed: Routed) -> None:
-        assert self.info is not None  # calls only arrive after connection_made set it
+    async def _serve(self, started: Coroutine[Any, Any, bytes], xid: int) -> None:
         try:
-            reply = await self._host.run_call(self.info, routed)
+            reply = await started
         except Exception:
-            # run_call answers handler failures itself; this is a bug of ours.
-            self.log.exception("xid %#010x: internal error", routed.call.xid)
-            reply = reply_system_err(routed.call.xid)
+            # The host's coroutine answers handler failures itself; this is a bug of ours.
+            self.log.exception("xid %#010x: internal error", xid)
+            reply = reply_system_err(xid)
         self._send(reply)
 
     def _call_done(self, task: asyncio.Task[None]) -> None:

@@ -33,7 +33,7 @@ from gssproxy_py.errors import ConfigError, LocalError
 from gssproxy_py.rpc.dispatch import ProgramService
 from gssproxy_py.rpc.messages import Routed
 from gssproxy_py.server import calls
-from gssproxy_py.server.calls import answer_call
+from gssproxy_py.server.calls import start_call
 from gssproxy_py.server.connection import ConnectionInfo, ConnectionLimits, RpcConnection
 from gssproxy_py.server.listeners import Listener, open_listener, socket_paths
 from gssproxy_py.server.logs import (
@@ -128,10 +128,12 @@ class GssProxyServer:
             self._all_closed.set()
             self._arm_idle_timer()
 
-    async def run_call(self, conn: ConnectionInfo, routed: Routed) -> bytes:
-        """Match the caller to a service, run the handler under the deadline
-        and encode its result; every failure becomes SYSTEM_ERR, logged."""
-        return await answer_call(
+    def start_call(
+        self, conn: ConnectionInfo, routed: Routed
+    ) -> bytes | Coroutine[Any, Any, bytes]:
+        """Match the caller to a service and start the call (`calls.start_call`):
+        the reply, or the coroutine to run for it; never raises."""
+        return start_call(
             self._config,
             conn,
             routed,

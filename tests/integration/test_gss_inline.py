@@ -29,7 +29,7 @@ from gssproxy_py.gss.engine import inline_safe_service
 from gssproxy_py.gss.program import gss_proxy_service
 from gssproxy_py.gss.status import GSS_S_COMPLETE
 from gssproxy_py.proto import gss_proxy as gp
-from gssproxy_py.rpc.dispatch import CallInfo, ProgramService
+from gssproxy_py.rpc.dispatch import CallInfo, Pending, ProgramService
 from gssproxy_py.testing.realm import StandardRealm
 
 pytestmark = pytest.mark.integration
@@ -64,9 +64,15 @@ def _info(config: Config, service: str, proc: int) -> CallInfo:
 
 
 async def _call(svc: ProgramService, config: Config, service: str, proc: int, arg: Any) -> Any:
+    """As the server runs a call: the immediate handler first, if any."""
+    info = _info(config, service, proc)
+    immediate = svc.immediate_handler(1, proc)
+    if immediate is not None:
+        result = immediate(info, arg)
+        return await result.run() if isinstance(result, Pending) else result
     handler = svc.handler(1, proc)
     assert handler is not None
-    return await handler(_info(config, service, proc), arg)
+    return await handler(info, arg)
 
 
 def _blackhole_keytab(path: Path) -> None:
