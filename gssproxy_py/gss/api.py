@@ -279,6 +279,9 @@ def _flags_int(flags: object) -> int:
         return 0
     if isinstance(flags, int):
         return flags
+    if hasattr(flags, "__int__"):
+        # python-gssapi's IntEnumFlagSet keeps the raw mask, unknown bits included.
+        return int(flags)
     total = 0
     for f in flags:  # type: ignore[attr-defined]
         total |= int(f)

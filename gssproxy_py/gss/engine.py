@@ -219,7 +219,9 @@ class GssEngine:
         #: linux_creds per exported initiator name: (local user, creds)
         self.local_creds: TtlCache[tuple[bytes, LinuxCreds]] = TtlCache(LOCAL_CREDS_TTL)
         # Inline fast path state, touched on the event-loop thread only.
-        self._inline_safe: dict[Service, bool] = {}
+        # Keyed by name (unique in a configuration; cleared on reload):
+        # hashing a Service hashes every field, on every call.
+        self._inline_safe: dict[str, bool] = {}
         self.inline_guard = InlineGuard()
 
     # -- inline fast path -------------------------------------------------
@@ -228,9 +230,9 @@ class GssEngine:
         """May a call of this service be tried inline now (event loop only)?"""
         if not self.inline_guard.allowed(service.name):
             return False
-        safe = self._inline_safe.get(service)
+        safe = self._inline_safe.get(service.name)
         if safe is None:
-            safe = self._inline_safe[service] = inline_safe_service(service)
+            safe = self._inline_safe[service.name] = inline_safe_service(service)
         return safe
 
     def run_inline(self, fn: Callable[[GssEngine, Request, _A], _T], req: Request, arg: _A) -> _T:

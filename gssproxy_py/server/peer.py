@@ -70,6 +70,9 @@ def program_of(pid: int) -> str | None:
 
     None for pid 0 (a peer in another pid namespace), kernel threads (their
     exe link is empty), vanished processes and when /proc hides the link.
+    The link's target is the kernel's own path of the file it runs (d_path:
+    absolute, no symlinks, no `.` or `..`), so it needs no realpath, which
+    would cost a stat of every component on every connection.
     """
     if pid <= 0:
         return None
@@ -81,10 +84,7 @@ def program_of(pid: int) -> str | None:
     # the configured program, so do not let it match one.
     if not target.startswith("/") or target.endswith(" (deleted)"):
         return None
-    try:
-        return os.path.realpath(target, strict=True)
-    except OSError:
-        return None
+    return target
 
 
 def netns_inode_of(pid: int) -> int | None:
