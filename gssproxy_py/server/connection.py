@@ -7,10 +7,13 @@ once. Every other call is started by the host (`ConnectionHost.start_call`),
 which either answers it at once (a program's immediate handler) or hands
 back a coroutine that runs as the call's own task, so several calls of one
 connection are in flight together (the kernel multiplexes nfsd threads
-this way). Replies are matched by xid, may leave in
-any order and each goes out whole in one `transport.write`, so two replies
-never interleave. `flow.CallWindow` bounds the calls in flight and decides
-when reading pauses.
+this way). Replies are matched by xid, may leave in any order and each goes
+out whole, so two replies never interleave; the replies answered at once
+while one read's records are started leave together in one
+`transport.write` (one system call and one wake-up of the peer for a batch
+of pipelined calls, as the kernel sends them).
+`flow.CallWindow` bounds the calls in flight and decides when reading
+pauses.
 
 A record over the size limit or a call header that cannot be read leaves no
 way to answer or to find the next record: the connection is closed (and the
@@ -116,6 +119,8 @@ class RpcConnection(asyncio.Protocol):
         self._window = CallWindow(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._reading = True
+        #: replies made while `_pump` runs, written together when it ends
+        self._batch: list[bytes] | None = None
         self._stopped = False  # start no more calls: bad stream, shutdown or lost
         self._eof = False
         self._opened = False
@@ -219,8 +224,15 @@ class RpcConnection(asyncio.Protocol):
 
     def _pump(self) -> None:
         """Start every call the window allows, then adjust reading."""
-        while not self._stopped and (record := self._window.next_call()) is not None:
-            self._start(record)
+        batch: list[bytes] = []
+        self._batch = batch
+        try:
+            while not self._stopped and (record := self._window.next_call()) is not None:
+                self._start(record)
+        finally:
+            self._batch = None
+            if batch:
+                self._write(batch[0] if len(batch) == 1 else b"".join(batch))
         self._update_reading()
         self._close_when_done()
 
@@ -281,7 +293,15 @@ class RpcConnection(asyncio.Protocol):
             return
         if self.log.isEnabledFor(SECRETS_LOG_LEVEL):
             self.log.log(SECRETS_LOG_LEVEL, "reply record: %s", reply.hex())
-        transport.write(frame(reply))
+        if self._batch is not None:
+            self._batch.append(frame(reply))
+        else:
+            transport.write(frame(reply))
+
+    def _write(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     # -- reading and closing ---------------------------------------------------------
 
@@ -304,6 +324,10 @@ class RpcConnection(asyncio.Protocol):
         """The stream is unusable: log why and close; calls in flight are
         cancelled when the connection is lost."""
         self.log.warning("%s", why)
+        if self._batch:
+            # Replies to the calls before the bad one still leave.
+            self._write(b"".join(self._batch))
+            self._batch.clear()
         self._stopped = True
         self._window.drop_backlog()
         self.close()

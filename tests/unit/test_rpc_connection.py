@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gssproxy_py.config.load import load_config_text
-from gssproxy_py.rpc.dispatch import CallInfo, ProgramService
+from gssproxy_py.rpc.dispatch import CallInfo, Pending, ProgramService
 from gssproxy_py.rpc.records import frame
 from gssproxy_py.server.connection import RpcConnection
 from gssproxy_py.server.daemon import GssProxyServer, ServerOptions
@@ -104,7 +104,11 @@ class FakeTransport(asyncio.Transport):
     def __init__(self, sock: FakeSocket | None = None) -> None:
         super().__init__()
         self.sock = sock or FakeSocket()
+        #: the framed records written, in order (a stream has no write
+        #: boundaries, so each write is split into its records)
         self.writes: list[bytes] = []
+        #: how many times write() was called
+        self.write_calls = 0
         self.reading = True
         self.closed = False
         self.aborted = False
@@ -114,7 +118,15 @@ class FakeTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self.closed
-        self.writes.append(bytes(data))
+        self.write_calls += 1
+        data = bytes(data)
+        while data:
+            # Every reply is one fragment with the last-fragment bit set.
+            (mark,) = struct.unpack(">I", data[:4])
+            assert mark & 0x80000000
+            end = 4 + (mark & 0x7FFFFFFF)
+            self.writes.append(data[:end])
+            data = data[end:]
 
     def pause_reading(self) -> None:
         assert self.reading
@@ -169,6 +181,14 @@ async def _raise(info: CallInfo, arg: Any) -> Any:
     raise RuntimeError("handler bug")
 
 
+def _now(info: CallInfo, tag: bytes) -> Any:
+    """NOW's immediate handler: the tag at once; `fail` raises; anything
+    starting with `wait` continues as WAIT would."""
+    if tag == b"fail":
+        raise RuntimeError("immediate handler bug")
+    return tag
+
+
 def make_server(gates: Gates, *, max_calls: int = 16, call_timeout: float = 5.0) -> GssProxyServer:
     config = load_config_text(
         f"[gssproxy]\n  max_calls_per_connection = {max_calls}\n"
@@ -176,10 +196,19 @@ def make_server(gates: Gates, *, max_calls: int = 16, call_timeout: float = 5.0)
         f"[service/any]\n  mechs = krb5\n  euid = 0\n  allow_any_uid = yes\n",
         default_socket=SOCKET,
     )
-    program = Program(
-        PROG, "TEST", {1: Version(1, "V1", {1: _blob(1, "WAIT"), 2: _blob(2, "RAISE")})}
+    procedures = {1: _blob(1, "WAIT"), 2: _blob(2, "RAISE"), 3: _blob(3, "NOW")}
+    program = Program(PROG, "TEST", {1: Version(1, "V1", procedures)})
+
+    def now(info: CallInfo, tag: bytes) -> Any:
+        if tag.startswith(b"wait"):
+            return Pending(lambda: gates.wait(info, tag))
+        return _now(info, tag)
+
+    service = ProgramService(
+        program,
+        {(1, 1): gates.wait, (1, 2): _raise, (1, 3): gates.wait},
+        immediate={(1, 3): now},
     )
-    service = ProgramService(program, {(1, 1): gates.wait, (1, 2): _raise})
     return GssProxyServer(config, {PROG: service}, ServerOptions(None, None, SOCKET))
 
 
@@ -217,6 +246,50 @@ def test_replies_leave_in_completion_order_each_in_one_write() -> None:
         gates.gate(b"slow").set()
         await settle()
         assert transport.writes == [success(2, tag_args(b"fast")), success(1, tag_args(b"slow"))]
+        assert transport.write_calls == 2
+
+    run(body)
+
+
+def test_immediate_answers_need_no_task_and_leave_together() -> None:
+    async def body() -> None:
+        gates = Gates()
+        conn, transport = connect(make_server(gates))
+        conn.data_received(
+            call_record(1, 3, tag_args(b"a"))
+            + call_record(2, 0)
+            + call_record(3, 3, tag_args(b"b"))
+        )
+        # Answered inside data_received: no task, nothing to await.
+        assert conn.calls_in_flight == 0
+        assert transport.writes == [
+            success(1, tag_args(b"a")),
+            success(2),
+            success(3, tag_args(b"b")),
+        ]
+        assert transport.write_calls == 1
+
+    run(body)
+
+
+def test_immediate_pending_runs_as_a_task_and_a_bug_is_system_err() -> None:
+    async def body() -> None:
+        gates = Gates()
+        conn, transport = connect(make_server(gates))
+        conn.data_received(
+            call_record(1, 3, tag_args(b"wait1"))
+            + call_record(2, 3, tag_args(b"fail"))
+            + call_record(3, 3, tag_args(b"c"))
+        )
+        assert conn.calls_in_flight == 1
+        assert transport.writes == [accepted(2, 5), success(3, tag_args(b"c"))]
+        await settle()
+        assert gates.started == [b"wait1"]
+        gates.gate(b"wait1").set()
+        await settle()
+        assert transport.writes[-1] == success(1, tag_args(b"wait1"))
+        assert conn.calls_in_flight == 0
+        assert not transport.closed
 
     run(body)
 
