@@ -212,7 +212,6 @@ def table(summary: dict[str, Any], codec: dict[str, float] | None = None) -> str
         for k, v in codec.items():
             what = k.removesuffix("_us").replace("_", " ")
             lines.append(f"| codec (py): {what} | us/message | | {v:.1f} | | | |")
-    lines.append("| PKCS#11 SIGN (token-signing program) | | | | | to come | |")
     return "\n".join(lines)
 
 

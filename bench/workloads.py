@@ -4,11 +4,13 @@ A workload is a named function (daemon, context) -> Outcome. The round runs
 them in the order of `DAEMON_WORKLOADS`; each figure of the table is then
 read from one workload's outcome (`bench.report.FIGURES`).
 
-To add a workload -- the PKCS#11 SIGN of the token-signing program is the
-next one -- write its runner here (a client mode in `bench.worker` if it
-needs a new client), append it to `DAEMON_WORKLOADS`, and add its figure(s)
-to `bench.report.FIGURES`. Nothing else changes: rounds, alternation, the
-table and results.json pick it up.
+To add a workload, write its runner here (a client mode in `bench.worker` if
+it needs a new client), append it to `DAEMON_WORKLOADS`, and add its
+figure(s) to `bench.report.FIGURES`. Nothing else changes: rounds,
+alternation, the table and results.json pick it up. The token-signing
+program's SIGN is not one of them: the C daemon has no such program, so
+`bench.pkcs11_sign` measures it against in-process signing, with its own
+token and daemon, after the rounds.
 """
 
 from __future__ import annotations
@@ -77,7 +79,6 @@ DAEMON_WORKLOADS: dict[str, Runner] = {
     "accept_8": accept_8,
     "init": init_n,
     "kernel_8": kernel_8,
-    # "sign": pkcs11_sign,  -- the token-signing program's SIGN (to come)
 }
 
 
