@@ -1,7 +1,7 @@
 """The identity of a connected client, as the config layer sees it.
 
-The server fills a `Peer` from `SO_PEERCRED`, `getpeercon`, the realpath of
-`/proc/PID/exe` and the inode of `/proc/PID/ns/net`; the config layer only
+The server fills a `Peer` from `SO_PEERCRED`, `getpeercon`, the target of
+`/proc/PID/exe` (a canonical path) and the inode of `/proc/PID/ns/net`; the config layer only
 reads it (service matching in `match.py`).
 """
 

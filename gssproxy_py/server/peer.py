@@ -1,11 +1,12 @@
 """Who is on the other end of an accepted connection, read once at accept.
 
 Identity comes only from the kernel, never from the message: `SO_PEERCRED`
-(pid, uid, gid as they were at connect time), the realpath of
-`/proc/PID/exe`, the network namespace, and with SELinux the peer's context
-(`SO_PEERSEC`). Only SO_PEERCRED is required; the others are None when they
-cannot be read (kernel threads have no executable, the process may already
-be gone, hardening may hide /proc), and never raise.
+(pid, uid, gid as they were at connect time), the target of `/proc/PID/exe`
+(the kernel's canonical path of the executable), the network namespace, and
+with SELinux the peer's context (`SO_PEERSEC`). Only SO_PEERCRED is
+required; the others are None when they cannot be read (kernel threads have
+no executable, the process may already be gone, hardening may hide /proc),
+and never raise.
 
 The network namespace is the one the connected socket lives in
 (`SIOCGSKNS` on the accepted socket), falling back to `/proc/PID/ns/net`.
