@@ -224,15 +224,13 @@ class RpcConnection(asyncio.Protocol):
 
     def _pump(self) -> None:
         """Start every call the window allows, then adjust reading."""
-        batch: list[bytes] = []
-        self._batch = batch
+        self._batch = []
         try:
             while not self._stopped and (record := self._window.next_call()) is not None:
                 self._start(record)
         finally:
+            self._flush_batch()
             self._batch = None
-            if batch:
-                self._write(batch[0] if len(batch) == 1 else b"".join(batch))
         self._update_reading()
         self._close_when_done()
 
@@ -298,10 +296,15 @@ class RpcConnection(asyncio.Protocol):
         else:
             transport.write(frame(reply))
 
-    def _write(self, data: bytes) -> None:
+    def _flush_batch(self) -> None:
+        """Write the replies batched so far, in one write."""
+        batch = self._batch
+        if not batch:
+            return
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.write(data)
+            transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+        batch.clear()
 
     # -- reading and closing ---------------------------------------------------------
 
@@ -324,10 +327,8 @@ class RpcConnection(asyncio.Protocol):
         """The stream is unusable: log why and close; calls in flight are
         cancelled when the connection is lost."""
         self.log.warning("%s", why)
-        if self._batch:
-            # Replies to the calls before the bad one still leave.
-            self._write(b"".join(self._batch))
-            self._batch.clear()
+        # Replies to the calls before the bad one still leave.
+        self._flush_batch()
         self._stopped = True
         self._window.drop_backlog()
         self.close()
