@@ -4,7 +4,7 @@
 outlives configuration reloads:
 
 * it owns the worker threads every blocking GSSAPI call runs in
-  (`rpc.threads.CallThreads`), sized
+  (`executors.Executor` named `gss`), sized
   from `config.globals.worker_threads` (re-created when a reload changes it);
 * it loads the handle key file `<state_dir>/handle-keys` and re-reads it when
   the file changes on disk (rotation by another process) or `state_dir` moves;
@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from gssproxy_py.config.model import Config, CredUsage, Service
+from gssproxy_py.executors import Executor
 from gssproxy_py.gss import api, convert, handles, keyfile, oids, policy
 from gssproxy_py.gss.credcache import (
     AcquireCache,
@@ -71,7 +72,6 @@ from gssproxy_py.gss.status import (
     GssFailure,
 )
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxCredElement, GssxOIDSet
-from gssproxy_py.rpc.threads import CallThreads
 
 __all__ = [
     "CredLease",
@@ -205,7 +205,7 @@ class GssEngine:
     def __init__(self, config: Config) -> None:
         self._executor_lock = threading.Lock()
         self._workers = max(1, config.globals.worker_threads)
-        self._executor = CallThreads(self._workers, name="gss")
+        self._executor = Executor("gss", self._workers)
         self._keys = _KeyState()
         self.acquired = AcquireCache()
         self.pool: CredPool[api.Creds] = CredPool(max_idle_per_key=max(2, self._workers))
@@ -259,13 +259,13 @@ class GssEngine:
 
     # -- executor ---------------------------------------------------------
 
-    def executor_for(self, config: Config) -> CallThreads:
+    def executor_for(self, config: Config) -> Executor:
         wanted = max(1, config.globals.worker_threads)
         with self._executor_lock:
             if wanted != self._workers and not self._closed:
                 # Work already queued finishes on the old pool.
                 self._executor.shutdown(wait=False)
-                self._executor = CallThreads(wanted, name="gss")
+                self._executor = Executor("gss", wanted)
                 self._workers = wanted
                 self.pool.max_idle_per_key = max(2, wanted)
             return self._executor

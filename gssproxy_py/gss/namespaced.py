@@ -25,8 +25,6 @@ is made on first use and shut down with the program.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 import threading
 from collections.abc import Callable
@@ -34,6 +32,7 @@ from typing import ParamSpec, TypeVar
 
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.config.peer import Peer
+from gssproxy_py.executors import Executor
 from gssproxy_py.netns.executors import NetnsExecutors
 
 __all__ = ["NamespacedCalls", "is_namespaced"]
@@ -65,9 +64,7 @@ class NamespacedCalls:
                 self._private = NetnsExecutors(workers=workers, thread_name_prefix="gss-netns")
             return self._private
 
-    def executor_for(
-        self, service: Service, peer: Peer, config: Config
-    ) -> concurrent.futures.Executor | None:
+    def executor_for(self, service: Service, peer: Peer, config: Config) -> Executor | None:
         """The executor for this call; None: the engine's own threads.
 
         Raises `NetnsError` when the namespace executors cannot be used (shut
@@ -83,7 +80,7 @@ class NamespacedCalls:
 
     @staticmethod
     async def run(
-        executor: concurrent.futures.Executor,
+        executor: Executor,
         fn: Callable[_P, _T],
         *args: _P.args,
         **kwargs: _P.kwargs,
@@ -91,10 +88,9 @@ class NamespacedCalls:
         """`fn(*args, **kwargs)` on `executor`.
 
         A worker that could not enter its namespace raises
-        `concurrent.futures.BrokenExecutor` here.
+        `executors.BrokenExecutorError` here.
         """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+        return await executor.run(functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
         """Shut our private executors down (the shared ones are the server's)."""

@@ -5,29 +5,31 @@ namespaced service must run on a thread that is itself in that namespace.
 `setns` moves only the calling thread, so each executor's initializer enters
 its namespace once per worker thread, and the event-loop thread never moves.
 
-Usage from the server or the GSS layer::
+Each is a `gssproxy_py.executors.Executor` named `<prefix>-<namespace>`
+whose initializer is the `setns`. Usage from the server or the GSS layer::
 
     executors = NetnsExecutors(workers=settings.worker_threads)
     pool = executors.executor_for(service_netns_name)  # None: our own netns
-    result = await loop.run_in_executor(pool, blocking_call, *args)
+    result = await pool.run(functools.partial(blocking_call, *args))
     ...
     executors.shutdown()
 
 A worker that cannot enter its namespace breaks its executor (pending and
-future submissions fail with `BrokenThreadPool`): work is never run in the
-wrong namespace. A name whose namespace was deleted and re-created gets a
+future submissions fail with `executors.BrokenExecutorError`, a
+`concurrent.futures.BrokenExecutor`): work is never run in the wrong
+namespace. A name whose namespace was deleted and re-created gets a
 fresh executor on the next `executor_for`, because executors are keyed by
 name and inode.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gssproxy_py.executors import Executor
 from gssproxy_py.netns.errors import NetnsError, NetnsNotFoundError
 from gssproxy_py.netns.named import NETNS_DIR, netns_path
 from gssproxy_py.netns.nsfs import (
@@ -43,7 +45,7 @@ DEFAULT_WORKERS = 1
 @dataclass(frozen=True, slots=True)
 class _Entry:
     inode: int
-    executor: concurrent.futures.ThreadPoolExecutor
+    executor: Executor
 
 
 class NetnsExecutors:
@@ -67,7 +69,7 @@ class NetnsExecutors:
         self._prefix = thread_name_prefix
         self._lock = threading.Lock()
         self._named: dict[str, _Entry] = {}
-        self._own: concurrent.futures.ThreadPoolExecutor | None = None
+        self._own: Executor | None = None
         self._closed = False
         # The namespace of the thread building us (the event loop's, i.e. the
         # daemon's own). The own-namespace executor re-enters it explicitly:
@@ -81,7 +83,7 @@ class NetnsExecutors:
         """The inode of the daemon's own network namespace."""
         return self._own_inode
 
-    def executor_for(self, netns: str | None) -> concurrent.futures.Executor:
+    def executor_for(self, netns: str | None) -> Executor:
         """The executor whose threads run in `netns` (a /run/netns name).
 
         None is the daemon's own namespace. Raises `NetnsNotFoundError` if
@@ -131,7 +133,7 @@ class NetnsExecutors:
         futures = [executor.submit(hold) for _ in range(self._workers)]
         return len({f.result(timeout) for f in futures})
 
-    def executor_for_inode(self, inode: int | None) -> concurrent.futures.Executor:
+    def executor_for_inode(self, inode: int | None) -> Executor:
         """The executor for the namespace a peer is in, given its inode.
 
         For a request of a service restricted with `netns = NAME ...` or
@@ -190,14 +192,8 @@ class NetnsExecutors:
             ex.shutdown(wait=wait)
         os.close(self._own_fd)
 
-    def _make(
-        self, initializer: Callable[[], None], label: str
-    ) -> concurrent.futures.ThreadPoolExecutor:
-        return concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._workers,
-            thread_name_prefix=f"{self._prefix}-{label}",
-            initializer=initializer,
-        )
+    def _make(self, initializer: Callable[[], None], label: str) -> Executor:
+        return Executor(f"{self._prefix}-{label}", self._workers, initializer=initializer)
 
     def _enter_own(self) -> None:
         setns_current_thread(self._own_fd)

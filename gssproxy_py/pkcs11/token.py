@@ -1,7 +1,8 @@
 """One PKCS#11 module on its own thread: sessions, logins, key lookup and
 signing, with recovery from lost sessions and removed tokens.
 
-`ModuleWorker` owns one loaded module and one thread; every PKCS#11 call
+`ModuleWorker` owns one loaded module and one thread (a one-thread, batched
+`executors.Executor`); every PKCS#11 call
 for that module runs on that thread (python-pkcs11 initialises modules
 without CKF_OS_LOCKING_OK, so calls must never overlap), and all the mutable
 state below is only touched there, so it needs no locks. The async side only
@@ -38,11 +39,8 @@ and the worker keeps serving everyone else.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +49,7 @@ from typing import Final, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gssproxy_py.executors import Executor
 from gssproxy_py.pkcs11.adapter import (
     Library,
     ObjectClass,
@@ -175,31 +174,6 @@ class _WorkerState:
     resolved: dict[tuple[str, Pkcs11Uri], _Resolved] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class _Job:
-    """Work for the module thread; `future` (on `loop`) gets the outcome,
-    or, without one, a failure is logged."""
-
-    fn: Callable[..., object]
-    args: tuple[object, ...]
-    loop: asyncio.AbstractEventLoop | None = None
-    future: asyncio.Future[object] | None = None
-
-
-_Outcome = tuple["asyncio.Future[object]", object, BaseException | None]
-
-
-def _deliver(outcomes: list[_Outcome]) -> None:
-    """On the event loop: settle the futures of one batch."""
-    for future, result, error in outcomes:
-        if future.done():  # the caller gave up (a call deadline)
-            continue
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
-
-
 class ModuleWorker:
     """One module, one thread. Methods not starting with `async` or `run`
     must only be called on the worker thread (through `run`)."""
@@ -209,28 +183,23 @@ class ModuleWorker:
         self._loader = loader
         name = path.rsplit("/", 1)[-1]
         self._s = _WorkerState()
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # One thread, batched: the module's calls never overlap, and the
+        # results of everything queued at once go back in one wake-up.
+        self._executor = Executor(f"pkcs11-{name}", 1, batch=True)
         self._retired = False
-        # A daemon thread, so that a process that never retires its workers
-        # can still exit; retire() and join() are the orderly end.
-        self._thread = threading.Thread(target=self._main, name=f"pkcs11-{name}", daemon=True)
-        self._thread.start()
 
     # -- async side --------------------------------------------------------
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         if self._retired:
             raise RuntimeError(f"the worker of {self.path} is retired")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[object] = loop.create_future()
-        self._jobs.put(_Job(fn, args, loop, future))
-        return await future  # type: ignore[return-value]
+        return await self._executor.run(functools.partial(fn, *args))
 
     def submit(self, fn: Callable[..., object], *args: object) -> None:
         """Queue work without waiting (startup warm-up, reload, shutdown)."""
         if self._retired:
             raise RuntimeError(f"the worker of {self.path} is retired")
-        self._jobs.put(_Job(fn, args))
+        self._executor.post(fn, *args)
 
     def retire(self) -> None:
         """Close sessions and unload after queued work, then end the thread."""
@@ -238,50 +207,11 @@ class ModuleWorker:
             return
         self.submit(self.shutdown)
         self._retired = True
-        self._jobs.put(None)
+        self._executor.shutdown(wait=False)
 
     def join(self) -> None:
         """Wait for the thread after retire()."""
-        self._thread.join()
-
-    # -- the thread --------------------------------------------------------
-
-    def _main(self) -> None:
-        jobs = self._jobs
-        while True:
-            batch = [jobs.get()]
-            while True:  # everything queued meanwhile, in order
-                try:
-                    batch.append(jobs.get_nowait())
-                except queue.Empty:
-                    break
-            outcomes: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-            stop = False
-            for job in batch:
-                if job is None:
-                    stop = True
-                    break
-                if job.future is None or job.loop is None:
-                    self._logged(job.fn, *job.args)
-                    continue
-                try:
-                    outcome: _Outcome = (job.future, job.fn(*job.args), None)
-                except BaseException as e:
-                    outcome = (job.future, None, e)
-                outcomes.setdefault(job.loop, []).append(outcome)
-            for loop, done in outcomes.items():
-                # A closed loop has nobody waiting any more.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_deliver, done)
-            if stop:
-                return
-
-    @staticmethod
-    def _logged(fn: Callable[..., object], *args: object) -> None:
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("pkcs11: background task %s failed", getattr(fn, "__name__", fn))
+        self._executor.join()
 
     # -- lifecycle (worker thread) -----------------------------------------
 
