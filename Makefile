@@ -15,7 +15,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 IDL     := $(wildcard idl/*.x)
 STUBS   := $(patsubst idl/%.x,gssproxy_py/proto/%.py,$(IDL))
 
-.PHONY: help deps apt run test unit pytest lint stubs fuzz bench kernel-test clean
+.PHONY: help deps apt run test unit pytest lint stubs docs fuzz bench kernel-test clean
 
 help:
 	@echo "make run     start a throwaway realm and the daemon; show a real client through it"
@@ -23,6 +23,7 @@ help:
 	@echo "make kernel-test  only the real-kernel test: nfsd's upcall and a sec=krb5 NFS mount in a VM"
 	@echo "make bench   gssproxy-py against the C gssproxy, side by side"
 	@echo "make stubs   regenerate gssproxy_py/proto from idl/*.x"
+	@echo "make docs    regenerate the option reference in docs/CONFIG.md"
 	@echo "make fuzz    run the decoder fuzz targets for longer"
 	@echo "make lint    ruff and mypy --strict"
 
@@ -66,6 +67,9 @@ stubs: $(STAMP)
 	    echo "xdrgen $$x -> $$out"; \
 	    $(PY) -m gssproxy_py.xdrgen $$x -o $$out || exit 1; \
 	done
+
+docs: $(STAMP)
+	$(PY) -m gssproxy_py.config.reference --write docs/CONFIG.md
 
 fuzz: deps
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} $(PY) -m pytest -q tests/fuzz

@@ -1,11 +1,12 @@
 """The config layer: gssproxy.conf parsing and validation, the service model,
 and matching a peer to a service (pure stdlib; see docs/ARCHITECTURE.md).
 
-Modules: `ini` (the INI reader and merge rules), `options` (option
-validation, `check_services`), `load` (which files are read), `model` (the
-frozen values), `flags` (`filter_flags`/`enforce_flags`), `expand`
-(`%U`/`%u` in `cred_store`), `match` (peer → service), `peer` (the peer's
-identity).
+Modules: `ini` (the INI reader and merge rules), `options` (the option
+table, one row per option, and `check_services`), `values` (the kinds of
+value: parsers and their descriptions), `reference` (docs/CONFIG.md from the
+table), `load` (which files are read), `model` (the frozen values), `flags`
+(`filter_flags`/`enforce_flags`), `expand` (`%U`/`%u` in `cred_store`),
+`match` (peer → service), `peer` (the peer's identity).
 """
 
 from __future__ import annotations

@@ -1,7 +1,16 @@
-"""Turning INI sections into `GlobalSettings` and `Service` values.
+"""The option table, and turning INI sections into `GlobalSettings` and `Service`.
 
-Every option is validated here, and every error names the file, line and
-option. Differences from gssproxy, all on purpose:
+Every option gssproxy-py reads is one `Option` row in `OPTIONS`: its name,
+section, kind of value (`values.py`: parser, what it accepts, how a value is
+written), the model field it fills, a one-line help text, an example, and how
+the C gssproxy reads it when that differs. Parsing, validation, the
+unknown-option warnings, the repeat check, docs/CONFIG.md (`reference.py`) and
+`check-config` all derive from the rows; the default is the model field's
+default (`model.py`), so it is written once. Adding an option is one row here
+plus the field it fills; docs/ARCHITECTURE.md lists the steps.
+
+Every error names the file, line and option. Differences from gssproxy, all on
+purpose:
 
 * A single-valued option repeated in one section is an error naming both
   lines. libini would accept the repeat (`INI_MV1S_ALLOW`) and gssproxy would
@@ -15,92 +24,351 @@ option. Differences from gssproxy, all on purpose:
 * Flag lists reject items gssproxy would skip (see `flags.py`).
 * Unknown options are warnings, as in gssproxy (which never looks at them),
   but we report them with their location.
+
+Rows are read in table order, so the first error reported is that of the
+earliest row, and a later row overrides an earlier one that fills the same
+field (`debug_level` over `debug`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
-import pwd
-import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
-from gssproxy_py.config.expand import check_template
-from gssproxy_py.config.flags import (
-    DEFAULT_ENFORCE_FLAGS,
-    DEFAULT_FILTER_FLAGS,
-    parse_flags,
-)
-from gssproxy_py.config.ini import IniEntry, IniSection
+from gssproxy_py.config import values as v
+from gssproxy_py.config.flags import DEFAULT_ENFORCE_FLAGS, DEFAULT_FILTER_FLAGS
+from gssproxy_py.config.ini import GLOBAL_SECTION, IniEntry, IniSection
 from gssproxy_py.config.model import (
-    DEFAULT_CALL_TIMEOUT,
-    DEFAULT_MAX_CALLS_PER_CONNECTION,
-    DEFAULT_MAX_RECORD_SIZE,
-    DEFAULT_MIN_LIFETIME,
-    DEFAULT_STATE_DIR,
-    DEFAULT_USE_GSS_PROXY_FILE,
-    DEFAULT_WORKER_THREADS,
     MAX_MAX_RECORD_SIZE,
     MIN_MAX_RECORD_SIZE,
     Config,
-    CredUsage,
     GlobalSettings,
-    Mech,
     OptionOrigin,
-    PinSource,
-    PinSourceKind,
-    SelinuxContext,
     Service,
 )
 from gssproxy_py.errors import ConfigError
 
-GLOBAL_OPTIONS = frozenset(
-    {
+
+class Section(StrEnum):
+    """Which section an option belongs in (the value is how docs show it)."""
+
+    GLOBAL = "[gssproxy]"
+    SERVICE = "[service/NAME]"
+
+
+class Source(StrEnum):
+    """Who defines an option."""
+
+    GSSPROXY = "gssproxy"  # the C gssproxy reads it too
+    GSSPROXY_PY = "gssproxy-py"  # ours: the C gssproxy ignores it (unknown option)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One configuration option.
+
+    `fields` are the model attributes the value fills (default: the option's
+    own name); an option filling two fields parses to a tuple of two values.
+    `unset` says what leaving the option out means when the model default is
+    no value. `c_reads` adds, to the kind's own note, how the C gssproxy
+    reads this option differently.
+    """
+
+    name: str
+    section: Section
+    kind: v.Kind
+    help: str
+    example: str
+    fields: tuple[str, ...] = ()
+    multi: bool = False
+    required: bool = False
+    source: Source = Source.GSSPROXY
+    unset: str = ""
+    c_reads: str = ""
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The model attributes this option fills."""
+        return self.fields or (self.name,)
+
+    @property
+    def model(self) -> type[GlobalSettings] | type[Service]:
+        return GlobalSettings if self.section is Section.GLOBAL else Service
+
+    def default(self) -> Any:
+        """The model's default for the fields this option fills."""
+        by_name = {f.name: f.default for f in dataclasses.fields(self.model)}
+        found = tuple(by_name[t] for t in self.targets)
+        return found[0] if len(found) == 1 else found
+
+    def default_text(self) -> str:
+        """The default as it would be written in the file, or what unset means."""
+        if self.required:
+            return "(required)"
+        value = self.default()
+        shown = "" if self.multi or value is None else self.kind.show(value)
+        return shown or f"({self.unset or 'unset'})"
+
+    def c_differences(self) -> tuple[str, ...]:
+        """How the C gssproxy reads this option differently, one sentence each."""
+        if self.source is Source.GSSPROXY_PY:
+            return ("does not know this option and ignores it",)
+        notes = [n for n in (self.kind.c_reads, self.c_reads) if n]
+        if not self.multi:
+            notes.append(C_READS_REPEAT)
+        return tuple(notes)
+
+
+# How the C gssproxy reads any single-valued option given twice in a section.
+C_READS_REPEAT = "uses the first value when the option is repeated in a section"
+
+G, S = Section.GLOBAL, Section.SERVICE
+OURS = Source.GSSPROXY_PY
+
+# The table. Order matters: rows are read in this order (first error wins,
+# later rows override earlier ones that fill the same field), and
+# docs/CONFIG.md lists them in it. Add a new option at the end of its section.
+OPTIONS: tuple[Option, ...] = (
+    # --- [gssproxy] ---
+    Option(
         "debug",
+        G,
+        v.DEBUG_SWITCH,
+        "turn on debug logging at level 1",
+        "yes",
+        fields=("debug_level",),
+    ),
+    Option(
         "debug_level",
-        "syslog_status",
+        G,
+        v.integer(0),
+        "how much to log: 1 a line per connection and call, 2 also decoded requests and "
+        "policy decisions, 3 everything including secrets (test systems only); overrides debug",
+        "2",
+    ),
+    Option("syslog_status", G, v.BOOLEAN, "log every failed GSS call's status to syslog", "yes"),
+    Option(
         "run_as_user",
+        G,
+        v.TEXT,
+        "user to switch to once the sockets exist",
+        "gssproxy",
+        unset="stay root",
+    ),
+    Option(
         "worker threads",
+        G,
+        v.integer(1),
+        "threads for GSS work that may wait (KDC, NSS, slow credential stores)",
+        "8",
+        fields=("worker_threads",),
+    ),
+    Option(
         "state_dir",
+        G,
+        v.ABSOLUTE_PATH,
+        "directory of handle-keys, the root-only key file for credential handles",
+        "/var/lib/gssproxy-py",
+        source=OURS,
+    ),
+    Option(
         "max_record_size",
+        G,
+        v.integer(MIN_MAX_RECORD_SIZE, MAX_MAX_RECORD_SIZE),
+        "largest RPC record accepted or sent, in bytes (gssproxy: fixed 1 MiB)",
+        "65536",
+        source=OURS,
+    ),
+    Option(
         "max_calls_per_connection",
+        G,
+        v.integer(1),
+        "calls from one connection processed at the same time (gssproxy: 1)",
+        "4",
+        source=OURS,
+    ),
+    Option(
         "call_timeout",
+        G,
+        v.SECONDS,
+        "deadline for one call, answered SYSTEM_ERR when passed "
+        "(below the interposer's 15 s resend)",
+        "5",
+        source=OURS,
+    ),
+    Option(
         "use_gss_proxy_file",
-    }
-)
-
-SERVICE_BOOL_OPTIONS = (
-    "allow_any_uid",
-    "trusted",
-    "impersonate",
-    "allow_protocol_transition",
-    "allow_constrained_delegation",
-    "allow_client_ccache_sync",
-    "kernel_nfsd",
-)
-
-SERVICE_MULTI_OPTIONS = frozenset({"cred_store", "pkcs11_uri"})
-
-SERVICE_OPTIONS = frozenset(
-    {
-        "euid",
-        "mechs",
+        G,
+        v.ABSOLUTE_PATH,
+        "the kernel's upcall switch, written for services with kernel_nfsd",
+        "/proc/net/rpc/use-gss-proxy",
+        source=OURS,
+    ),
+    # --- [service/NAME] ---
+    Option("euid", S, v.USER, "the uid a caller must have to use this service", "0", required=True),
+    Option("mechs", S, v.MECHS, "mechanisms the service offers", "krb5", required=True),
+    Option(
         "cred_store",
+        S,
+        v.CRED_STORE,
+        "where credentials come from; repeat the option for several entries",
+        "keytab:/etc/krb5.keytab",
+        multi=True,
+        unset="none: the Kerberos library's defaults",
+    ),
+    Option(
         "krb5_principal",
+        S,
+        v.TEXT,
+        "principal to use from the service keytab when the caller names none",
+        "nfs/server.example.com@EXAMPLE.COM",
+        unset="none",
+    ),
+    Option(
         "cred_usage",
+        S,
+        v.CRED_USAGE,
+        "which credentials callers may use: to initiate, to accept, or both",
+        "accept",
+    ),
+    Option(
         "socket",
+        S,
+        v.SOCKET,
+        "serve this service on its own socket",
+        "/run/gssproxy.sock",
+        unset="the default socket (-s)",
+    ),
+    Option(
         "program",
+        S,
+        v.PROGRAM,
+        "serve only callers running this executable (/proc/PID/exe)",
+        "/usr/sbin/rpc.gssd",
+        unset="any program",
+    ),
+    Option(
         "selinux_context",
-        *SERVICE_BOOL_OPTIONS,
+        S,
+        v.SELINUX_CONTEXT,
+        "serve only callers with this SELinux context (deprecated in gssproxy)",
+        "system_u:system_r:gssd_t:s0",
+        unset="any context",
+    ),
+    Option("allow_any_uid", S, v.BOOLEAN, "serve callers of any uid, not only euid", "yes"),
+    Option(
+        "trusted",
+        S,
+        v.BOOLEAN,
+        "callers may name another uid and use the service keytab",
+        "yes",
+    ),
+    Option(
+        "impersonate",
+        S,
+        v.BOOLEAN,
+        "initiate for a user with the service key by S4U2Self (and S4U2Proxy)",
+        "yes",
+    ),
+    Option(
+        "allow_protocol_transition",
+        S,
+        v.BOOLEAN,
+        "callers may ask for S4U2Self (acquire_type impersonate_name)",
+        "yes",
+    ),
+    Option(
+        "allow_constrained_delegation",
+        S,
+        v.BOOLEAN,
+        "impersonator credentials may be used for S4U2Proxy to other targets",
+        "yes",
+    ),
+    Option(
+        "allow_client_ccache_sync",
+        S,
+        v.BOOLEAN,
+        "send refreshed credentials back to the client (sync_creds)",
+        "yes",
+    ),
+    Option(
+        "kernel_nfsd",
+        S,
+        v.BOOLEAN,
+        "enable the kernel's nfsd upcall (writes use_gss_proxy_file)",
+        "yes",
+    ),
+    Option(
         "filter_flags",
+        S,
+        v.flags(DEFAULT_FILTER_FLAGS),
+        "GSS flags removed from the flags a caller asks for when initiating",
+        "-DELEGATE +ANONYMOUS",
+    ),
+    Option(
         "enforce_flags",
+        S,
+        v.flags(DEFAULT_ENFORCE_FLAGS),
+        "GSS flags added to the flags a caller asks for when initiating",
+        "+MUTUAL_AUTH",
+        unset="none",
+    ),
+    Option(
         "min_lifetime",
+        S,
+        v.integer(0),
+        "seconds a cached credential must still be valid to be used",
+        "60",
+    ),
+    Option(
         "netns",
+        S,
+        v.NETNS,
+        "serve only callers in these named network namespaces, and work inside them",
+        "red blue",
+        fields=("netns", "netns_all"),
+        source=OURS,
+        unset="any namespace, work in the daemon's",
+    ),
+    Option(
         "pkcs11_module",
+        S,
+        v.ABSOLUTE_PATH,
+        "PKCS#11 module holding the service's token keys",
+        "/usr/lib/softhsm/libsofthsm2.so",
+        source=OURS,
+        unset="none",
+    ),
+    Option(
         "pkcs11_uri",
+        S,
+        v.PKCS11_URI,
+        "token keys callers may use; repeat the option for several",
+        "pkcs11:token=nfs;object=signing-key",
+        fields=("pkcs11_uris",),
+        multi=True,
+        source=OURS,
+        unset="none",
+    ),
+    Option(
         "pkcs11_pin",
-    }
+        S,
+        v.PIN_SOURCE,
+        "where the token PIN is read from (never the PIN itself)",
+        "keyring:gssproxy:nfs-token",
+        source=OURS,
+        unset="no login",
+    ),
 )
+
+GLOBAL_OPTIONS = frozenset(o.name for o in OPTIONS if o.section is Section.GLOBAL)
+SERVICE_OPTIONS = frozenset(o.name for o in OPTIONS if o.section is Section.SERVICE)
+_SERVICE_MULTI = frozenset(o.name for o in OPTIONS if o.section is Section.SERVICE and o.multi)
 
 # Options gssproxy removed; it refuses to start when it sees them.
 REMOVED_OPTIONS: dict[str, str] = {
@@ -108,23 +376,6 @@ REMOVED_OPTIONS: dict[str, str] = {
     "krb5_ccache": "ccache",
     "krb5_client_keytab": "client_keytab",
 }
-
-_TRUE_WORDS = frozenset({"1", "on", "true", "yes"})
-_FALSE_WORDS = frozenset({"0", "off", "false", "no"})
-_UINT = re.compile(r"[0-9]+")
-_UDECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
-_LIST_SPLIT = re.compile(r"[,\s]+")
-_CRED_STORE_KEY = re.compile(r"[A-Za-z0-9_.-]+")
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}")
-# uid_t is 32 bits and (uid_t)-1 means "no uid".
-_MAX_UID = 2**32 - 2
-# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
-_MAX_SOCKET_PATH = 107
-_NETNS_ALL = "all"
-
-
-def _error(entry: IniEntry, message: str) -> ConfigError:
-    return ConfigError(message, file=entry.file, line=entry.line, option=entry.key)
 
 
 class _SectionReader:
@@ -146,7 +397,7 @@ class _SectionReader:
                 continue
             first = first_seen.setdefault(entry.key, entry)
             if first is not entry:
-                raise _error(
+                raise v.error(
                     entry,
                     f"set again in [{section.name}]; first set at {first.where} "
                     "(this option takes one value per section)",
@@ -180,6 +431,30 @@ class _SectionReader:
             )
         return entry
 
+    def read(self, option: Option) -> tuple[bool, Any]:
+        """Whether `option` is set here, and its parsed value."""
+        if option.multi:
+            entries = self.many(option.name)
+            parsed = tuple(option.kind.parse(e, self.warnings) for e in entries)
+            return bool(entries), parsed
+        entry = self.required(option.name) if option.required else self.single(option.name)
+        if entry is None:
+            return False, None
+        return True, option.kind.parse(entry, self.warnings)
+
+    def read_all(self, options: Iterable[Option]) -> dict[str, Any]:
+        """Model keyword arguments for every option set in the section."""
+        fields: dict[str, Any] = {}
+        for option in options:
+            present, value = self.read(option)
+            if not present:
+                continue
+            if len(option.targets) == 1:
+                fields[option.targets[0]] = value
+            else:
+                fields.update(zip(option.targets, value, strict=True))
+        return fields
+
     def warn_unknown(self, other_scope: frozenset[str], other_name: str) -> None:
         for key in self.section.option_names():
             if key in self.known:
@@ -197,284 +472,44 @@ class _SectionReader:
     @staticmethod
     def _check_nonempty(entry: IniEntry) -> None:
         if not entry.value:
-            raise _error(entry, "empty value")
+            raise v.error(entry, "empty value")
 
 
-def parse_bool(entry: IniEntry) -> bool:
-    word = entry.value.lower()
-    if word in _TRUE_WORDS:
-        return True
-    if word in _FALSE_WORDS:
-        return False
-    raise _error(
-        entry, f"expected a boolean (yes/no, true/false, on/off, 1/0), got {entry.value!r}"
-    )
-
-
-def _parse_int(entry: IniEntry, minimum: int, maximum: int | None = None) -> int:
-    if not _UINT.fullmatch(entry.value):
-        raise _error(entry, f"expected a non-negative integer, got {entry.value!r}")
-    number = int(entry.value)
-    if number < minimum or (maximum is not None and number > maximum):
-        bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise _error(entry, f"must be {bound}, got {number}")
-    return number
-
-
-def _parse_seconds(entry: IniEntry) -> float:
-    if not _UDECIMAL.fullmatch(entry.value):
-        raise _error(entry, f"expected a number of seconds, got {entry.value!r}")
-    seconds = float(entry.value)
-    if seconds <= 0:
-        raise _error(entry, "must be greater than 0")
-    return seconds
-
-
-def _parse_abs_path(entry: IniEntry) -> str:
-    if not entry.value.startswith("/"):
-        raise _error(entry, f"must be an absolute path, got {entry.value!r}")
-    return entry.value
-
-
-def _parse_list(entry: IniEntry) -> list[str]:
-    return [item for item in _LIST_SPLIT.split(entry.value) if item]
+def options_of(section: Section) -> tuple[Option, ...]:
+    """The rows of one section, in table order."""
+    return tuple(o for o in OPTIONS if o.section is section)
 
 
 def parse_global_section(section: IniSection) -> tuple[GlobalSettings, list[str]]:
     """Build `GlobalSettings` from the `[gssproxy]` section."""
     r = _SectionReader(section, GLOBAL_OPTIONS)
     r.warn_unknown(SERVICE_OPTIONS | frozenset(REMOVED_OPTIONS), "service")
-
-    debug_level = 0
-    if (e := r.single("debug")) is not None and parse_bool(e):
-        debug_level = 1
-    # As in gssproxy, an explicit debug_level overrides `debug`.
-    if (e := r.single("debug_level")) is not None:
-        debug_level = _parse_int(e, 0)
-    syslog_status = (e := r.single("syslog_status")) is not None and parse_bool(e)
-    run_as_user = e.value if (e := r.single("run_as_user")) is not None else None
-    worker_threads = DEFAULT_WORKER_THREADS
-    if (e := r.single("worker threads")) is not None:
-        worker_threads = _parse_int(e, 1)
-    state_dir = DEFAULT_STATE_DIR
-    if (e := r.single("state_dir")) is not None:
-        state_dir = _parse_abs_path(e)
-    max_record_size = DEFAULT_MAX_RECORD_SIZE
-    if (e := r.single("max_record_size")) is not None:
-        max_record_size = _parse_int(e, MIN_MAX_RECORD_SIZE, MAX_MAX_RECORD_SIZE)
-    max_calls = DEFAULT_MAX_CALLS_PER_CONNECTION
-    if (e := r.single("max_calls_per_connection")) is not None:
-        max_calls = _parse_int(e, 1)
-    call_timeout = DEFAULT_CALL_TIMEOUT
-    if (e := r.single("call_timeout")) is not None:
-        call_timeout = _parse_seconds(e)
-    use_file = DEFAULT_USE_GSS_PROXY_FILE
-    if (e := r.single("use_gss_proxy_file")) is not None:
-        use_file = _parse_abs_path(e)
-
-    settings = GlobalSettings(
-        debug_level=debug_level,
-        syslog_status=syslog_status,
-        run_as_user=run_as_user,
-        worker_threads=worker_threads,
-        state_dir=state_dir,
-        max_record_size=max_record_size,
-        max_calls_per_connection=max_calls,
-        call_timeout=call_timeout,
-        use_gss_proxy_file=use_file,
-        origins=tuple(r.origins),
-    )
-    return settings, r.warnings
+    fields = r.read_all(options_of(Section.GLOBAL))
+    return GlobalSettings(**fields, origins=tuple(r.origins)), r.warnings
 
 
-def _parse_euid(entry: IniEntry) -> int:
-    if _UINT.fullmatch(entry.value):
-        uid = int(entry.value)
-        if uid > _MAX_UID:
-            raise _error(entry, f"uid {uid} is out of range")
-        return uid
-    try:
-        return pwd.getpwnam(entry.value).pw_uid
-    except KeyError:
-        raise _error(entry, f"unknown user {entry.value!r}") from None
-
-
-def _parse_mechs(entry: IniEntry) -> tuple[Mech, ...]:
-    mechs: list[Mech] = []
-    for name in _parse_list(entry):
-        try:
-            mech = Mech(name)
-        except ValueError:
-            known = ", ".join(m.value for m in Mech)
-            raise _error(entry, f"unknown mechanism {name!r}; known: {known}") from None
-        if mech not in mechs:
-            mechs.append(mech)
-    return tuple(mechs)
-
-
-def _parse_cred_store(entry: IniEntry) -> tuple[str, str]:
-    key, sep, value = entry.value.partition(":")
-    key, value = key.strip(), value.strip()
-    if not sep:
-        raise _error(entry, f"expected KEY:VALUE, no ':' in {entry.value!r}")
-    if not key or not value:
-        raise _error(entry, f"expected KEY:VALUE with both parts non-empty, got {entry.value!r}")
-    if not _CRED_STORE_KEY.fullmatch(key):
-        raise _error(entry, f"invalid cred_store key {key!r}")
-    try:
-        check_template(value)
-    except ConfigError as exc:
-        raise _error(entry, exc.message) from None
-    return key, value
-
-
-def _parse_cred_usage(entry: IniEntry) -> CredUsage:
-    try:
-        return CredUsage[entry.value.upper()]
-    except KeyError:
-        raise _error(entry, f"expected initiate, accept or both, got {entry.value!r}") from None
-
-
-def _parse_socket(entry: IniEntry) -> str:
-    path = os.path.normpath(_parse_abs_path(entry))
-    if len(path.encode()) > _MAX_SOCKET_PATH:
-        raise _error(entry, f"socket path is longer than {_MAX_SOCKET_PATH} bytes")
-    return path
-
-
-def _parse_program(entry: IniEntry, warnings: list[str]) -> str:
-    path = _parse_abs_path(entry)
-    if "|" in path:
-        raise _error(entry, "must not contain '|'")
-    if os.path.normpath(path) != path:
-        warnings.append(
-            f"{entry.where}: option 'program': {path!r} is not in canonical form; it is "
-            "compared with the resolved path of the client executable and may never match"
-        )
-    return path
-
-
-def _parse_selinux(entry: IniEntry) -> SelinuxContext:
-    ctx = SelinuxContext.parse(entry.value)
-    if ctx is None:
-        raise _error(entry, f"expected user:role:type[:range], got {entry.value!r}")
-    return ctx
-
-
-def _parse_flag_option(entry: IniEntry, initial: int) -> int:
-    try:
-        return parse_flags(entry.value, initial)
-    except ConfigError as exc:
-        raise _error(entry, exc.message) from None
-
-
-def _parse_netns(entry: IniEntry) -> tuple[tuple[str, ...], bool]:
-    names = _parse_list(entry)
-    if _NETNS_ALL in names:
-        if len(names) > 1:
-            raise _error(entry, "'all' cannot be combined with namespace names")
-        return (), True
-    for name in names:
-        if "/" in name or name in (".", "..") or len(name.encode()) > 255:
-            raise _error(entry, f"invalid network namespace name {name!r}")
-    return tuple(dict.fromkeys(names)), False
-
-
-def _parse_pkcs11_uri(entry: IniEntry) -> str:
-    if not entry.value.startswith("pkcs11:"):
-        raise _error(entry, "must be a PKCS#11 URI starting with 'pkcs11:'")
-    return entry.value
-
-
-def _parse_pin_source(entry: IniEntry) -> PinSource:
-    # The value might be a PIN typed in by mistake: never echo it back,
-    # only a scheme-looking prefix.
-    scheme, sep, location = entry.value.partition(":")
-    expected = "expected keyring:DESCRIPTION or file:PATH"
-    if not sep:
-        raise _error(entry, f"{expected} (no scheme given)")
-    try:
-        kind = PinSourceKind(scheme)
-    except ValueError:
-        shown = f"'{scheme}'" if _SCHEME.fullmatch(scheme) else "not recognised"
-        raise _error(entry, f"{expected} (scheme {shown})") from None
-    if not location:
-        raise _error(entry, f"{expected} ({kind.value}: needs a value)")
-    if kind is PinSourceKind.FILE and not location.startswith("/"):
-        raise _error(entry, "file: PIN source must be an absolute path")
-    return PinSource(kind, location)
+def _refuse_removed(section: IniSection) -> None:
+    for removed, store_key in REMOVED_OPTIONS.items():
+        if entries := section.get(removed):
+            path = entries[0].value or "PATH"
+            raise v.error(
+                entries[0], f"{removed} has been removed; use cred_store = {store_key}:{path}"
+            )
 
 
 def parse_service_section(section: IniSection) -> tuple[Service, list[str]]:
     """Build a `Service` from one `[service/NAME]` section."""
     name = section.service_name
     assert name is not None
-    for removed, store_key in REMOVED_OPTIONS.items():
-        if entries := section.get(removed):
-            path = entries[0].value or "PATH"
-            raise _error(
-                entries[0], f"{removed} has been removed; use cred_store = {store_key}:{path}"
-            )
-    r = _SectionReader(section, SERVICE_OPTIONS, SERVICE_MULTI_OPTIONS)
-    r.warn_unknown(GLOBAL_OPTIONS, "[gssproxy]")
-
-    euid = _parse_euid(r.required("euid"))
-    mechs = _parse_mechs(r.required("mechs"))
-    cred_store = tuple(_parse_cred_store(e) for e in r.many("cred_store"))
-    principal = e.value if (e := r.single("krb5_principal")) is not None else None
-    cred_usage = CredUsage.BOTH
-    if (e := r.single("cred_usage")) is not None:
-        cred_usage = _parse_cred_usage(e)
-    socket = _parse_socket(e) if (e := r.single("socket")) is not None else None
-    program = _parse_program(e, r.warnings) if (e := r.single("program")) is not None else None
-    selinux = _parse_selinux(e) if (e := r.single("selinux_context")) is not None else None
-    bools = {
-        opt: (e := r.single(opt)) is not None and parse_bool(e) for opt in SERVICE_BOOL_OPTIONS
-    }
-    filter_flags = DEFAULT_FILTER_FLAGS
-    if (e := r.single("filter_flags")) is not None:
-        filter_flags = _parse_flag_option(e, DEFAULT_FILTER_FLAGS)
-    enforce_flags = DEFAULT_ENFORCE_FLAGS
-    if (e := r.single("enforce_flags")) is not None:
-        enforce_flags = _parse_flag_option(e, DEFAULT_ENFORCE_FLAGS)
-    min_lifetime = DEFAULT_MIN_LIFETIME
-    if (e := r.single("min_lifetime")) is not None:
-        min_lifetime = _parse_int(e, 0)
-    netns: tuple[str, ...] = ()
-    netns_all = False
-    if (e := r.single("netns")) is not None:
-        netns, netns_all = _parse_netns(e)
-    module = _parse_abs_path(e) if (e := r.single("pkcs11_module")) is not None else None
-    uris = tuple(_parse_pkcs11_uri(e) for e in r.many("pkcs11_uri"))
-    pin = _parse_pin_source(e) if (e := r.single("pkcs11_pin")) is not None else None
-
+    _refuse_removed(section)
+    r = _SectionReader(section, SERVICE_OPTIONS, _SERVICE_MULTI)
+    r.warn_unknown(GLOBAL_OPTIONS, f"[{GLOBAL_SECTION}]")
+    fields = r.read_all(options_of(Section.SERVICE))
     service = Service(
         name=name,
-        euid=euid,
-        mechs=mechs,
         file=section.file,
         line=section.line,
-        cred_store=cred_store,
-        krb5_principal=principal,
-        cred_usage=cred_usage,
-        socket=socket,
-        program=program,
-        selinux_context=selinux,
-        allow_any_uid=bools["allow_any_uid"],
-        trusted=bools["trusted"],
-        impersonate=bools["impersonate"],
-        allow_protocol_transition=bools["allow_protocol_transition"],
-        allow_constrained_delegation=bools["allow_constrained_delegation"],
-        allow_client_ccache_sync=bools["allow_client_ccache_sync"],
-        kernel_nfsd=bools["kernel_nfsd"],
-        filter_flags=filter_flags,
-        enforce_flags=enforce_flags,
-        min_lifetime=min_lifetime,
-        netns=netns,
-        netns_all=netns_all,
-        pkcs11_module=module,
-        pkcs11_uris=uris,
-        pkcs11_pin=pin,
+        **fields,
         origins=tuple(sorted(r.origins, key=lambda o: o.line)),
     )
     return service, r.warnings
