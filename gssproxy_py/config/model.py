@@ -22,6 +22,16 @@ DEFAULT_MAX_CALLS_PER_CONNECTION = 16
 DEFAULT_CALL_TIMEOUT = 10.0
 DEFAULT_USE_GSS_PROXY_FILE = "/proc/net/rpc/use-gss-proxy"
 DEFAULT_MIN_LIFETIME = 15
+# Tenant isolation (docs/RELIABILITY.md): far above what a busy NFS server
+# uses (the kernel holds one connection per network namespace, as root).
+DEFAULT_MAX_CONNECTIONS = 8192
+DEFAULT_MAX_CONNECTIONS_PER_UID = 512
+DEFAULT_FD_RESERVE = 128
+DEFAULT_RECORD_TIMEOUT = 15.0
+DEFAULT_IDLE_CONNECTION_TIMEOUT = 600.0
+DEFAULT_INPUT_BUDGET = 64 * 1024 * 1024
+DEFAULT_INPUT_BUDGET_PER_UID = 16 * 1024 * 1024
+DEFAULT_REFUSAL_LOG_INTERVAL = 10.0
 
 
 class CredUsage(IntEnum):
@@ -131,6 +141,22 @@ class GlobalSettings:
     * `use_gss_proxy_file` (absolute path): the kernel's enable file, written
       for services with `kernel_nfsd`; configurable because `/proc/net/rpc`
       may not exist (tests, containers).
+
+    Tenant isolation (docs/RELIABILITY.md):
+
+    * `max_connections` (≥ 1): connections of all non-root peers together.
+    * `max_connections_per_uid` (≥ 1): connections of one non-root uid.
+    * `fd_reserve` (≥ 16): descriptors that non-root connections leave free
+      for root, the kernel, keytabs and replay caches.
+    * `record_timeout` (seconds, > 0): a record that has started must be
+      complete within it, or the connection is closed.
+    * `idle_connection_timeout` (seconds, 0 = never): a connection with no
+      call in flight and nothing received for this long is closed.
+    * `input_budget` / `input_budget_per_uid` (bytes): partial records
+      buffered across all connections, and by one uid.
+    * `refusal_log_interval` (seconds, > 0): at most one line per interval
+      says a connection was refused (and one that a partial record was
+      dropped), with how many more were since.
     """
 
     debug_level: int = 0
@@ -142,6 +168,14 @@ class GlobalSettings:
     max_calls_per_connection: int = DEFAULT_MAX_CALLS_PER_CONNECTION
     call_timeout: float = DEFAULT_CALL_TIMEOUT
     use_gss_proxy_file: str = DEFAULT_USE_GSS_PROXY_FILE
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_uid: int = DEFAULT_MAX_CONNECTIONS_PER_UID
+    fd_reserve: int = DEFAULT_FD_RESERVE
+    record_timeout: float = DEFAULT_RECORD_TIMEOUT
+    idle_connection_timeout: float = DEFAULT_IDLE_CONNECTION_TIMEOUT
+    input_budget: int = DEFAULT_INPUT_BUDGET
+    input_budget_per_uid: int = DEFAULT_INPUT_BUDGET_PER_UID
+    refusal_log_interval: float = DEFAULT_REFUSAL_LOG_INTERVAL
     origins: tuple[OptionOrigin, ...] = ()
 
 

@@ -209,6 +209,75 @@ OPTIONS: tuple[Option, ...] = (
         "/proc/net/rpc/use-gss-proxy",
         source=OURS,
     ),
+    # Tenant isolation (docs/RELIABILITY.md).
+    Option(
+        "max_connections",
+        G,
+        v.integer(1),
+        "connections of all non-root peers together; root (the kernel, rpc.gssd) is not counted",
+        "4096",
+        source=OURS,
+    ),
+    Option(
+        "max_connections_per_uid",
+        G,
+        v.integer(1),
+        "connections of one non-root uid; beyond it a connection is closed at once",
+        "128",
+        source=OURS,
+    ),
+    Option(
+        "fd_reserve",
+        G,
+        v.integer(16),
+        "descriptors non-root connections leave free for root, the kernel, keytabs and "
+        "replay caches (the soft fd limit is raised to the hard one at start)",
+        "256",
+        source=OURS,
+    ),
+    Option(
+        "record_timeout",
+        G,
+        v.SECONDS,
+        "a record that has started must be complete within this, or the connection is closed",
+        "5",
+        source=OURS,
+    ),
+    Option(
+        "idle_connection_timeout",
+        G,
+        v.SECONDS_OR_OFF,
+        "close a connection with no call in flight and nothing received for this long "
+        "(clients reconnect)",
+        "3600",
+        source=OURS,
+    ),
+    Option(
+        "input_budget",
+        G,
+        v.integer(MIN_MAX_RECORD_SIZE),
+        "bytes of partial records buffered across all connections; beyond it the heaviest "
+        "uid's partial records are dropped first (never below max_record_size + 4)",
+        "33554432",
+        source=OURS,
+    ),
+    Option(
+        "input_budget_per_uid",
+        G,
+        v.integer(MIN_MAX_RECORD_SIZE),
+        "bytes of partial records one uid may have buffered (never below max_record_size + 4)",
+        "8388608",
+        source=OURS,
+    ),
+    Option(
+        "refusal_log_interval",
+        G,
+        v.SECONDS,
+        "at most one line per interval says a connection was refused (with uid, pid and "
+        "program) and one that a partial record was dropped",
+        "60",
+        source=OURS,
+    ),
     # --- [service/NAME] ---
     Option("euid", S, v.USER, "the uid a caller must have to use this service", "0", required=True),
     Option("mechs", S, v.MECHS, "mechanisms the service offers", "krb5", required=True),

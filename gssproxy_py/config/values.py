@@ -275,6 +275,21 @@ SECONDS = Kind(
     _parse_seconds,
     lambda seconds: f"{seconds:g}",
 )
+
+
+def _parse_seconds_or_off(entry: IniEntry, warnings: list[str]) -> float:
+    if _UINT.fullmatch(entry.value) and int(entry.value) == 0:
+        return 0.0
+    return _parse_seconds(entry, warnings)
+
+
+# A timeout that 0 turns off.
+SECONDS_OR_OFF = Kind(
+    "seconds",
+    "a decimal number of seconds, e.g. 2.5; 0 turns it off",
+    _parse_seconds_or_off,
+    lambda seconds: f"{seconds:g}",
+)
 ABSOLUTE_PATH = Kind("path", "an absolute path", _parse_abs_path)
 TEXT = Kind("string", "any non-empty text", lambda entry, _warnings: entry.value)
 USER = Kind(

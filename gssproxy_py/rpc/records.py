@@ -74,6 +74,11 @@ class RecordReader:
         """
         return bool(self._header or self._record or self._fragment_left is not None)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of the record being read held here (its fragments so far)."""
+        return len(self._header) + len(self._record)
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Take the next chunk of the stream; return the records it completed.
 

@@ -22,6 +22,16 @@ peer never affects another connection.
 
 When the peer shuts down its sending side, calls already received still get
 their replies; the connection closes once they are written.
+
+Tenant isolation (docs/RELIABILITY.md): the host may refuse a connection
+once its peer is known (`ConnectionHost.admit`); it is told how many bytes
+of a partial record are buffered whenever that changes
+(`ConnectionHost.input_buffered`, the global input budget); and it calls
+`check_timeouts` periodically, which closes a connection whose record has
+not completed within `record_timeout`, or that was idle (no call in
+flight, nothing received) for `idle_timeout`. The checks compare a count
+of records with the one seen at the previous check, so the path of a call
+reads no clock.
 """
 
 from __future__ import annotations
@@ -93,6 +103,15 @@ class ConnectionHost(Protocol):
 
     def connection_limits(self) -> ConnectionLimits: ...
 
+    def admit(self, conn: RpcConnection, peer: Peer) -> bool:
+        """Whether the peer may hold one more connection (a refusal is
+        logged by the host); `connection_opened` follows if it may."""
+        ...
+
+    def input_buffered(self, conn: RpcConnection, size: int) -> None:
+        """`conn` now buffers `size` bytes of a partial record."""
+        ...
+
     def connection_opened(self, conn: RpcConnection) -> None: ...
 
     def connection_closed(self, conn: RpcConnection) -> None: ...
@@ -124,6 +143,13 @@ class RpcConnection(asyncio.Protocol):
         self._stopped = False  # start no more calls: bad stream, shutdown or lost
         self._eof = False
         self._opened = False
+        #: records received so far, and bytes of a partial record buffered
+        self._records_seen = 0
+        self._buffered = 0
+        #: (records seen, time) when `check_timeouts` first saw the current
+        #: partial record, or the current idle spell
+        self._partial_mark: tuple[int, float] | None = None
+        self._idle_mark: tuple[int, float] | None = None
 
     # -- state for the host --------------------------------------------------
 
@@ -164,6 +190,10 @@ class RpcConnection(asyncio.Protocol):
             self._stopped = True
             self._transport.abort()
             return
+        if not self._host.admit(self, peer):
+            self._stopped = True
+            self._transport.abort()
+            return
         limits = self._host.connection_limits()
         self._reader = RecordReader(limits.max_record_size)
         self._window = CallWindow(limits.max_calls)
@@ -188,7 +218,12 @@ class RpcConnection(asyncio.Protocol):
         except RecordTooLargeError as exc:
             self._abandon(f"closing: {exc}")
             return
+        buffered = self._reader.buffered
+        if buffered != self._buffered:
+            self._buffered = buffered
+            self._host.input_buffered(self, buffered)
         if records:
+            self._records_seen += len(records)
             self._window.received(records)
             self._pump()
 
@@ -219,6 +254,47 @@ class RpcConnection(asyncio.Protocol):
             else:
                 self.log.info("closed")
             self._host.connection_closed(self)
+
+    # -- limits ------------------------------------------------------------------
+
+    @property
+    def peer_uid(self) -> int | None:
+        return None if self.info is None else self.info.peer.uid
+
+    def drop_partial_record(self, why: str) -> None:
+        """The input budget is spent: forget the partial record and close
+        (the stream cannot go on without the rest of the record)."""
+        self._buffered = 0
+        self._abandon(f"closing: {why}")
+
+    def check_timeouts(self, now: float, record_timeout: float, idle_timeout: float) -> None:
+        """Close if a partial record took longer than `record_timeout`, or
+        if idle for `idle_timeout` (0: never); called periodically."""
+        if self._stopped or self._transport is None or self._transport.is_closing():
+            return
+        seen = self._records_seen
+        if self._reader.pending:
+            self._idle_mark = None
+            mark = self._partial_mark
+            if mark is None or mark[0] != seen:
+                self._partial_mark = (seen, now)
+            elif now - mark[1] >= record_timeout:
+                self._abandon(
+                    f"closing: a record was not complete within {record_timeout:g}s "
+                    f"({self._reader.buffered} bytes received)"
+                )
+            return
+        self._partial_mark = None
+        if not idle_timeout or not self._window.idle or self._tasks:
+            self._idle_mark = None
+            return
+        mark = self._idle_mark
+        if mark is None or mark[0] != seen:
+            self._idle_mark = (seen, now)
+        elif now - mark[1] >= idle_timeout:
+            self.log.info("closing: idle for %gs", idle_timeout)
+            self._stopped = True
+            self.close()
 
     # -- calls ---------------------------------------------------------------------
 

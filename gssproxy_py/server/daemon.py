@@ -29,10 +29,20 @@ from typing import Any
 
 from gssproxy_py.config.load import load_config
 from gssproxy_py.config.model import Config
+from gssproxy_py.config.peer import Peer
 from gssproxy_py.errors import ConfigError, LocalError
 from gssproxy_py.rpc.dispatch import ProgramService
 from gssproxy_py.rpc.messages import Routed
 from gssproxy_py.server import calls
+from gssproxy_py.server.admission import (
+    Admission,
+    BudgetLimits,
+    ConnectionCaps,
+    InputBudget,
+    RateLimitedLog,
+    open_fd_count,
+    raise_fd_limit,
+)
 from gssproxy_py.server.calls import start_call
 from gssproxy_py.server.connection import ConnectionInfo, ConnectionLimits, RpcConnection
 from gssproxy_py.server.listeners import Listener, open_listener, socket_paths
@@ -53,6 +63,9 @@ _log = logging.getLogger(__name__)
 
 #: How long a stopping daemon waits for calls in flight.
 DEFAULT_SHUTDOWN_GRACE = 5.0
+#: How often connections are checked for slow records and idleness, at most.
+MAX_TIMEOUT_TICK = 5.0
+
 #: Kept importable here; the per-call code lives in `calls`.
 NETNS_RUN_DIR = calls.NETNS_RUN_DIR
 
@@ -96,6 +109,15 @@ class GssProxyServer:
         self._all_closed.set()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # Tenant isolation: caps per uid and in total, the input budget, and
+        # the periodic check of slow records and idle connections.
+        self._fd_limit, _ = raise_fd_limit()
+        self._fd_base = open_fd_count()
+        self._admission = Admission(self._caps(config))
+        self._budget: InputBudget[RpcConnection] = InputBudget(self._budget_limits(config))
+        self._refusal_log = RateLimitedLog(config.globals.refusal_log_interval)
+        self._budget_log = RateLimitedLog(config.globals.refusal_log_interval)
+        self._timeout_timer: asyncio.TimerHandle | None = None
         #: awaited with the new configuration after each successful reload
         self.reload_hooks: list[Callable[[Config], Awaitable[object]]] = []
 
@@ -117,12 +139,85 @@ class GssProxyServer:
         g = self._config.globals
         return ConnectionLimits(g.max_record_size, g.max_calls_per_connection)
 
+    def _caps(self, config: Config) -> ConnectionCaps:
+        g = config.globals
+        return ConnectionCaps(
+            max_connections=g.max_connections,
+            max_connections_per_uid=g.max_connections_per_uid,
+            fd_reserve=g.fd_reserve,
+            fd_capacity=self._fd_limit - self._fd_base,
+        )
+
+    @staticmethod
+    def _budget_limits(config: Config) -> BudgetLimits:
+        g = config.globals
+        # One whole record of the largest size must always fit.
+        floor = g.max_record_size + 4
+        return BudgetLimits(
+            total=max(g.input_budget, floor), per_uid=max(g.input_budget_per_uid, floor)
+        )
+
+    def admit(self, conn: RpcConnection, peer: Peer) -> bool:
+        refusal = self._admission.refusal(peer.uid)
+        if refusal is None:
+            self._admission.opened(peer.uid)
+            return True
+        suppressed = self._refusal_log.admit(asyncio.get_running_loop().time())
+        if suppressed is not None:
+            _log.warning(
+                "refused a connection on %s from pid %d uid %d program %s: %s%s",
+                conn.socket_path,
+                peer.pid,
+                peer.uid,
+                peer.program or "(unknown)",
+                refusal,
+                f" ({suppressed} more refused since the last such line)" if suppressed else "",
+            )
+        return False
+
+    def input_buffered(self, conn: RpcConnection, size: int) -> None:
+        uid = conn.peer_uid
+        if uid is None:
+            return
+        for victim in self._budget.set(conn, uid, size):
+            suppressed = self._budget_log.admit(asyncio.get_running_loop().time())
+            why = (
+                f"uid {victim.peer_uid} over its share of the input budget"
+                if victim is conn
+                else f"the input budget is spent; uid {victim.peer_uid} buffers the most"
+            )
+            if suppressed is not None:
+                _log.warning(
+                    "[conn %d] dropping a partial record: %s%s",
+                    victim.number,
+                    why,
+                    f" ({suppressed} more dropped since the last such line)" if suppressed else "",
+                )
+            victim.drop_partial_record(why)
+
+    def _check_timeouts(self) -> None:
+        g = self._config.globals
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn in list(self._connections):
+            conn.check_timeouts(now, g.record_timeout, g.idle_connection_timeout)
+        self._timeout_timer = loop.call_later(self._timeout_tick(), self._check_timeouts)
+
+    def _timeout_tick(self) -> float:
+        g = self._config.globals
+        shortest = min(t for t in (g.record_timeout, g.idle_connection_timeout) if t > 0)
+        # A quarter of the shortest timeout: a deadline is kept within 25 %.
+        return min(MAX_TIMEOUT_TICK, shortest / 4)
+
     def connection_opened(self, conn: RpcConnection) -> None:
         self._connections.add(conn)
         self._all_closed.clear()
         self._cancel_idle_timer()
 
     def connection_closed(self, conn: RpcConnection) -> None:
+        if conn.peer_uid is not None:
+            self._admission.closed(conn.peer_uid)
+        self._budget.forget(conn)
         self._connections.discard(conn)
         if not self._connections:
             self._all_closed.set()
@@ -176,6 +271,19 @@ class GssProxyServer:
         """Listen on every configured socket. Raises `LocalError` if one fails."""
         if not await self._listen(self._config):
             raise LocalError("cannot listen on every configured socket")
+        # What is open now (listeners, logs, the loop) is not for connections.
+        self._fd_base = open_fd_count()
+        self._admission.caps = self._caps(self._config)
+        caps = self._admission.caps
+        _log.info(
+            "descriptor limit %d: up to %d connections of non-root peers, %d of one uid",
+            self._fd_limit,
+            caps.non_root_limit,
+            min(caps.max_connections_per_uid, caps.non_root_limit),
+        )
+        self._timeout_timer = asyncio.get_running_loop().call_later(
+            self._timeout_tick(), self._check_timeouts
+        )
         self._arm_idle_timer()
 
     # -- reload --------------------------------------------------------------------
@@ -214,6 +322,10 @@ class GssProxyServer:
             _log.error("configuration not reloaded, keeping the old one: a socket failed")
             return False
         self._config = config
+        self._admission.caps = self._caps(config)
+        self._budget.limits = self._budget_limits(config)
+        for rate_limited in (self._refusal_log, self._budget_log):
+            rate_limited.interval = config.globals.refusal_log_interval
         if opts.cli_debug_level is None:
             set_debug_level(effective_debug_level(None, config.globals.debug_level))
         set_status_syslog(opts.syslog_status or config.globals.syslog_status)
@@ -266,6 +378,8 @@ class GssProxyServer:
         remove the socket files, close every connection."""
         self._stop.set()
         self._cancel_idle_timer()
+        if self._timeout_timer is not None:
+            self._timeout_timer.cancel()
         notify("STOPPING=1")
         # A reload in progress finishes first (none starts once stopping), so
         # no listener is being opened while the others are closed. A reload

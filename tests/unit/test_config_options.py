@@ -613,6 +613,30 @@ def test_global_options() -> None:
     assert g.origins[3] == OptionOrigin("worker threads", NAME, 5)
 
 
+def test_isolation_limits() -> None:
+    g = glob(
+        "max_connections = 100",
+        "max_connections_per_uid = 7",
+        "fd_reserve = 16",
+        "input_budget = 4096",
+        "input_budget_per_uid = 8192",
+        "record_timeout = 2.5",
+        "idle_connection_timeout = 0",
+        "refusal_log_interval = 60",
+    )
+    assert (
+        g.max_connections,
+        g.max_connections_per_uid,
+        g.fd_reserve,
+        g.input_budget,
+        g.input_budget_per_uid,
+        g.record_timeout,
+        g.idle_connection_timeout,
+        g.refusal_log_interval,
+    ) == (100, 7, 16, 4096, 8192, 2.5, 0.0, 60.0)
+    assert glob("idle_connection_timeout = 30").idle_connection_timeout == 30.0
+
+
 @pytest.mark.parametrize(
     ("lines", "level"),
     [
@@ -650,6 +674,14 @@ def test_debug_level(lines: tuple[str, ...], level: int) -> None:
         ("call_timeout = 1e3", "call_timeout", "number of seconds"),
         ("use_gss_proxy_file = proc/x", "use_gss_proxy_file", "absolute path"),
         ("run_as_user =", "run_as_user", "empty value"),
+        ("max_connections = 0", "max_connections", "at least 1"),
+        ("max_connections_per_uid = 0", "max_connections_per_uid", "at least 1"),
+        ("fd_reserve = 15", "fd_reserve", "at least 16"),
+        ("input_budget = 4095", "input_budget", "at least 4096"),
+        ("input_budget_per_uid = 1M", "input_budget_per_uid", "non-negative integer"),
+        ("record_timeout = 0", "record_timeout", "greater than 0"),
+        ("idle_connection_timeout = -1", "idle_connection_timeout", "number of seconds"),
+        ("refusal_log_interval = 0", "refusal_log_interval", "greater than 0"),
     ],
 )
 def test_global_errors(line: str, option: str, fragment: str) -> None:
