@@ -1,10 +1,23 @@
 """Listening AF_UNIX sockets: creating, and removing, the socket files.
 
-As gssproxy does, a stale socket file is unlinked before binding and the
-socket is made mode 0666 (gssproxy binds under umask 0111): who may use the
-daemon is decided per call by service matching, not by file permissions. We
-chmod after bind instead of changing the process-wide umask, which other
-threads share; until the chmod the file is only more restrictive.
+Binding a socket path (`bind_socket`) is safe against another local user
+and against a second instance:
+
+* A socket at the path that answers a connect belongs to a live daemon: the
+  new instance refuses the path with a clear message instead of taking it
+  over (a second `gssproxy-py -i` used to steal the running service's socket
+  and delete it on exit).
+* Anything else at the path (a stale socket, a file, a symlink another user
+  put there in a directory it can write) is replaced atomically: the socket
+  is bound in a fresh private directory (mode 0700) beside the path, given
+  its mode there, and renamed over the path. rename(2) replaces a symlink,
+  never its target, and the mode is never set through a path another user
+  could swap.
+* A socket directory that users other than root can write is worth a
+  warning: whoever can write it can replace the socket while we run.
+
+The socket is mode 0666, as gssproxy makes it: who may use the daemon is
+decided per call by service matching, not by file permissions.
 
 A socket file is removed on close only if it is still the one we bound (same
 device and inode), so a file another daemon has meanwhile put there stays.
@@ -14,14 +27,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import stat
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gssproxy_py.config.model import Config
 from gssproxy_py.errors import LocalError
+
+_log = logging.getLogger(__name__)
+
+#: How long a connect to an existing socket may take to count as "a live
+#: daemon answers" (a local connect is immediate, or refused at once).
+LIVE_PROBE_TIMEOUT = 2.0
 
 #: gssproxy listens with a backlog of 10; many nfsd threads reconnecting at
 #: once after a daemon restart need more.
@@ -71,41 +92,100 @@ def socket_paths(config: Config, default_socket: str) -> list[str]:
     return paths
 
 
-def _remove_stale(path: str) -> None:
+def live_daemon_on(path: str) -> bool:
+    """True if a socket (not a symlink) at `path` accepts a connection."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(LIVE_PROBE_TIMEOUT)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False  # refused: nobody listens (stale), or not ours to judge
+    return True
+
+
+def others_can_write(directory: str) -> str | None:
+    """Why users other than root (and us) can write `directory`, or None."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}"
+    if mode & stat.S_IWOTH:
+        return f"mode {mode:04o}: writable by every user"
+    if mode & stat.S_IWGRP and st.st_gid != 0:
+        return f"mode {mode:04o}: writable by group {st.st_gid}"
+    return None
+
+
+def _describe(path: str) -> str | None:
+    """What is at `path` now (for the log), or None if nothing."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        # gssproxy unlinks whatever is there; refusing protects a file
-        # written into a socket path by mistake.
-        raise ListenError(f"{path}: exists and is not a socket")
-    os.unlink(path)
+    except OSError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return "a symlink"
+    if stat.S_ISSOCK(st.st_mode):
+        return "a stale socket"
+    if stat.S_ISDIR(st.st_mode):
+        return "a directory"
+    return f"a file of uid {st.st_uid}"
 
 
 def bind_socket(path: str) -> tuple[socket.socket, tuple[int, int]]:
     """A non-blocking AF_UNIX stream socket listening on `path`.
 
-    Creates the parent directory if missing and replaces a stale socket
-    file. Raises `ListenError`.
+    Creates the parent directory if missing, refuses the path when a live
+    daemon answers on it, and otherwise replaces whatever is there
+    atomically (see the module docstring). Raises `ListenError`.
     """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    parent = os.path.dirname(path) or "."
     try:
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, mode=SOCKET_DIR_MODE, exist_ok=True)
-        _remove_stale(path)
-        sock.bind(path)
-        os.chmod(path, SOCKET_MODE)
-        st = os.lstat(path)
+        os.makedirs(parent, mode=SOCKET_DIR_MODE, exist_ok=True)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    if (why := others_can_write(parent)) is not None:
+        _log.warning(
+            "socket directory %s is %s; whoever can write it can replace %s", parent, why, path
+        )
+    if live_daemon_on(path):
+        raise ListenError(
+            f"{path}: a running daemon answers on this socket; stop it first "
+            "or give this instance another socket (-s)"
+        )
+    replaced = _describe(path)
+    if replaced == "a directory":
+        raise ListenError(f"{path}: exists and is a directory")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    private = None
+    try:
+        # Only we can write `private`: nobody can swap the file we chmod.
+        private = tempfile.mkdtemp(prefix=".gp-", dir=parent)
+        temp_path = os.path.join(private, "s")
+        sock.bind(temp_path)
+        os.chmod(temp_path, SOCKET_MODE)
+        st = os.lstat(temp_path)
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
+        os.rename(temp_path, path)
     except OSError as exc:
         sock.close()
         raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
-    except ListenError:
-        sock.close()
-        raise
+    finally:
+        if private is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(private, "s"))
+            with contextlib.suppress(OSError):
+                os.rmdir(private)
+    if replaced is not None:
+        _log.warning("%s: replaced %s with our socket", path, replaced)
     return sock, (st.st_dev, st.st_ino)
 
 

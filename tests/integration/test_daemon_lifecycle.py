@@ -86,14 +86,66 @@ def test_missing_config_file_exits_1(tmp_path: Path) -> None:
     assert "absent.conf: configuration file does not exist" in proc.stderr
 
 
-def test_a_file_in_the_socket_path_is_not_removed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["file", "symlink", "stale socket"])
+def test_whatever_another_user_put_at_the_socket_path_is_replaced(
+    tmp_path: Path, kind: str
+) -> None:
+    """Issue 14, item 6: a file or symlink placed at the socket path used to
+    stop the daemon from starting. It is replaced atomically; a symlink's
+    target is left alone."""
     daemon = daemon_in(tmp_path)
+    target = tmp_path / "target"
+    target.write_text("precious")
+    if kind == "file":
+        daemon.socket.write_text("junk")
+    elif kind == "symlink":
+        daemon.socket.symlink_to(target)
+    else:
+        with socket.socket(socket.AF_UNIX) as stale:
+            stale.bind(str(daemon.socket))
+    with daemon:
+        assert daemon.socket.is_socket() and not daemon.socket.is_symlink()
+        assert daemon.socket.stat().st_mode & 0o777 == 0o666
+        assert f"{daemon.socket}: replaced a" in daemon.log_text()
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(daemon.socket))
+    assert target.read_text() == "precious"
+    # Nothing is left of the private directory the socket was bound in.
+    assert not list(tmp_path.glob(".gp-*"))
+
+
+def test_a_second_instance_does_not_take_the_socket_of_a_running_one(tmp_path: Path) -> None:
+    first = daemon_in(tmp_path).start()
+    try:
+        before = first.socket.stat().st_ino
+        proc = run_cli(*first.argv[3:])
+        assert proc.returncode == 1
+        assert f"{first.socket}: a running daemon answers on this socket" in proc.stderr
+        # The running daemon keeps its socket, and it still answers.
+        assert first.socket.stat().st_ino == before
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(first.socket))
+    finally:
+        first.stop()
+
+
+def test_a_socket_directory_other_users_can_write_is_warned_about(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    config = write_config(tmp_path / "gssproxy.conf", CONFIG)
+    daemon = DaemonProcess(
+        "py",
+        config,
+        socket=shared / "default.sock",
+        confdir=tmp_path / "conf.d",
+        log_path=tmp_path / "gssproxy.log",
+    )
     daemon.confdir.mkdir()
-    daemon.socket.write_text("precious")
-    proc = run_cli(*daemon.argv[3:])
-    assert proc.returncode == 1
-    assert f"{daemon.socket}: exists and is not a socket" in proc.stderr
-    assert daemon.socket.read_text() == "precious"
+    with daemon:
+        assert f"socket directory {shared} is mode 1777: writable by every user" in (
+            daemon.log_text()
+        )
 
 
 def test_sigterm_removes_the_sockets_and_exits_0(tmp_path: Path) -> None:
@@ -107,9 +159,6 @@ def test_sigterm_removes_the_sockets_and_exits_0(tmp_path: Path) -> None:
             }
         ),
     )
-    # A stale socket from an earlier run is replaced.
-    with socket.socket(socket.AF_UNIX) as stale:
-        stale.bind(str(daemon.socket))
     with daemon:
         for path in (daemon.socket, extra):
             assert path.is_socket()
