@@ -1,18 +1,26 @@
 """The `gssproxy-py` command: gssproxy's command line, then the daemon.
 
 Flags are gssproxy's (`-i`, `-D`, `-c`, `-C`, `-s`, `-d`, `--debug-level`,
-`--idle-timeout`, `--version`, `--syslog-status`), so unit files and test
-suites written for gssproxy start this daemon unchanged. As in gssproxy the
-default is to detach (`-D`); the systemd unit and our tests pass `-i`.
-`-u` (userproxy mode) is not supported and exits with status 2.
+`--idle-timeout`, `--version`, `--syslog-status`, `-u`), so unit files and
+test suites written for gssproxy start this daemon unchanged. As in gssproxy
+the default is to detach (`-D`); the systemd unit and our tests pass `-i`.
+
+`-u` (userproxy mode) serves only the invoking user, from a synthesised
+configuration (`config.userproxy`); `-c`/`-C` are refused with it. Sockets
+passed by socket activation (`server.activation`) are used in either mode.
+`--idle-timeout` applies, as in gssproxy, only to a socket-activated
+userproxy daemon: the service manager starts it again on the next
+connection, which nothing would do for a system daemon the kernel's nfsd
+relies on.
 
 Exit status: 0 after a clean stop, 1 when the configuration cannot be loaded
 (the error names file, line and option) or a socket cannot be set up, 2 for
 a bad command line.
 
-The daemon sets `GSS_USE_PROXY=NO` in its own environment first thing, as
-gssproxy does: its own GSSAPI calls must never loop back into it through
-the interposer plugin.
+The system daemon sets `GSS_USE_PROXY=NO` in its own environment first
+thing, as gssproxy does: its own GSSAPI calls must never loop back into it
+through the interposer plugin. A userproxy daemon does not, as in gssproxy,
+so a user proxy may itself go through the system proxy.
 """
 
 from __future__ import annotations
@@ -28,8 +36,12 @@ import uvloop
 
 from gssproxy_py import __version__
 from gssproxy_py.config.load import DEFAULT_SOCKET, load_config
+from gssproxy_py.config.model import Config
+from gssproxy_py.config.userproxy import SOCKET_DIR_MODE, userproxy_config, userproxy_paths
 from gssproxy_py.errors import ConfigError
+from gssproxy_py.server.activation import ActivationError, InheritedSocket, inherited_sockets
 from gssproxy_py.server.daemon import ServerOptions, serve
+from gssproxy_py.server.krb5_defaults import krb5_defaults
 from gssproxy_py.server.logs import (
     DEBUG_LEVEL_HELP,
     configure_logging,
@@ -79,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-s",
         "--socket",
         metavar="PATH",
-        default=DEFAULT_SOCKET,
-        help=f"socket of services without their own (default {DEFAULT_SOCKET})",
+        help=f"socket of services without their own (default {DEFAULT_SOCKET}; "
+        "with -u, $XDG_RUNTIME_DIR/gssproxy/default.sock)",
     )
     ap.add_argument("-d", "--debug", action="store_true", help="debug level 1")
     ap.add_argument("--debug-level", metavar="N", type=_non_negative_int, help=DEBUG_LEVEL_HELP)
@@ -88,14 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-timeout",
         metavar="SECONDS",
         type=_positive_seconds,
-        help="exit after SECONDS without any connection (default: never)",
+        help="exit after SECONDS without any connection; only a socket-activated "
+        "userproxy daemon (-u) does (default: never)",
     )
     ap.add_argument(
         "--syslog-status",
         action="store_true",
         help="log every GSS failure to syslog (LOG_AUTHPRIV), like `syslog_status = yes`",
     )
-    ap.add_argument("-u", "--userproxy", action="store_true", help="userproxy mode (not supported)")
+    ap.add_argument(
+        "-u",
+        "--userproxy",
+        action="store_true",
+        help="userproxy mode: serve only the invoking user, with their own credentials",
+    )
     ap.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return ap
 
@@ -135,21 +153,58 @@ def detach() -> Callable[[], None]:
     return ready
 
 
+def _userproxy_config(socket: str | None) -> tuple[Config, str]:
+    """The synthesised configuration and the socket; its directory made 0700."""
+    paths = userproxy_paths(socket, os.environ)
+    parent = os.path.dirname(paths.socket)
+    if parent and not os.path.isdir(parent):
+        try:
+            os.makedirs(parent, mode=SOCKET_DIR_MODE)
+        except OSError as exc:
+            raise ConfigError(f"cannot create: {exc.strerror or exc}", file=parent) from None
+    defaults = krb5_defaults()
+    own = (
+        ("ccache", defaults.ccache),
+        ("keytab", defaults.keytab),
+        ("client_keytab", defaults.client_keytab),
+    )
+    credentials = [(key, name) for key, name in own if name is not None]
+    return userproxy_config(os.geteuid(), paths, credentials), paths.socket
+
+
+def _idle_timeout(args: argparse.Namespace, activated: bool) -> float | None:
+    timeout: float | None = args.idle_timeout
+    if timeout is not None and not (args.userproxy and activated):
+        _log.info("--idle-timeout ignored: only a socket-activated userproxy daemon idles out")
+        return None
+    return timeout
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.userproxy:
-        print(f"{PROG}: userproxy mode (-u) is not supported", file=sys.stderr)
-        return 2
-    # Before anything can load GSSAPI: our own calls must not go through the
-    # interposer back to us.
-    os.environ["GSS_USE_PROXY"] = "NO"
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.userproxy and (args.config or args.configdir):
+        ap.error("-c/-C cannot be used with -u: userproxy mode reads no configuration")
+    if not args.userproxy:
+        # Before anything can load GSSAPI: our own calls must not go through
+        # the interposer back to us.
+        os.environ["GSS_USE_PROXY"] = "NO"
 
     cli_level = cli_debug_level(args)
     configure_logging(cli_level or 0)
     try:
-        config = load_config(args.config, args.configdir, default_socket=args.socket)
+        if args.userproxy:
+            config, default_socket = _userproxy_config(args.socket)
+        else:
+            default_socket = args.socket or DEFAULT_SOCKET
+            config = load_config(args.config, args.configdir, default_socket=default_socket)
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        inherited: list[InheritedSocket] = inherited_sockets()
+    except ActivationError as exc:
+        print(f"{PROG}: socket activation: {exc}", file=sys.stderr)
         return 1
     set_debug_level(effective_debug_level(cli_level, config.globals.debug_level))
     set_status_syslog(args.syslog_status or config.globals.syslog_status)
@@ -162,13 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = ServerOptions(
         config_file=args.config,
         config_dir=args.configdir,
-        default_socket=args.socket,
+        default_socket=default_socket,
         cli_debug_level=cli_level,
-        idle_timeout=args.idle_timeout,
+        idle_timeout=_idle_timeout(args, bool(inherited)),
         syslog_status=args.syslog_status,
+        userproxy=args.userproxy,
     )
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(config, options, on_ready=on_ready))
+        return runner.run(serve(config, options, on_ready=on_ready, inherited=inherited))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Starting and stopping a real gssproxy-py daemon: the command line, socket
-files, SIGTERM, the idle timeout, detaching, and start-up errors."""
+files, SIGTERM, detaching, and start-up errors. (The idle timeout, which only
+a socket-activated userproxy daemon honours, is in test_userproxy.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,7 +55,6 @@ def test_version() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-u"], "userproxy mode (-u) is not supported"),
         (["-i", "-D"], "not allowed with argument"),
         (["--debug-level=-1"], "must be >= 0"),
         (["--idle-timeout=0"], "must be > 0"),
@@ -179,22 +178,6 @@ def test_other_stop_signals(tmp_path: Path, signum: signal.Signals) -> None:
     assert wait_until(lambda: not daemon.running, 5)
     assert daemon.returncode == 0
     assert not daemon.socket.exists()
-
-
-def test_idle_timeout(tmp_path: Path) -> None:
-    daemon = daemon_in(tmp_path, extra_args=["--idle-timeout=0.5"]).start()
-    try:
-        conn = socket.socket(socket.AF_UNIX)
-        conn.connect(str(daemon.socket))
-        time.sleep(1.0)
-        assert daemon.running  # a connection is open
-        conn.close()
-        assert wait_until(lambda: not daemon.running, 5)
-        assert daemon.returncode == 0
-        assert "no connection for 0.5s; exiting" in daemon.log_text()
-        assert not daemon.socket.exists()
-    finally:
-        daemon.stop()
 
 
 def test_daemon_mode_detaches_once_listening(tmp_path: Path) -> None:
