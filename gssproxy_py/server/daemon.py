@@ -34,6 +34,7 @@ from gssproxy_py.errors import ConfigError, LocalError
 from gssproxy_py.rpc.dispatch import ProgramService
 from gssproxy_py.rpc.messages import Routed
 from gssproxy_py.server import calls
+from gssproxy_py.server.activation import InheritedSocket, adopt_listener, assign
 from gssproxy_py.server.admission import (
     Admission,
     BudgetLimits,
@@ -43,7 +44,6 @@ from gssproxy_py.server.admission import (
     open_fd_count,
     raise_fd_limit,
 )
-from gssproxy_py.server.activation import InheritedSocket, adopt_listener, assign
 from gssproxy_py.server.calls import start_call
 from gssproxy_py.server.connection import ConnectionInfo, ConnectionLimits, RpcConnection
 from gssproxy_py.server.listeners import Listener, open_listener, socket_paths
