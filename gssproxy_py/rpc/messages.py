@@ -37,8 +37,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import xdrlib3
-
 from gssproxy_py.errors import LocalError, PeerError, XdrError
 from gssproxy_py.proto.rpc_msg import (
     RPC_VERSION,
@@ -139,9 +137,7 @@ def parse_call(record: bytes) -> CallHeader:
         if decode_msg_type(dec) != MsgType.CALL:
             raise NotACallError(xid)
         body = decode_call_body(dec)
-    except XdrError as exc:
-        raise UndecodableCallError(f"undecodable RPC call header: {exc}") from None
-    except (EOFError, struct.error, xdrlib3.Error) as exc:  # the primitives' own errors
+    except XdrError as exc:  # the only error a Decoder raises (xdr/runtime.py)
         raise UndecodableCallError(f"undecodable RPC call header: {exc}") from None
     return CallHeader(
         xid=xid,
@@ -303,7 +299,7 @@ def describe_reply(reply: bytes) -> str:
         if decode_msg_type(dec) != MsgType.REPLY:
             return "not a reply"
         body = decode_reply_body(dec)
-    except (XdrError, EOFError, struct.error, xdrlib3.Error):
+    except XdrError:
         return "unreadable reply"
     if isinstance(body, ReplyBodyRreply):
         rejected = body.rreply

@@ -1,8 +1,9 @@
 """The strict XDR runtime (RFC 4506) that generated stubs call.
 
-`Decoder` and `Encoder` wrap xdrlib3's `Unpacker`/`Packer` primitives with the
-checks a daemon facing hostile peers needs; `program` holds the procedure
-tables that generated modules fill in and the RPC dispatcher reads.
+`Decoder` and `Encoder` read and write XDR with the checks a daemon facing
+hostile peers needs (`runtime` says why they do not build on xdrlib3's
+`Unpacker`/`Packer`); `program` holds the procedure tables that generated
+modules fill in and the RPC dispatcher reads.
 """
 
 from __future__ import annotations

@@ -1,8 +1,17 @@
-"""Strict XDR decoding and checked encoding over xdrlib3's primitives.
+"""Strict XDR decoding and checked encoding (RFC 4506) for the generated stubs.
 
-xdrlib3 trusts every length it reads, ignores padding, accepts any non-zero bool
-and raises bare `EOFError`/`struct.error`. A daemon reading from untrusted peers
-needs the opposite, so every read here is checked *before* anything is allocated:
+Why not xdrlib3's `Unpacker`/`Packer` for everything: xdrlib3 trusts every
+length it reads, ignores padding, accepts any non-zero bool, silently
+truncates a fixed opaque, raises bare `EOFError`/`struct.error`, and goes
+through a `BytesIO` (or a slice) for every primitive. A daemon reading from
+untrusted peers needs the opposite, on its hot path, so `Decoder` and
+`Encoder` own their buffer and position and read and write the integers and
+opaques themselves with precompiled `struct`s. xdrlib3 is used only through
+its public API, for what it does right and no IDL file of ours needs yet:
+`float` and `double` (one `Unpacker`/`Packer` per value; cost does not
+matter there). Nothing here subclasses xdrlib3 or touches its private state.
+
+Every read is checked *before* anything is allocated:
 
 * a length or count must fit both its declared (or default) maximum and the
   bytes that remain, counting the smallest encoding of one item;
@@ -11,8 +20,11 @@ needs the opposite, so every read here is checked *before* anything is allocated
 * nesting depth is bounded for recursive types, and `decode_bytes` refuses
   trailing bytes.
 
-`XdrError` is the only exception that leaves `decode_bytes`; anything else the
-primitives could raise is translated at that one boundary.
+`XdrError` is the only exception a `Decoder` method raises, so a caller that
+decodes part of a message by hand (the RPC header in `rpc/messages.py`)
+needs no other `except`. `decode_bytes` translates anything else at its
+boundary too, so that a bug in generated code still surfaces as `XdrError`.
+The encoder raises `XdrEncodeError` for a value that does not fit its type.
 """
 
 from __future__ import annotations
@@ -59,13 +71,10 @@ def _pad_len(n: int) -> int:
     return (4 - n % 4) % 4
 
 
-class Decoder(xdrlib3.Unpacker):
-    """A bounds-checked XDR reader over one complete message.
+class Decoder:
+    """A bounds-checked XDR reader over one complete message."""
 
-    The position and buffer are xdrlib3's own attributes, so its inherited
-    `unpack_*` methods stay consistent with ours; our readers work on them
-    directly with precompiled structs instead of slicing per primitive.
-    """
+    __slots__ = ("_buf", "_depth", "_end", "_pos", "max_depth", "max_items")
 
     def __init__(
         self,
@@ -75,34 +84,37 @@ class Decoder(xdrlib3.Unpacker):
         max_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
         raw = data if type(data) is bytes else bytes(data)
-        self._Unpacker__buf = raw
-        self._Unpacker__pos = 0
+        self._buf = raw
+        self._pos = 0
         self._end = len(raw)
         self.max_items = max_items
         self.max_depth = max_depth
         self._depth = 0
 
-    def reset(self, data: bytes | bytearray) -> None:
-        raw = bytes(data)
-        self._Unpacker__buf = raw
-        self._Unpacker__pos = 0
-        self._end = len(raw)
-        self._depth = 0
-
     # -- positions -----------------------------------------------------------
+    def get_position(self) -> int:
+        """Offset of the next byte to read."""
+        return self._pos
+
+    def set_position(self, position: int) -> None:
+        """Move to `position` (0 to the end of the message)."""
+        if not 0 <= position <= self._end:
+            raise XdrError(f"position {position} is outside the {self._end}-byte message")
+        self._pos = position
+
+    def get_buffer(self) -> bytes:
+        """The whole message."""
+        return self._buf
+
     def remaining(self) -> int:
-        return self._end - self._Unpacker__pos
+        return self._end - self._pos
 
     def _truncated(self, n: int) -> XdrError:
-        pos = self._Unpacker__pos
+        pos = self._pos
         return XdrError(f"truncated: need {n} bytes at offset {pos}, {self._end - pos} left")
 
-    def _need(self, n: int) -> None:
-        if n > self._end - self._Unpacker__pos:
-            raise self._truncated(n)
-
     def done(self) -> None:
-        left = self._end - self._Unpacker__pos
+        left = self._end - self._pos
         if left:
             raise XdrError(f"{left} trailing bytes after the message")
 
@@ -117,44 +129,49 @@ class Decoder(xdrlib3.Unpacker):
 
     # -- integers --------------------------------------------------------------
     def uint32(self) -> int:
-        pos = self._Unpacker__pos
+        pos = self._pos
         if pos + 4 > self._end:
             raise self._truncated(4)
-        self._Unpacker__pos = pos + 4
-        v: int = _UNPACK_U32(self._Unpacker__buf, pos)[0]
+        self._pos = pos + 4
+        v: int = _UNPACK_U32(self._buf, pos)[0]
         return v
 
     def int32(self) -> int:
-        pos = self._Unpacker__pos
+        pos = self._pos
         if pos + 4 > self._end:
             raise self._truncated(4)
-        self._Unpacker__pos = pos + 4
-        v: int = _UNPACK_I32(self._Unpacker__buf, pos)[0]
+        self._pos = pos + 4
+        v: int = _UNPACK_I32(self._buf, pos)[0]
         return v
 
     def uint64(self) -> int:
-        pos = self._Unpacker__pos
+        pos = self._pos
         if pos + 8 > self._end:
             raise self._truncated(8)
-        self._Unpacker__pos = pos + 8
-        v: int = _UNPACK_U64(self._Unpacker__buf, pos)[0]
+        self._pos = pos + 8
+        v: int = _UNPACK_U64(self._buf, pos)[0]
         return v
 
     def int64(self) -> int:
-        pos = self._Unpacker__pos
+        pos = self._pos
         if pos + 8 > self._end:
             raise self._truncated(8)
-        self._Unpacker__pos = pos + 8
-        v: int = _UNPACK_I64(self._Unpacker__buf, pos)[0]
+        self._pos = pos + 8
+        v: int = _UNPACK_I64(self._buf, pos)[0]
         return v
 
+    def _word(self, n: int) -> bytes:
+        pos = self._pos
+        if pos + n > self._end:
+            raise self._truncated(n)
+        self._pos = pos + n
+        return self._buf[pos : pos + n]
+
     def float32(self) -> float:
-        self._need(4)
-        return self.unpack_float()
+        return xdrlib3.Unpacker(self._word(4)).unpack_float()
 
     def float64(self) -> float:
-        self._need(8)
-        return self.unpack_double()
+        return xdrlib3.Unpacker(self._word(8)).unpack_double()
 
     def boolean(self) -> bool:
         v = self.uint32()
@@ -186,14 +203,14 @@ class Decoder(xdrlib3.Unpacker):
     # -- opaque data -------------------------------------------------------------
     def _take(self, n: int) -> bytes:
         pad = (4 - n % 4) % 4
-        pos = self._Unpacker__pos
+        pos = self._pos
         end = pos + n
         if end + pad > self._end:
             raise self._truncated(n + pad)
-        data = self._Unpacker__buf
+        data = self._buf
         if pad and data[end : end + pad] != _PAD[n % 4]:
             raise XdrError(f"non-zero padding at offset {end}")
-        self._Unpacker__pos = end + pad
+        self._pos = end + pad
         out: bytes = data[pos:end]
         return out
 
@@ -201,11 +218,11 @@ class Decoder(xdrlib3.Unpacker):
         return self._take(n)
 
     def opaque_var(self, max_len: int | None = None) -> bytes:
-        pos = self._Unpacker__pos
+        pos = self._pos
         if pos + 4 > self._end:
             raise self._truncated(4)
-        n: int = _UNPACK_U32(self._Unpacker__buf, pos)[0]
-        self._Unpacker__pos = pos + 4
+        n: int = _UNPACK_U32(self._buf, pos)[0]
+        self._pos = pos + 4
         if max_len is not None and n > max_len:
             raise XdrError(f"opaque length {n} exceeds its bound {max_len}")
         return self._take(n)
@@ -220,7 +237,7 @@ class Decoder(xdrlib3.Unpacker):
         limit = self.max_items if max_len is None else max_len
         if n > limit:
             raise XdrError(f"array count {n} exceeds its bound {limit}")
-        if n * min_item_size > self._end - self._Unpacker__pos:
+        if n * min_item_size > self._end - self._pos:
             raise XdrError(f"array count {n} cannot fit in {self.remaining()} bytes")
         return n
 
@@ -236,17 +253,7 @@ class Decoder(xdrlib3.Unpacker):
         return tuple([item(self) for _ in range(n)])
 
 
-class _Sink(bytearray):
-    """The encoder's buffer: a bytearray that also answers the BytesIO calls
-    xdrlib3's inherited `pack_*` methods make."""
-
-    write = bytearray.extend
-
-    def getvalue(self) -> bytes:
-        return bytes(self)
-
-
-class Encoder(xdrlib3.Packer):
+class Encoder:
     """An XDR writer that refuses values that do not fit their type.
 
     xdrlib3 would silently truncate a fixed opaque; here that is a bug of ours
@@ -254,8 +261,10 @@ class Encoder(xdrlib3.Packer):
     buffer is one growing bytearray, appended to with precompiled structs.
     """
 
-    def reset(self) -> None:
-        self._Packer__buf = self._out = _Sink()
+    __slots__ = ("_out",)
+
+    def __init__(self) -> None:
+        self._out = bytearray()
 
     def get_buffer(self) -> bytes:
         return bytes(self._out)
@@ -281,13 +290,17 @@ class Encoder(xdrlib3.Packer):
         self._out += _PACK_I64(v)
 
     def float32(self, v: float) -> None:
+        packer = xdrlib3.Packer()
         try:
-            self.pack_float(v)
-        except xdrlib3.ConversionError as e:
+            packer.pack_float(v)
+        except (xdrlib3.ConversionError, OverflowError) as e:
             raise XdrEncodeError(f"{v!r} does not fit float") from e
+        self._out += packer.get_buffer()
 
     def float64(self, v: float) -> None:
-        self.pack_double(v)
+        packer = xdrlib3.Packer()
+        packer.pack_double(v)
+        self._out += packer.get_buffer()
 
     def boolean(self, v: bool) -> None:
         self._out += _TRUE if v else _FALSE
@@ -349,7 +362,7 @@ def decode_bytes(
         dec.done()
     except XdrError:
         raise
-    except (EOFError, struct.error, IndexError, ValueError, OverflowError, xdrlib3.Error) as e:
+    except (EOFError, struct.error, IndexError, ValueError, OverflowError, KeyError) as e:
         raise XdrError(f"malformed XDR: {e}") from None
     except (MemoryError, RecursionError) as e:
         raise XdrError(f"XDR input too complex: {type(e).__name__}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from typing import Any
 
@@ -15,9 +16,11 @@ from gssproxy_py.proto.rpc_msg import AuthStat
 from gssproxy_py.rpc.dispatch import CallInfo, ProgramService
 from gssproxy_py.rpc.messages import (
     CallHeader,
+    NotACallError,
     ReplyTooLargeError,
     Routed,
     UndecodableCallError,
+    describe_reply,
     encode_reply,
     parse_call,
     reply_auth_error,
@@ -293,3 +296,18 @@ def test_encode_reply_refuses_a_reply_over_the_record_limit() -> None:
     assert encode_reply(_routed(), b"hi", max_record_size=size)
     with pytest.raises(ReplyTooLargeError):
         encode_reply(_routed(), b"hi", max_record_size=size - 1)
+
+
+# Small words reach the interesting branches (msg_type, flavors, short auth bodies).
+WORD = st.one_of(st.integers(0, 8), st.integers(0, 2**32 - 1))
+
+
+@given(st.binary(max_size=120), st.lists(WORD, max_size=12))
+def test_header_readers_let_only_their_own_errors_out(tail: bytes, words: list[int]) -> None:
+    """parse_call raises NotACallError or UndecodableCallError, describe_reply
+    returns a phrase, whatever the bytes (short auth bodies, odd flavors,
+    replies, truncation)."""
+    record = u32(*words) + tail
+    with contextlib.suppress(NotACallError, UndecodableCallError):
+        parse_call(record)
+    assert isinstance(describe_reply(record), str)

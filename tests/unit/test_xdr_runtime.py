@@ -6,6 +6,7 @@ import contextlib
 import struct
 
 import pytest
+import xdrlib3
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -107,3 +108,72 @@ def test_encoder_refuses_what_does_not_fit() -> None:
         with pytest.raises(XdrEncodeError):
             bad()
     assert encode_bytes(lambda e, v: e.opaque_var(v), b"ab") == u32(2) + b"ab\0\0"
+
+
+def test_xdrlib3_only_through_its_public_api() -> None:
+    # The codec owns its buffer and position: no subclass writing xdrlib3's
+    # name-mangled attributes.
+    assert not issubclass(Decoder, xdrlib3.Unpacker)
+    assert not issubclass(Encoder, xdrlib3.Packer)
+
+
+@given(st.floats(width=32, allow_nan=False), st.floats(allow_nan=False))
+def test_float_and_double_round_trip(single: float, double: float) -> None:
+    def enc(e: Encoder, v: tuple[float, float]) -> None:
+        e.float32(v[0])
+        e.float64(v[1])
+
+    wire = encode_bytes(enc, (single, double))
+    assert wire == struct.pack(">fd", single, double)
+    assert decode_bytes(lambda d: (d.float32(), d.float64()), wire) == (single, double)
+
+
+def test_float_errors() -> None:
+    with pytest.raises(XdrEncodeError, match="does not fit float"):
+        Encoder().float32(1e40)
+    with pytest.raises(XdrError, match="truncated"):
+        Decoder(b"\0\0\0").float32()
+    with pytest.raises(XdrError, match="truncated"):
+        Decoder(b"\0" * 7).float64()
+
+
+def test_positions() -> None:
+    d = Decoder(u32(1, 2))
+    assert d.uint32() == 1 and d.get_position() == 4 and d.get_buffer() == u32(1, 2)
+    d.set_position(8)
+    d.done()
+    with pytest.raises(XdrError, match="outside the 8-byte message"):
+        d.set_position(9)
+
+
+# Every reading method of a bare Decoder, with arguments that exercise its checks.
+READERS = [
+    lambda d: d.uint32(),
+    lambda d: d.int32(),
+    lambda d: d.uint64(),
+    lambda d: d.int64(),
+    lambda d: d.float32(),
+    lambda d: d.float64(),
+    lambda d: d.boolean(),
+    lambda d: d.optional_flag(),
+    lambda d: d.enum(frozenset({0, 1}), "e"),
+    lambda d: d.enum_member({0: "zero"}, "e"),
+    lambda d: d.opaque_fixed(5),
+    lambda d: d.opaque_var(),
+    lambda d: d.opaque_var(3),
+    lambda d: d.string_var(),
+    lambda d: d.array_count(None, 4),
+    lambda d: d.fixed_count(3, 4),
+    lambda d: d.array(lambda d: d.opaque_var(), 2, 4),
+    lambda d: d.done(),
+]
+
+
+@given(st.binary(max_size=40), st.lists(st.integers(0, len(READERS) - 1), max_size=12))
+def test_a_bare_decoder_raises_only_xdr_error(data: bytes, calls: list[int]) -> None:
+    """XdrError is the only exception a Decoder method raises, also outside
+    decode_bytes (rpc/messages.py reads the call header by hand)."""
+    d = Decoder(data)
+    with contextlib.suppress(XdrError):
+        for i in calls:
+            READERS[i](d)
