@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.installed
 SYSPY   := /usr/bin/python3
 APT_PKGS := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gssproxy krb5-gss-samples \
             krb5-pkinit softhsm2 opensc p11-kit keyutils iproute2 python3-venv python3-dev \
-            util-linux slapd ldap-utils krb5-kdc-ldap
+            util-linux slapd ldap-utils krb5-kdc-ldap systemd man-db
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 IDL     := $(wildcard idl/*.x)
 STUBS   := $(patsubst idl/%.x,gssproxy_py/proto/%.py,$(IDL))
@@ -81,3 +81,4 @@ clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 include mk/kernel.mk
+include mk/install.mk

@@ -13,6 +13,11 @@ userproxy daemon: the service manager starts it again on the next
 connection, which nothing would do for a system daemon the kernel's nfsd
 relies on.
 
+`--pid-file` is ours (gssproxy always uses /run/gssproxy.pid): `-D` writes
+that default, `-i` only a path given; userproxy mode writes none, as in
+gssproxy. Every path on the command line is made absolute first: `-D`
+changes to `/`, and a reload reads `-c`/`-C` again.
+
 Exit status: 0 after a clean stop, 1 when the configuration cannot be loaded
 (the error names file, line and option) or a socket cannot be set up, 2 for
 a bad command line.
@@ -48,6 +53,13 @@ from gssproxy_py.server.logs import (
     effective_debug_level,
     set_debug_level,
     set_status_syslog,
+)
+from gssproxy_py.server.pidfile import (
+    DEFAULT_PID_FILE,
+    PidFileError,
+    check_pid_file,
+    remove_pid_file,
+    write_pid_file,
 )
 
 _log = logging.getLogger(__name__)
@@ -107,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--syslog-status",
         action="store_true",
         help="log every GSS failure to syslog (LOG_AUTHPRIV), like `syslog_status = yes`",
+    )
+    ap.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help=f"write the daemon's PID there (with -D the default is {DEFAULT_PID_FILE}; "
+        "with -i none unless given)",
     )
     ap.add_argument(
         "-u",
@@ -180,9 +198,30 @@ def _idle_timeout(args: argparse.Namespace, activated: bool) -> float | None:
     return timeout
 
 
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(path)
+
+
+def absolute_paths(args: argparse.Namespace) -> None:
+    """Resolve every path of the command line against the directory we were
+    started in: `-D` changes to `/`, and SIGHUP reads `-c`/`-C` again."""
+    args.config = _absolute(args.config)
+    args.configdir = _absolute(args.configdir)
+    args.socket = _absolute(args.socket)
+    args.pid_file = _absolute(args.pid_file)
+
+
+def _pid_file(args: argparse.Namespace) -> str | None:
+    if args.userproxy:
+        return None
+    path: str | None = args.pid_file
+    return path or (None if args.interactive else DEFAULT_PID_FILE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    absolute_paths(args)
     if args.userproxy and (args.config or args.configdir):
         ap.error("-c/-C cannot be used with -u: userproxy mode reads no configuration")
     if not args.userproxy:
@@ -213,7 +252,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in config.notes:
         _log.info("%s", note)
 
-    on_ready = None if args.interactive else detach()
+    pid_file = _pid_file(args)
+    try:
+        if pid_file is not None:
+            # Before listening: a second daemon would take the first one's sockets.
+            check_pid_file(pid_file)
+        on_ready = None if args.interactive else detach()
+        if pid_file is not None:
+            write_pid_file(pid_file)  # after detach(): the daemon's own PID
+    except PidFileError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
     options = ServerOptions(
         config_file=args.config,
         config_dir=args.configdir,
@@ -223,8 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         syslog_status=args.syslog_status,
         userproxy=args.userproxy,
     )
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(config, options, on_ready=on_ready, inherited=inherited))
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(serve(config, options, on_ready=on_ready, inherited=inherited))
+    finally:
+        if pid_file is not None:
+            remove_pid_file(pid_file)
 
 
 if __name__ == "__main__":

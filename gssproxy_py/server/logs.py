@@ -13,14 +13,21 @@ the only one that may reveal secrets; the `--debug-level` help says so.
 
 The milestone lines that gssproxy's test suite (and ours) waits for are
 logged at level 1 with the exact texts below.
+
+When stderr is the journal (systemd sets `JOURNAL_STREAM` to the device and
+inode of the stream it gave us), each line starts with its syslog priority
+as `<N>` and carries no timestamp or PID of its own (the journal adds both),
+so `journalctl -p warning -u gssproxy-py` selects by level.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import os
 import sys
+from collections.abc import Mapping
 from typing import TextIO
 
 from gssproxy_py.gss.status import STATUS_LOGGER_NAME
@@ -37,12 +44,54 @@ DEBUG_LEVEL_HELP = (
 )
 
 _FORMAT = "%(asctime)s gssproxy-py[%(process)d]: %(levelname)s: %(message)s"
+_JOURNAL_FORMAT = "%(levelname)s: %(message)s"
+
+#: syslog(3) priorities by `logging` level (sd-daemon(3) prefixes).
+_LOG_CRIT, _LOG_ERR, _LOG_WARNING, _LOG_INFO, _LOG_DEBUG = 2, 3, 4, 6, 7
 
 logging.addLevelName(SECRETS_LOG_LEVEL, "SECRET")
 
 
 class _DaemonHandler(logging.StreamHandler[TextIO]):
     """Our stderr handler, told apart from any other one on the root logger."""
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a `logging` level (SECRET and DEBUG are debug)."""
+    if levelno >= logging.CRITICAL:
+        return _LOG_CRIT
+    if levelno >= logging.ERROR:
+        return _LOG_ERR
+    if levelno >= logging.WARNING:
+        return _LOG_WARNING
+    if levelno >= logging.INFO:
+        return _LOG_INFO
+    return _LOG_DEBUG
+
+
+class _JournalFormatter(logging.Formatter):
+    """`<N>` priority prefixes, no timestamp: what journald parses on a stream."""
+
+    def __init__(self) -> None:
+        super().__init__(_JOURNAL_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        # Every line of a traceback too, or it would reach the journal at the
+        # stream's default priority.
+        return prefix + super().format(record).replace("\n", "\n" + prefix)
+
+
+def stream_is_journal(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether `stream` is the journal stream `JOURNAL_STREAM` (DEV:INODE) names."""
+    dev, sep, ino = environ.get("JOURNAL_STREAM", "").partition(":")
+    if not sep:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+        return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
 
 
 def level_for(debug_level: int) -> int:
@@ -64,8 +113,10 @@ def configure_logging(debug_level: int, stream: TextIO | None = None) -> None:
     """
     root = logging.getLogger()
     if not any(isinstance(h, _DaemonHandler) for h in root.handlers):
-        handler = _DaemonHandler(stream if stream is not None else sys.stderr)
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        out = stream if stream is not None else sys.stderr
+        handler = _DaemonHandler(out)
+        journal = stream_is_journal(out)
+        handler.setFormatter(_JournalFormatter() if journal else logging.Formatter(_FORMAT))
         root.addHandler(handler)
     set_debug_level(debug_level)
 

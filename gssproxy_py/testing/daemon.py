@@ -120,9 +120,13 @@ def daemon_argv(
     socket: Path,
     debug_level: int,
     extra_args: Sequence[str] = (),
+    program: Sequence[str] = (),
 ) -> list[str]:
-    """The command line for impl; the flags are identical for both."""
-    if impl == "c":
+    """The command line for impl; the flags are identical for both.
+    `program` replaces the executable (an installed gssproxy-py, say)."""
+    if program:
+        program = list(program)
+    elif impl == "c":
         program = [str(C_GSSPROXY)]
     elif impl == "py":
         program = [str(VENV_PYTHON), "-m", "gssproxy_py.server.cli"]
@@ -164,6 +168,7 @@ class DaemonProcess:
         env: Mapping[str, str] | None = None,
         debug_level: int = 1,
         extra_args: Sequence[str] = (),
+        program: Sequence[str] = (),
     ) -> None:
         if debug_level < 1:
             raise ValueError("debug_level must be >= 1: the readiness lines are debug output")
@@ -187,6 +192,7 @@ class DaemonProcess:
             socket=self.socket,
             debug_level=debug_level,
             extra_args=extra_args,
+            program=program,
         )
         # A clean environment: the caller's KRB5CCNAME/GSS_USE_PROXY must not leak
         # into the daemon.  The realm's env() normally comes in via `env`.

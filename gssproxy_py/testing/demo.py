@@ -38,7 +38,7 @@ def _banner(text: str) -> None:
     _say(f"== {text}")
 
 
-def run(once: bool) -> int:
+def run(once: bool, daemon_program: str | None = None) -> int:
     if not is_root():
         _say("make run needs root: it creates a test user and a throwaway KDC.")
         return 2
@@ -75,6 +75,7 @@ def run(once: bool) -> int:
             confdir=top / "conf.d",
             log_path=top / "gssproxy-py.log",
             env=realm.env(),
+            program=[daemon_program] if daemon_program else (),
         )
         daemon.start()
         _say(f"listening on {sock}; log: {daemon.log_path}")
@@ -166,9 +167,14 @@ def _follow(path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="make run", description=__doc__.splitlines()[0])
     ap.add_argument("--once", action="store_true", help="do not wait for Ctrl-C")
+    ap.add_argument(
+        "--daemon",
+        metavar="PATH",
+        help="run this gssproxy-py executable (an installed one) instead of the source tree's",
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("GSS_USE_PROXY", "no")
-    return run(args.once)
+    return run(args.once, args.daemon)
 
 
 if __name__ == "__main__":

@@ -184,6 +184,7 @@ def test_daemon_mode_detaches_once_listening(tmp_path: Path) -> None:
     daemon = daemon_in(tmp_path)
     daemon.confdir.mkdir()
     args = [a for a in daemon.argv[3:] if a != "-i"]  # the default is -D
+    args += ["--pid-file", str(tmp_path / "gssproxy.pid")]  # not the system's
     log = tmp_path / "detached.log"
     with open(log, "wb") as stderr:
         proc = subprocess.run(
