@@ -23,7 +23,7 @@ help:
 	@echo "make kernel-test  only the real-kernel test: nfsd's upcall and a sec=krb5 NFS mount in a VM"
 	@echo "make bench   gssproxy-py against the C gssproxy, side by side"
 	@echo "make stubs   regenerate gssproxy_py/proto from idl/*.x"
-	@echo "make docs    regenerate the option reference in docs/CONFIG.md"
+	@echo "make docs    regenerate the option reference in docs/CONFIG.md and gssproxy-py.conf(5)"
 	@echo "make fuzz    run the decoder fuzz targets for longer"
 	@echo "make lint    ruff and mypy --strict"
 
@@ -70,6 +70,7 @@ stubs: $(STAMP)
 
 docs: $(STAMP)
 	$(PY) -m gssproxy_py.config.reference --write docs/CONFIG.md
+	$(PY) -m gssproxy_py.config.manpage --write man/gssproxy-py.conf.5
 
 fuzz: deps
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} $(PY) -m pytest -q tests/fuzz
