@@ -12,7 +12,8 @@ order, after the main file; other entries are skipped with a note. Some file
 must have been read, and it must configure at least one service.
 
 `load_config` is the only place that touches the file system, and it only
-reads. Call it again to reload; on ConfigError keep the old `Config`.
+reads. With `strict_modes` (the default) it refuses files a non-root user
+could change (`strict.py`). Call it again to reload; on ConfigError keep the old `Config`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import re
 from gssproxy_py.config.ini import IniSection, merge_files, parse_ini
 from gssproxy_py.config.model import Config
 from gssproxy_py.config.options import build_config
+from gssproxy_py.config.strict import strict_mode_problems
 from gssproxy_py.errors import ConfigError
 
 DEFAULT_CONFIG_DIR = "/etc/gssproxy"
@@ -123,9 +125,12 @@ def load_config(config_file: str | None, config_dir: str | None, *, default_sock
 
     parsed: list[tuple[IniSection, ...]] = [parse_ini(_read(p), p) for p in paths]
     sections, warnings = merge_files(parsed)
-    return build_config(
+    config = build_config(
         sections, default_socket=default_socket, files=paths, warnings=warnings, notes=notes
     )
+    if config.globals.strict_modes and (problems := strict_mode_problems(config)):
+        raise ConfigError("; ".join(problems))
+    return config
 
 
 def load_config_text(

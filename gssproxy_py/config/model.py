@@ -157,6 +157,8 @@ class GlobalSettings:
     * `refusal_log_interval` (seconds, > 0): at most one line per interval
       says a connection was refused (and one that a partial record was
       dropped), with how many more were since.
+    * `strict_modes`: refuse configuration files, keytabs and client keytabs
+      that a non-root user could change (`strict.py`).
     """
 
     debug_level: int = 0
@@ -176,6 +178,7 @@ class GlobalSettings:
     input_budget: int = DEFAULT_INPUT_BUDGET
     input_budget_per_uid: int = DEFAULT_INPUT_BUDGET_PER_UID
     refusal_log_interval: float = DEFAULT_REFUSAL_LOG_INTERVAL
+    strict_modes: bool = True
     origins: tuple[OptionOrigin, ...] = ()
 
 

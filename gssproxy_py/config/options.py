@@ -278,6 +278,15 @@ OPTIONS: tuple[Option, ...] = (
         "60",
         source=OURS,
     ),
+    Option(
+        "strict_modes",
+        G,
+        v.BOOLEAN,
+        "refuse to start or reload when a configuration file, keytab or client keytab (or a "
+        "directory above it) is writable by a non-root user, as sshd's StrictModes",
+        "no",
+        source=OURS,
+    ),
     # --- [service/NAME] ---
     Option("euid", S, v.USER, "the uid a caller must have to use this service", "0", required=True),
     Option("mechs", S, v.MECHS, "mechanisms the service offers", "krb5", required=True),

@@ -10,7 +10,9 @@ step took.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -306,3 +308,32 @@ def test_partial_records_stay_within_the_input_budget(
     assert peak - before < (6 + 32) * 1024, (before, peak)
     log = daemon.log_text()
     assert "dropping a partial record: uid" in log
+
+
+# -- item 9: StrictModes ----------------------------------------------------------------
+
+
+def test_strict_modes_refuses_start_and_reload(
+    daemon_factory: Any, realm: StandardRealm, test_users: tuple[LocalUser, ...]
+) -> None:
+    user = test_users[0]
+    daemon: DaemonProcess = daemon_factory("py", config(realm, user))
+    # A world-writable configuration file: the reload is refused and the
+    # old configuration stays in force.
+    daemon.config.chmod(0o666)
+    mark = len(daemon.log_text())
+    os.kill(daemon.pid, signal.SIGHUP)
+    assert wait_until(lambda: "configuration not reloaded" in daemon.log_text()[mark:], 30)
+    log = daemon.log_text()[mark:]
+    assert f"{daemon.config}: is writable by every user (mode 0666)" in log
+    assert "strict_modes = no" in log
+    with GssProxyClient(daemon.socket, timeout=30) as client:
+        assert client.indicate_mechs().status.major_status == 0
+    daemon.stop()
+    # At start: exit 1, naming the file.
+    assert daemon.running is False
+    proc = subprocess.run(
+        daemon.argv, env=daemon.env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 1
+    assert f"{daemon.config}: is writable by every user" in proc.stderr
