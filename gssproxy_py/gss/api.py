@@ -51,6 +51,9 @@ SecurityContext = graw.SecurityContext
 
 #: GSS_C_INDEFINITE as a gssx_time.
 INDEFINITE = 0xFFFFFFFF
+#: python-gssapi passes flags, lifetimes, QOPs and address types as
+#: OM_uint32; gssx carries them as u64.
+U32_MAX = 0xFFFFFFFF
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -73,6 +76,14 @@ def gss_call(fn: Callable[_P, _T]) -> Callable[_P, _T]:
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
     return wrapper
+
+
+def u32(what: str, value: int) -> int:
+    """`value` for an OM_uint32 argument of python-gssapi, or a GSS error
+    naming the argument (python-gssapi would raise OverflowError)."""
+    if 0 <= value <= U32_MAX:
+        return value
+    raise GssFailure(GSS_S_FAILURE, EINVAL, f"{what} {value} does not fit in 32 bits")
 
 
 def oid(der: bytes) -> graw.OID:
@@ -307,9 +318,9 @@ def channel_bindings(
     application_data: bytes,
 ) -> graw.ChannelBindings:
     return graw.ChannelBindings(
-        initiator_address_type=initiator_addrtype,
+        initiator_address_type=u32("initiator_addrtype", initiator_addrtype),
         initiator_address=initiator_address or None,
-        acceptor_address_type=acceptor_addrtype,
+        acceptor_address_type=u32("acceptor_addrtype", acceptor_addrtype),
         acceptor_address=acceptor_address or None,
         application_data=application_data or None,
     )
@@ -326,7 +337,8 @@ def init_sec_context(
     bindings: graw.ChannelBindings | None,
     token: bytes | None,
 ) -> StepResult:
-    req_flags = flags & 0xFFFFFFFF
+    req_flags = u32("req_flags", flags)
+    time_req = u32("time_req", time_req)
     if not req_flags:
         # python-gssapi turns falsy flags into its defaults (mutual auth,
         # sequence), so a request for none (cifs.upcall's) became a mutual
@@ -420,7 +432,7 @@ def _msg_ctx(context: SecurityContext) -> Any:
 
 @gss_call
 def get_mic(context: SecurityContext, message: bytes, qop: int) -> bytes:
-    return graw.get_mic(_msg_ctx(context), message, qop or None)
+    return graw.get_mic(_msg_ctx(context), message, u32("qop_req", qop) or None)
 
 
 @gss_call
@@ -430,7 +442,7 @@ def verify_mic(context: SecurityContext, message: bytes, token: bytes) -> int:
 
 @gss_call
 def wrap(context: SecurityContext, message: bytes, conf: bool, qop: int) -> tuple[bytes, bool]:
-    result = graw.wrap(_msg_ctx(context), message, conf, qop or None)
+    result = graw.wrap(_msg_ctx(context), message, conf, u32("qop_state", qop) or None)
     return result.message, bool(result.encrypted)
 
 
@@ -442,7 +454,14 @@ def unwrap(context: SecurityContext, token: bytes) -> tuple[bytes, bool, int]:
 
 @gss_call
 def wrap_size_limit(context: SecurityContext, output_size: int, conf: bool, qop: int) -> int:
-    return int(graw.wrap_size_limit(_msg_ctx(context), output_size, conf, qop or None))
+    return int(
+        graw.wrap_size_limit(
+            _msg_ctx(context),
+            u32("req_output_size", output_size),
+            conf,
+            u32("qop_state", qop) or None,
+        )
+    )
 
 
 # -- mechanisms ----------------------------------------------------------------

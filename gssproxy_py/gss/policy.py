@@ -55,6 +55,7 @@ __all__ = [
     "keytab_files",
     "may_impersonate_name",
     "narrow_usage",
+    "needs_user_name",
     "store_cred_target",
 ]
 
@@ -134,6 +135,25 @@ def _user_name(uid: int) -> str:
         raise GssFailure(GSS_S_FAILURE, ENOENT, f"uid {uid} has no local user name") from None
 
 
+def _is_user_request(service: Service, peer_uid: int, desired: NameSpec | None) -> bool:
+    """Does the request act for a user rather than as the service itself?"""
+    if desired is not None and service.trusted and service.euid == peer_uid:
+        # A trusted service naming a uid acts for that uid's user.
+        return desired.is_uid_name
+    return peer_uid != service.euid
+
+
+def needs_user_name(
+    service: Service, peer_uid: int, desired: NameSpec | None, usage: CredUsage
+) -> bool:
+    """Will `decide_cred_environment` look a user name up (NSS, may wait)?"""
+    return (
+        service.impersonate
+        and usage is not CredUsage.ACCEPT
+        and _is_user_request(service, peer_uid, desired)
+    )
+
+
 def decide_cred_environment(
     service: Service,
     peer_uid: int,
@@ -146,17 +166,14 @@ def decide_cred_environment(
     trusted_self = service.trusted and service.euid == peer_uid
     target_uid = peer_uid
     name = desired
+    user_request = _is_user_request(service, peer_uid, desired)
     if desired is not None:
         if trusted_self and desired.is_uid_name:
             # A trusted service (nfsd's rpc.gssd) acts for the uid it names.
             target_uid = desired.uid()
             name = None
-            user_request = True
-        else:
-            user_request = peer_uid != service.euid
         use_keytab = not user_request
     else:
-        user_request = peer_uid != service.euid
         use_keytab = trusted_self
     impersonate = False
     if user_request and service.impersonate and usage is not CredUsage.ACCEPT:

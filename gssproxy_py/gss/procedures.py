@@ -1,10 +1,14 @@
-"""The fifteen GSS-Proxy procedures, as blocking functions run in the gss executor.
+"""The fifteen GSS-Proxy procedures: one handler and one row each.
 
 Each `proc_*` takes the engine, a `Request` and the decoded argument and
-returns the result structure, raising `GssFailure` for GSS-level failures;
-`failure_result` builds the matching empty result around a status. The
-async glue, the no-service rule and the one exception-to-status mapping live
-in `program.py`.
+returns the result structure, raising `GssFailure` for GSS-level failures.
+Handlers are coroutine functions driven by `gss.inline` (never by an event
+loop): a step that may wait is reached only after `await
+req.steps.may_wait(reason)`, which on the event loop moves the rest of the
+call to a worker thread. `PROCEDURES` holds one `GssProcedure` row per
+procedure: number, argument and result types, handler, whether it may be
+tried inline, and how its failure result is built. The no-service rule and
+the one exception-to-status mapping live in `program.py`.
 
 Differences from gssproxy, on purpose (see also the report in the docs):
 
@@ -20,19 +24,15 @@ Differences from gssproxy, on purpose (see also the report in the docs):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from gssproxy_py.config.model import CredUsage
+from gssproxy_py.config.model import CredUsage, Service
 from gssproxy_py.gss import api, convert, oids, options, policy
-from gssproxy_py.gss.engine import (
-    CredLease,
-    Deferred,
-    GssEngine,
-    Request,
-    WouldWaitError,
-    pick_mech,
-)
+from gssproxy_py.gss.credentials import Credentials, CredLease, Request
+from gssproxy_py.gss.engine import GssEngine, pick_mech
 from gssproxy_py.gss.linux_creds import (
     UNMAPPED,
     LinuxCreds,
@@ -41,6 +41,7 @@ from gssproxy_py.gss.linux_creds import (
     resolve_local_creds,
 )
 from gssproxy_py.gss.lucid import LucidFormatError, format_linux_lucid_v1
+from gssproxy_py.gss.sealing import gssx_cred
 from gssproxy_py.gss.status import (
     EACCES,
     EINVAL,
@@ -60,7 +61,10 @@ from gssproxy_py.gss.status import (
 from gssproxy_py.proto import gss_proxy as gp
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxCtx, GssxOption, GssxStatus
 
-__all__ = ["INLINE_PROCEDURES", "PROCEDURES", "failure_result"]
+__all__ = ["PROCEDURES", "GssProcedure", "row"]
+
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 
 #: GSS_C_DELEG_FLAG
 _DELEG_FLAG = 1
@@ -70,17 +74,27 @@ KERNEL_MAX_OUTPUT_TOKEN = 1024
 MAX_SYNC_CREDS = 512 * 1024
 
 
-def _no_nss(uid: int) -> str:
-    """`decide_cred_environment`'s user name lookup when running inline."""
-    raise WouldWaitError("user name lookup (NSS)")
-
-
-def _decide(req: Request, desired: policy.NameSpec | None, usage: CredUsage) -> policy.CredRequest:
-    if req.inline:
-        return policy.decide_cred_environment(
-            req.service, req.uid, desired, usage, user_name=_no_nss
-        )
+async def _decide(
+    req: Request, desired: policy.NameSpec | None, usage: CredUsage
+) -> policy.CredRequest:
+    if policy.needs_user_name(req.service, req.uid, desired, usage):
+        await req.steps.may_wait("user name lookup (NSS)")
     return policy.decide_cred_environment(req.service, req.uid, desired, usage)
+
+
+async def _default_lease(engine: GssEngine, req: Request, usage: CredUsage) -> CredLease:
+    """The service's own credential for a call that brought no handle."""
+    svc = req.service
+    creq = await _decide(req, None, policy.narrow_usage(svc.cred_usage, int(usage)))
+    with policy.explaining(svc, creq):
+        return await engine.credentials.lease_acquired(req, creq, oids.KRB5)
+
+
+def _imported_context(handle: GssxCtx | None) -> api.SecurityContext | None:
+    """The context a multi-step init or accept continues, or None for a new one."""
+    if handle is not None and handle.exported_context_token:
+        return api.import_sec_context(handle.exported_context_token)
+    return None
 
 
 def _encode_cred(cred: GssxCred) -> bytes:
@@ -94,11 +108,11 @@ def _encode_cred(cred: GssxCred) -> bytes:
 # -- 1 INDICATE_MECHS -----------------------------------------------------------
 
 
-def proc_indicate_mechs(
+async def proc_indicate_mechs(
     engine: GssEngine, req: Request, arg: gp.GssxArgIndicateMechs
 ) -> gp.GssxResIndicateMechs:
-    if req.inline and not engine.mechs_known():
-        raise WouldWaitError("mechanisms not described yet")
+    if not engine.mechs_known():
+        await req.steps.may_wait("mechanisms not described yet")
     mechs, attrs = engine.mechs()
     return gp.GssxResIndicateMechs(
         status=ok_status(oids.KRB5),
@@ -135,7 +149,7 @@ def proc_indicate_mechs(
 # -- 2 GET_CALL_CONTEXT -----------------------------------------------------------
 
 
-def proc_get_call_context(
+async def proc_get_call_context(
     engine: GssEngine, req: Request, arg: gp.GssxArgGetCallContext
 ) -> gp.GssxResGetCallContext:
     """Tells the caller which service it was matched to (option `service_name`).
@@ -153,7 +167,7 @@ def proc_get_call_context(
 # -- 3 IMPORT_AND_CANON_NAME -------------------------------------------------------
 
 
-def proc_import_and_canon_name(
+async def proc_import_and_canon_name(
     engine: GssEngine, req: Request, arg: gp.GssxArgImportAndCanonName
 ) -> gp.GssxResImportAndCanonName:
     spec = convert.name_spec(arg.input_name)
@@ -183,8 +197,8 @@ def proc_import_and_canon_name(
 # -- 4 EXPORT_CRED / 5 IMPORT_CRED / 7 STORE_CRED -------------------------------------
 
 
-def _open_or_fail(engine: GssEngine, req: Request, cred: GssxCred) -> CredLease:
-    lease = engine.lease_handle(req, cred)
+async def _open_or_fail(engine: GssEngine, req: Request, cred: GssxCred) -> CredLease:
+    lease = await engine.credentials.lease_handle(req, cred)
     if lease is None:
         raise GssFailure(
             GSS_S_NO_CRED, EACCES, "credential handle missing or not valid for this caller"
@@ -192,20 +206,20 @@ def _open_or_fail(engine: GssEngine, req: Request, cred: GssxCred) -> CredLease:
     return lease
 
 
-def proc_export_cred(
+async def proc_export_cred(
     engine: GssEngine, req: Request, arg: gp.GssxArgExportCred
 ) -> gp.GssxResExportCred:
     """The exported form of a credential is its sealed handle, never the raw token.
 
     It opens only for the same uid at a service of the same handle scope
-    (`engine.handle_scope`: the same keytab) (IMPORT_CRED), so exporting
+    (`sealing.handle_scope`: the same keytab) (IMPORT_CRED), so exporting
     never hands out keys or tickets in the clear.
     """
-    lease = _open_or_fail(engine, req, arg.input_cred_handle)
+    lease = await _open_or_fail(engine, req, arg.input_cred_handle)
     try:
         info = api.inquire_cred(lease.creds)
     finally:
-        engine.release(lease)
+        engine.credentials.release(lease)
     usage = policy.narrow_usage(info.usage, int(arg.cred_usage))
     return gp.GssxResExportCred(
         status=ok_status(oids.KRB5),
@@ -215,23 +229,23 @@ def proc_export_cred(
     )
 
 
-def proc_import_cred(
+async def proc_import_cred(
     engine: GssEngine, req: Request, arg: gp.GssxArgImportCred
 ) -> gp.GssxResImportCred:
     """Opens an EXPORT_CRED blob (same uid and handle scope only) and describes it."""
-    token = engine.open_blob(req, arg.exported_handle)
+    token = engine.credentials.open(req, arg.exported_handle)
     if token is None:
         raise GssFailure(GSS_S_NO_CRED, EACCES, "exported credential not valid for this caller")
     creds = api.import_cred(token)
     info = api.inquire_cred(creds)
     return gp.GssxResImportCred(
         status=ok_status(oids.KRB5),
-        output_cred_handle=engine.gssx_cred(info, arg.exported_handle),
+        output_cred_handle=gssx_cred(info, arg.exported_handle),
         options=(),
     )
 
 
-def proc_store_cred(
+async def proc_store_cred(
     engine: GssEngine, req: Request, arg: gp.GssxArgStoreCred
 ) -> gp.GssxResStoreCred:
     """Stores a credential into the service's configured ccache (policy.store_cred_target)."""
@@ -242,13 +256,13 @@ def proc_store_cred(
     if mech not in oids.KRB5_FAMILY:
         raise GssFailure(GSS_S_BAD_MECH, ENOENT, "only krb5 credentials can be stored")
     store = policy.store_cred_target(req.service, req.uid, usage)
-    lease = _open_or_fail(engine, req, arg.input_cred_handle)
+    lease = await _open_or_fail(engine, req, arg.input_cred_handle)
     try:
         stored, stored_usage = api.store_cred_into(
             store, lease.creds, usage, oids.KRB5, arg.overwrite_cred, arg.default_cred
         )
     finally:
-        engine.release(lease)
+        engine.credentials.release(lease)
     req.log.info("store_cred: stored into %s", store["ccache"])
     return gp.GssxResStoreCred(
         status=ok_status(oids.KRB5),
@@ -261,24 +275,28 @@ def proc_store_cred(
 # -- 6 ACQUIRE_CRED ---------------------------------------------------------------
 
 
+def _element_good(element: api.CredElementInfo, usage: CredUsage, min_lifetime: int) -> bool:
+    """The element serves `usage` with at least `min_lifetime` (and 1 s) left."""
+    if usage is CredUsage.BOTH:
+        if element.usage is not CredUsage.BOTH:
+            return False
+    elif element.usage not in (usage, CredUsage.BOTH):
+        return False
+    times = []
+    if usage is not CredUsage.ACCEPT:
+        times.append(element.init_lifetime)
+    if usage is not CredUsage.INITIATE:
+        times.append(element.accept_lifetime)
+    return not any(t != api.INDEFINITE and t < max(1, min_lifetime) for t in times)
+
+
 def _cred_still_good(
     lease: CredLease, creq: policy.CredRequest, mech: bytes, min_lifetime: int
 ) -> bool:
     """gssproxy's gp_check_cred: right mech, name and usage, and enough lifetime left."""
     info = api.inquire_cred(lease.creds)
     element = next((e for e in info.elements if e.mech == mech), None)
-    if element is None:
-        return False
-    if creq.usage is not CredUsage.BOTH and element.usage not in (creq.usage, CredUsage.BOTH):
-        return False
-    if creq.usage is CredUsage.BOTH and element.usage is not CredUsage.BOTH:
-        return False
-    times = []
-    if creq.usage is not CredUsage.ACCEPT:
-        times.append(element.init_lifetime)
-    if creq.usage is not CredUsage.INITIATE:
-        times.append(element.accept_lifetime)
-    if any(t != api.INDEFINITE and t < max(1, min_lifetime) for t in times):
+    if element is None or not _element_good(element, creq.usage, min_lifetime):
         return False
     if creq.name is not None and info.name is not None:
         wanted = api.canonicalize(api.import_name(creq.name.value, creq.name.name_type), mech)
@@ -287,59 +305,72 @@ def _cred_still_good(
     return True
 
 
-def proc_acquire_cred(
+async def proc_acquire_cred(
     engine: GssEngine, req: Request, arg: gp.GssxArgAcquireCred
 ) -> gp.GssxResAcquireCred:
     svc = req.service
     mech = pick_mech(arg.desired_mechs)
     usage = policy.narrow_usage(svc.cred_usage, int(arg.cred_usage))
     impersonate = arg.input_cred_handle is not None and options.parse_acquire_type(arg.options)
-    if req.inline and (impersonate or arg.desired_name is not None):
+    if impersonate or arg.desired_name is not None:
         # S4U talks to the KDC; canonicalizing a host-based name may ask DNS.
-        raise WouldWaitError("impersonation or a desired name")
+        await req.steps.may_wait("impersonation or a desired name")
     if impersonate:
-        # Client-driven S4U2Self with the input cred as impersonator.
-        policy.may_impersonate_name(svc)
-        if arg.desired_name is None:
-            raise GssFailure(GSS_S_BAD_NAME, EINVAL, "impersonate_name needs a desired name")
-        lease = engine.lease_handle(req, arg.input_cred_handle)
-        if lease is None:
-            raise GssFailure(GSS_S_NO_CRED, EACCES, "no valid impersonator credential")
-        try:
-            target = convert.import_gssx_name(arg.desired_name)
-            s4u = api.acquire_cred_impersonate_name(lease.creds, target, CredUsage.INITIATE, mech)
-        finally:
-            engine.release(lease)
-        gcred, _, _ = engine.seal_creds(req, s4u)
-        req.log.info("acquire: S4U2Self credential issued")
+        assert arg.input_cred_handle is not None
+        gcred = await _impersonate_name(engine, req, arg.input_cred_handle, arg.desired_name, mech)
         return gp.GssxResAcquireCred(
             status=ok_status(oids.KRB5), output_cred_handle=gcred, options=()
         )
-    creq = _decide(req, convert.name_spec(arg.desired_name), usage)
-    if arg.input_cred_handle is not None:
-        lease = engine.lease_handle(req, arg.input_cred_handle)
-        if lease is not None:
-            try:
-                good = _cred_still_good(lease, creq, mech, svc.min_lifetime)
-            finally:
-                engine.release(lease)
-            if good:
-                req.log.info(
-                    "acquire: the client's credential handle is still good; returned as is"
-                )
-                # Unchanged bytes: the interposer then keeps its stored copy.
-                return gp.GssxResAcquireCred(
-                    status=ok_status(oids.KRB5),
-                    output_cred_handle=arg.input_cred_handle,
-                    options=(),
-                )
-            if req.inline:
-                raise WouldWaitError("acquiring anew")  # before the log line the thread repeats
-            req.log.info("acquire: input credential unusable or near expiry; acquiring anew")
+    creq = await _decide(req, convert.name_spec(arg.desired_name), usage)
+    if arg.input_cred_handle is not None and await _handle_still_good(
+        engine, req, arg.input_cred_handle, creq, mech
+    ):
+        # Unchanged bytes: the interposer then keeps its stored copy.
+        return gp.GssxResAcquireCred(
+            status=ok_status(oids.KRB5), output_cred_handle=arg.input_cred_handle, options=()
+        )
     with policy.explaining(svc, creq):
-        gcred, fresh = engine.acquire_sealed(req, creq, mech)
-    engine.release(fresh)
+        gcred, fresh = await engine.credentials.acquire_sealed(req, creq, mech)
+    engine.credentials.release(fresh)
     return gp.GssxResAcquireCred(status=ok_status(oids.KRB5), output_cred_handle=gcred, options=())
+
+
+async def _impersonate_name(
+    engine: GssEngine, req: Request, handle: GssxCred, desired: gp.GssxName | None, mech: bytes
+) -> GssxCred:
+    """Client-driven S4U2Self with the input cred as impersonator."""
+    policy.may_impersonate_name(req.service)
+    if desired is None:
+        raise GssFailure(GSS_S_BAD_NAME, EINVAL, "impersonate_name needs a desired name")
+    lease = await engine.credentials.lease_handle(req, handle)
+    if lease is None:
+        raise GssFailure(GSS_S_NO_CRED, EACCES, "no valid impersonator credential")
+    try:
+        target = convert.import_gssx_name(desired)
+        s4u = api.acquire_cred_impersonate_name(lease.creds, target, CredUsage.INITIATE, mech)
+    finally:
+        engine.credentials.release(lease)
+    gcred, _, _ = engine.credentials.seal(req, s4u)
+    req.log.info("acquire: S4U2Self credential issued")
+    return gcred
+
+
+async def _handle_still_good(
+    engine: GssEngine, req: Request, handle: GssxCred, creq: policy.CredRequest, mech: bytes
+) -> bool:
+    """Is the client's own handle still good for this request (returned as is)?"""
+    lease = await engine.credentials.lease_handle(req, handle)
+    if lease is None:
+        return False
+    try:
+        good = _cred_still_good(lease, creq, mech, req.service.min_lifetime)
+    finally:
+        engine.credentials.release(lease)
+    if good:
+        req.log.info("acquire: the client's credential handle is still good; returned as is")
+    else:
+        req.log.info("acquire: input credential unusable or near expiry; acquiring anew")
+    return good
 
 
 # -- contexts: shared parts -------------------------------------------------------------
@@ -397,7 +428,7 @@ def _sync_option(
     after = api.export_cred(lease.creds)
     if after == lease.token:
         return ()
-    gcred, _, _ = engine.seal_creds(req, lease.creds)
+    gcred, _, _ = engine.credentials.seal(req, lease.creds)
     value = _encode_cred(gcred)
     if len(value) > MAX_SYNC_CREDS:
         req.log.warning("sync_creds of %d bytes exceeds the client's limit; not sent", len(value))
@@ -422,7 +453,7 @@ def _prepare_sync(lease: CredLease | None, wanted: bool, req: Request) -> None:
 # -- 8 INIT_SEC_CONTEXT --------------------------------------------------------------
 
 
-def proc_init_sec_context(
+async def proc_init_sec_context(
     engine: GssEngine, req: Request, arg: gp.GssxArgInitSecContext
 ) -> gp.GssxResInitSecContext:
     svc = req.service
@@ -433,23 +464,13 @@ def proc_init_sec_context(
     if arg.target_name is None:
         raise GssFailure(GSS_S_BAD_NAME, EINVAL, "init_sec_context needs a target name")
     target = convert.import_gssx_name(arg.target_name)
-    context = None
-    if arg.context_handle is not None and arg.context_handle.exported_context_token:
-        context = api.import_sec_context(arg.context_handle.exported_context_token)
-    lease = engine.lease_handle(req, arg.cred_handle)
+    context = _imported_context(arg.context_handle)
+    lease = await engine.credentials.lease_handle(req, arg.cred_handle)
     try:
         if lease is None:
-            usage = policy.narrow_usage(svc.cred_usage, int(CredUsage.INITIATE))
-            creq = _decide(req, None, usage)
-            with policy.explaining(svc, creq):
-                lease = engine.lease_acquired(req, creq, oids.KRB5)
+            lease = await _default_lease(engine, req, CredUsage.INITIATE)
         if context is None:
-            imp = api.impersonator(lease.creds)
-            if imp is not None:
-                shown = api.display_name(api.canonicalize(target, oids.KRB5))[0]
-                policy.constrained_delegation_allowed(
-                    svc, imp, shown.decode("utf-8", errors="replace")
-                )
+            _check_delegation(svc, lease, target)
         wants_sync = options.wants_sync(arg.options)
         _prepare_sync(lease, wants_sync, req)
         step = api.init_sec_context(
@@ -471,7 +492,7 @@ def proc_init_sec_context(
         )
         sync = _sync_option(engine, req, lease, wants_sync)
     finally:
-        engine.release(lease)
+        engine.credentials.release(lease)
     major = GSS_S_CONTINUE_NEEDED if step.continue_needed else GSS_S_COMPLETE
     return gp.GssxResInitSecContext(
         status=ok_status(ctx.mech or oids.KRB5, major),
@@ -481,47 +502,56 @@ def proc_init_sec_context(
     )
 
 
+def _check_delegation(svc: Service, lease: CredLease, target: api.Name) -> None:
+    """An S4U2Self credential may only go to the targets the service may delegate to."""
+    imp = api.impersonator(lease.creds)
+    if imp is not None:
+        shown = api.display_name(api.canonicalize(target, oids.KRB5))[0]
+        policy.constrained_delegation_allowed(svc, imp, shown.decode("utf-8", errors="replace"))
+
+
 # -- 9 ACCEPT_SEC_CONTEXT --------------------------------------------------------------
 
 
-def _linux_creds(engine: GssEngine, req: Request, name: api.Name | None) -> bytes | None:
+async def _linux_creds(engine: GssEngine, req: Request, name: api.Name | None) -> bytes:
     """The `linux_creds_v1` value for the initiator (UNMAPPED if no local user).
 
     The local name and the NSS answers are reused for `engine.local_creds`'s
-    TTL; None when running inline and they are not at hand (the caller
-    finishes in a thread, where the lookup may wait).
+    TTL; looking them up may wait.
     """
+    if name is None:
+        req.log.info("linux_creds_v1 for no initiator name: unmapped")
+        return encode_linux_creds(UNMAPPED.uid, UNMAPPED.gid, UNMAPPED.groups)
+    exported = api.export_name(name)
+    found = engine.local_creds.get(exported) if exported else None
+    if found is None:
+        await req.steps.may_wait("local user lookup (NSS)")
+        found = _local_creds(name, exported)
+        if exported:
+            engine.local_creds.put(exported, found)
+    user, creds = found
+    if req.log.isEnabledFor(logging.INFO):
+        req.log.info("%s", _describe_linux_creds(name, user, creds))
+    return encode_linux_creds(creds.uid, creds.gid, creds.groups)
+
+
+def _local_creds(name: api.Name, exported: bytes) -> tuple[bytes, LinuxCreds]:
+    """The initiator's local user and its uid, gid and groups (may wait on NSS)."""
     from gssproxy_py.gss import localname
 
-    creds: LinuxCreds = UNMAPPED
-    if name is not None:
-        exported = api.export_name(name)
-        cached = engine.local_creds.get(exported) if exported else None
-        if cached is not None:
-            user, creds = cached
-        elif req.inline:
-            return None
+    try:
+        if exported:
+            user = localname.localname(exported, oids.NT_EXPORT_NAME, oids.KRB5)
         else:
-            try:
-                if exported:
-                    user = localname.localname(exported, oids.NT_EXPORT_NAME, oids.KRB5)
-                else:
-                    user = localname.localname_of_name(name, oids.KRB5)
-            except localname.NoLocalMappingError:
-                user = b""
-            except localname.GssCallError as exc:
-                raise GssFailure(exc.major, exc.minor, exc.message) from None
-            try:
-                creds = resolve_local_creds(user) if user else UNMAPPED
-            except LocalCredsError as exc:
-                raise GssFailure(GSS_S_FAILURE, ENOENT, str(exc)) from None
-            if exported:
-                engine.local_creds.put(exported, (user, creds))
-        if req.log.isEnabledFor(logging.INFO):
-            req.log.info("%s", _describe_linux_creds(name, user, creds))
-    else:
-        req.log.info("linux_creds_v1 for no initiator name: unmapped")
-    return encode_linux_creds(creds.uid, creds.gid, creds.groups)
+            user = localname.localname_of_name(name, oids.KRB5)
+    except localname.NoLocalMappingError:
+        user = b""
+    except localname.GssCallError as exc:
+        raise GssFailure(exc.major, exc.minor, exc.message) from None
+    try:
+        return user, resolve_local_creds(user) if user else UNMAPPED
+    except LocalCredsError as exc:
+        raise GssFailure(GSS_S_FAILURE, ENOENT, str(exc)) from None
 
 
 def _describe_linux_creds(name: api.Name, user: bytes, creds: LinuxCreds) -> str:
@@ -540,22 +570,15 @@ def _describe_linux_creds(name: api.Name, user: bytes, creds: LinuxCreds) -> str
     )
 
 
-def proc_accept_sec_context(
+async def proc_accept_sec_context(
     engine: GssEngine, req: Request, arg: gp.GssxArgAcceptSecContext
-) -> gp.GssxResAcceptSecContext | Deferred:
-    svc = req.service
+) -> gp.GssxResAcceptSecContext:
     types = options.parse_call_options(arg.call_ctx.options)
-    context = None
-    if arg.context_handle is not None and arg.context_handle.exported_context_token:
-        context = api.import_sec_context(arg.context_handle.exported_context_token)
-    lease = engine.lease_handle(req, arg.cred_handle)
-    delegated: GssxCred | None = None
+    context = _imported_context(arg.context_handle)
+    lease = await engine.credentials.lease_handle(req, arg.cred_handle)
     try:
         if lease is None:
-            usage = policy.narrow_usage(svc.cred_usage, int(CredUsage.ACCEPT))
-            creq = _decide(req, None, usage)
-            with policy.explaining(svc, creq):
-                lease = engine.lease_acquired(req, creq, oids.KRB5)
+            lease = await _default_lease(engine, req, CredUsage.ACCEPT)
         wants_sync = options.wants_sync(arg.options)
         _prepare_sync(lease, wants_sync, req)
         step = api.accept_sec_context(
@@ -566,12 +589,11 @@ def proc_accept_sec_context(
         )
         complete = not step.continue_needed
         extra: list[GssxOption] = []
-        pending = False
         if types.creds is options.CredsExport.LINUX_CREDS_V1 and complete:
-            value = _linux_creds(engine, req, step.initiator)
-            # None: inline and not known yet; filled in below, in a thread.
-            pending = value is None
-            extra.append(options.option(options.LINUX_CREDS_V1, value or b""))
+            # After the accept consumed its token: a lookup that must wait
+            # continues the call on a thread from here, it does not repeat it.
+            value = await _linux_creds(engine, req, step.initiator)
+            extra.append(options.option(options.LINUX_CREDS_V1, value))
         ctx = _export_context(
             step.context,
             types,
@@ -579,22 +601,16 @@ def proc_accept_sec_context(
             locally_initiated=False,
             complete=complete,
         )
-        if (
-            arg.ret_deleg_cred
-            and not types.kernel  # the kernel refuses any delegated cred
-            and step.delegated is not None
-            and step.flags & _DELEG_FLAG
-        ):
-            delegated, _, _ = engine.seal_creds(req, step.delegated)
+        delegated = _delegated_cred(engine, req, arg, types, step)
         extra.extend(_sync_option(engine, req, lease, wants_sync))
     finally:
-        engine.release(lease)
+        engine.credentials.release(lease)
     if types.kernel and len(step.token) > KERNEL_MAX_OUTPUT_TOKEN:
         raise GssFailure(
             GSS_S_FAILURE, EINVAL, f"output token exceeds the kernel's {KERNEL_MAX_OUTPUT_TOKEN}"
         )
     major = GSS_S_CONTINUE_NEEDED if step.continue_needed else GSS_S_COMPLETE
-    result = gp.GssxResAcceptSecContext(
+    return gp.GssxResAcceptSecContext(
         status=ok_status(ctx.mech or oids.KRB5, major),
         context_handle=ctx,
         # Always present: the kernel would read 1024 bytes from NULL otherwise.
@@ -602,33 +618,38 @@ def proc_accept_sec_context(
         delegated_cred_handle=delegated,
         options=tuple(extra),
     )
-    if not pending:
-        return result
-    initiator = step.initiator
-    threaded = dataclasses.replace(req, inline=False)
 
-    def finish() -> gp.GssxResAcceptSecContext:
-        value = _linux_creds(engine, threaded, initiator)
-        assert value is not None
-        first = options.option(options.LINUX_CREDS_V1, value)
-        return dataclasses.replace(result, options=(first, *result.options[1:]))
 
-    return Deferred(finish)
+def _delegated_cred(
+    engine: GssEngine,
+    req: Request,
+    arg: gp.GssxArgAcceptSecContext,
+    types: options.ExportTypes,
+    step: api.StepResult,
+) -> GssxCred | None:
+    """The initiator's delegated credential, sealed, when asked for and given."""
+    if (
+        arg.ret_deleg_cred
+        and not types.kernel  # the kernel refuses any delegated cred
+        and step.delegated is not None
+        and step.flags & _DELEG_FLAG
+    ):
+        delegated, _, _ = engine.credentials.seal(req, step.delegated)
+        return delegated
+    return None
 
 
 # -- 10 RELEASE_HANDLE ---------------------------------------------------------------
 
 
-def proc_release_handle(
+async def proc_release_handle(
     engine: GssEngine, req: Request, arg: gp.GssxArgReleaseHandle
 ) -> gp.GssxResReleaseHandle:
     handle = arg.cred_handle
     if isinstance(handle, gp.GssxHandleCredInfo):
         blob = handle.cred_info.cred_handle_reference
         if blob:
-            from gssproxy_py.gss.credcache import handle_digest
-
-            engine.pool.drop((req.service.name, req.uid, handle_digest(blob)))
+            engine.credentials.pool.drop(Credentials.pool_key(req, blob))
         return gp.GssxResReleaseHandle(status=ok_status(oids.KRB5))
     if isinstance(handle, gp.GssxHandleSecCtxInfo):
         return gp.GssxResReleaseHandle(status=ok_status(oids.KRB5))
@@ -655,7 +676,7 @@ def _reexport(context: api.SecurityContext, handle: GssxCtx, call_ctx: gp.GssxCa
     )
 
 
-def proc_get_mic(engine: GssEngine, req: Request, arg: gp.GssxArgGetMic) -> gp.GssxResGetMic:
+async def proc_get_mic(engine: GssEngine, req: Request, arg: gp.GssxArgGetMic) -> gp.GssxResGetMic:
     ctx = _import_ctx(arg.context_handle)
     mic = api.get_mic(ctx, arg.message_buffer, arg.qop_req)
     out = _reexport(ctx, arg.context_handle, arg.call_ctx)
@@ -667,7 +688,7 @@ def proc_get_mic(engine: GssEngine, req: Request, arg: gp.GssxArgGetMic) -> gp.G
     )
 
 
-def proc_verify_mic(
+async def proc_verify_mic(
     engine: GssEngine, req: Request, arg: gp.GssxArgVerifyMic
 ) -> gp.GssxResVerifyMic:
     ctx = _import_ctx(arg.context_handle)
@@ -678,7 +699,7 @@ def proc_verify_mic(
     )
 
 
-def proc_wrap(engine: GssEngine, req: Request, arg: gp.GssxArgWrap) -> gp.GssxResWrap:
+async def proc_wrap(engine: GssEngine, req: Request, arg: gp.GssxArgWrap) -> gp.GssxResWrap:
     ctx = _import_ctx(arg.context_handle)
     tokens: list[bytes] = []
     encrypted = arg.conf_req
@@ -695,7 +716,7 @@ def proc_wrap(engine: GssEngine, req: Request, arg: gp.GssxArgWrap) -> gp.GssxRe
     )
 
 
-def proc_unwrap(engine: GssEngine, req: Request, arg: gp.GssxArgUnwrap) -> gp.GssxResUnwrap:
+async def proc_unwrap(engine: GssEngine, req: Request, arg: gp.GssxArgUnwrap) -> gp.GssxResUnwrap:
     ctx = _import_ctx(arg.context_handle)
     messages: list[bytes] = []
     encrypted = False
@@ -713,7 +734,7 @@ def proc_unwrap(engine: GssEngine, req: Request, arg: gp.GssxArgUnwrap) -> gp.Gs
     )
 
 
-def proc_wrap_size_limit(
+async def proc_wrap_size_limit(
     engine: GssEngine, req: Request, arg: gp.GssxArgWrapSizeLimit
 ) -> gp.GssxResWrapSizeLimit:
     ctx = _import_ctx(arg.context_handle)
@@ -723,65 +744,163 @@ def proc_wrap_size_limit(
     return gp.GssxResWrapSizeLimit(status=ok_status(oids.KRB5), max_input_size=size)
 
 
-# -- failure results -------------------------------------------------------------------
+# -- the rows ----------------------------------------------------------------------------
+
+_Handler = Callable[[GssEngine, Request, _A], Coroutine[Any, Any, _R]]
 
 
-def failure_result(procedure: int, status: GssxStatus) -> object:
-    """The result of `procedure` carrying only `status` (everything else empty)."""
-    usage = gp.GssxCredUsage.GSSX_C_BOTH
-    builders: dict[int, object] = {
-        gp.GSSX_INDICATE_MECHS: gp.GssxResIndicateMechs(status, (), (), (), ()),
-        gp.GSSX_GET_CALL_CONTEXT: gp.GssxResGetCallContext(status, b"", ()),
-        gp.GSSX_IMPORT_AND_CANON_NAME: gp.GssxResImportAndCanonName(status, None, ()),
-        gp.GSSX_EXPORT_CRED: gp.GssxResExportCred(status, usage, None, ()),
-        gp.GSSX_IMPORT_CRED: gp.GssxResImportCred(status, None, ()),
-        gp.GSSX_ACQUIRE_CRED: gp.GssxResAcquireCred(status, None, ()),
-        gp.GSSX_STORE_CRED: gp.GssxResStoreCred(status, (), usage, ()),
-        gp.GSSX_INIT_SEC_CONTEXT: gp.GssxResInitSecContext(status, None, None, ()),
-        # output_token stays present even on failure: the kernel reads it regardless.
-        gp.GSSX_ACCEPT_SEC_CONTEXT: gp.GssxResAcceptSecContext(status, None, b"", None, ()),
-        gp.GSSX_RELEASE_HANDLE: gp.GssxResReleaseHandle(status),
-        gp.GSSX_GET_MIC: gp.GssxResGetMic(status, None, b"", None),
-        gp.GSSX_VERIFY: gp.GssxResVerifyMic(status, None, None),
-        gp.GSSX_WRAP: gp.GssxResWrap(status, None, (), None, None),
-        gp.GSSX_UNWRAP: gp.GssxResUnwrap(status, None, (), None, None),
-        gp.GSSX_WRAP_SIZE_LIMIT: gp.GssxResWrapSizeLimit(status, 0),
-    }
-    return builders[procedure]
+@dataclass(frozen=True, slots=True)
+class GssProcedure(Generic[_A, _R]):
+    """One GSS-Proxy procedure: everything the program needs to serve it."""
+
+    number: int
+    arg: type[_A]
+    result: type[_R]
+    handler: _Handler[_A, _R]
+    #: may be tried on the event loop (see `gss.inline`); the others (names,
+    #: cred import/export/store, init) may wait for DNS, a KDC or a ccache
+    #: daemon at once, and always start on a thread
+    inline: bool
+    #: the result carrying only a failure status (everything else empty)
+    failure: Callable[[GssxStatus], _R]
 
 
-#: Procedures that may be tried inline on the event loop (see `engine`): the
-#: rest (names, cred import/export/store, init) may wait for DNS, a KDC or a
-#: ccache daemon, and always run in a thread.
-INLINE_PROCEDURES = frozenset(
-    {
+def row(
+    number: int,
+    arg: type[_A],
+    result: type[_R],
+    handler: _Handler[_A, _R],
+    *,
+    inline: bool,
+    failure: Callable[[GssxStatus], _R],
+) -> GssProcedure[_A, _R]:
+    """A row, with its types checked against the handler's (by mypy)."""
+    return GssProcedure(number, arg, result, handler, inline, failure)
+
+
+_BOTH = gp.GssxCredUsage.GSSX_C_BOTH
+
+#: Every procedure of program 400112 v1 but NULL, in number order.
+PROCEDURES: tuple[GssProcedure[Any, Any], ...] = (
+    row(
         gp.GSSX_INDICATE_MECHS,
+        gp.GssxArgIndicateMechs,
+        gp.GssxResIndicateMechs,
+        proc_indicate_mechs,
+        inline=True,
+        failure=lambda s: gp.GssxResIndicateMechs(s, (), (), (), ()),
+    ),
+    row(
         gp.GSSX_GET_CALL_CONTEXT,
+        gp.GssxArgGetCallContext,
+        gp.GssxResGetCallContext,
+        proc_get_call_context,
+        inline=True,
+        failure=lambda s: gp.GssxResGetCallContext(s, b"", ()),
+    ),
+    row(
+        gp.GSSX_IMPORT_AND_CANON_NAME,
+        gp.GssxArgImportAndCanonName,
+        gp.GssxResImportAndCanonName,
+        proc_import_and_canon_name,
+        inline=False,
+        failure=lambda s: gp.GssxResImportAndCanonName(s, None, ()),
+    ),
+    row(
+        gp.GSSX_EXPORT_CRED,
+        gp.GssxArgExportCred,
+        gp.GssxResExportCred,
+        proc_export_cred,
+        inline=False,
+        failure=lambda s: gp.GssxResExportCred(s, _BOTH, None, ()),
+    ),
+    row(
+        gp.GSSX_IMPORT_CRED,
+        gp.GssxArgImportCred,
+        gp.GssxResImportCred,
+        proc_import_cred,
+        inline=False,
+        failure=lambda s: gp.GssxResImportCred(s, None, ()),
+    ),
+    row(
         gp.GSSX_ACQUIRE_CRED,
+        gp.GssxArgAcquireCred,
+        gp.GssxResAcquireCred,
+        proc_acquire_cred,
+        inline=True,
+        failure=lambda s: gp.GssxResAcquireCred(s, None, ()),
+    ),
+    row(
+        gp.GSSX_STORE_CRED,
+        gp.GssxArgStoreCred,
+        gp.GssxResStoreCred,
+        proc_store_cred,
+        inline=False,
+        failure=lambda s: gp.GssxResStoreCred(s, (), _BOTH, ()),
+    ),
+    row(
+        gp.GSSX_INIT_SEC_CONTEXT,
+        gp.GssxArgInitSecContext,
+        gp.GssxResInitSecContext,
+        proc_init_sec_context,
+        inline=False,
+        failure=lambda s: gp.GssxResInitSecContext(s, None, None, ()),
+    ),
+    row(
         gp.GSSX_ACCEPT_SEC_CONTEXT,
+        gp.GssxArgAcceptSecContext,
+        gp.GssxResAcceptSecContext,
+        proc_accept_sec_context,
+        inline=True,
+        # output_token stays present even on failure: the kernel reads it regardless.
+        failure=lambda s: gp.GssxResAcceptSecContext(s, None, b"", None, ()),
+    ),
+    row(
         gp.GSSX_RELEASE_HANDLE,
+        gp.GssxArgReleaseHandle,
+        gp.GssxResReleaseHandle,
+        proc_release_handle,
+        inline=True,
+        failure=gp.GssxResReleaseHandle,
+    ),
+    row(
         gp.GSSX_GET_MIC,
+        gp.GssxArgGetMic,
+        gp.GssxResGetMic,
+        proc_get_mic,
+        inline=True,
+        failure=lambda s: gp.GssxResGetMic(s, None, b"", None),
+    ),
+    row(
         gp.GSSX_VERIFY,
+        gp.GssxArgVerifyMic,
+        gp.GssxResVerifyMic,
+        proc_verify_mic,
+        inline=True,
+        failure=lambda s: gp.GssxResVerifyMic(s, None, None),
+    ),
+    row(
         gp.GSSX_WRAP,
+        gp.GssxArgWrap,
+        gp.GssxResWrap,
+        proc_wrap,
+        inline=True,
+        failure=lambda s: gp.GssxResWrap(s, None, (), None, None),
+    ),
+    row(
         gp.GSSX_UNWRAP,
+        gp.GssxArgUnwrap,
+        gp.GssxResUnwrap,
+        proc_unwrap,
+        inline=True,
+        failure=lambda s: gp.GssxResUnwrap(s, None, (), None, None),
+    ),
+    row(
         gp.GSSX_WRAP_SIZE_LIMIT,
-    }
+        gp.GssxArgWrapSizeLimit,
+        gp.GssxResWrapSizeLimit,
+        proc_wrap_size_limit,
+        inline=True,
+        failure=lambda s: gp.GssxResWrapSizeLimit(s, 0),
+    ),
 )
-
-PROCEDURES: dict[int, object] = {
-    gp.GSSX_INDICATE_MECHS: proc_indicate_mechs,
-    gp.GSSX_GET_CALL_CONTEXT: proc_get_call_context,
-    gp.GSSX_IMPORT_AND_CANON_NAME: proc_import_and_canon_name,
-    gp.GSSX_EXPORT_CRED: proc_export_cred,
-    gp.GSSX_IMPORT_CRED: proc_import_cred,
-    gp.GSSX_ACQUIRE_CRED: proc_acquire_cred,
-    gp.GSSX_STORE_CRED: proc_store_cred,
-    gp.GSSX_INIT_SEC_CONTEXT: proc_init_sec_context,
-    gp.GSSX_ACCEPT_SEC_CONTEXT: proc_accept_sec_context,
-    gp.GSSX_RELEASE_HANDLE: proc_release_handle,
-    gp.GSSX_GET_MIC: proc_get_mic,
-    gp.GSSX_VERIFY: proc_verify_mic,
-    gp.GSSX_WRAP: proc_wrap,
-    gp.GSSX_UNWRAP: proc_unwrap,
-    gp.GSSX_WRAP_SIZE_LIMIT: proc_wrap_size_limit,
-}

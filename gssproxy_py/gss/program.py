@@ -2,16 +2,14 @@
 
 The server calls `gss_proxy_service` once at startup. Every handler reads
 the configuration in force from its `CallInfo` (so SIGHUP reloads apply to
-the next call). A procedure of `INLINE_PROCEDURES` has an immediate handler
+the next call). Each row of `procedures.PROCEDURES` becomes one threaded
+handler, and a row marked `inline` also an immediate handler
 (`rpc.dispatch`): for a service the engine allows inline
-(`GssEngine.inline_allowed`) it is first tried on the event-loop thread,
-without a task; it gives up with `WouldWaitError` before anything that could
-wait for a KDC, DNS or NSS, and then, like every other call, runs in the gss
-engine's executor, one hop per call. A `Deferred` result finishes in the
-executor.
-The event loop never waits on KDCs or NSS; it does do local file I/O that
-a keytab accept needs (the keytab and MIT's replay cache, see
-docs/PERFORMANCE.md).
+(`InlineCalls.allowed`) the call starts on the event-loop thread, without a
+task; at its first step that may wait (`gss.inline`) it stops, and the rest
+of it continues on the engine's threads, one hop per call. The event loop
+never waits on KDCs or NSS; it does do local file I/O that a keytab accept
+needs (the keytab and MIT's replay cache, see docs/PERFORMANCE.md).
 
 Rules applied here for every procedure:
 
@@ -21,14 +19,13 @@ Rules applied here for every procedure:
   which is also what the interposer reports when the C daemon drops such a
   connection;
 * any exception becomes a status through `status.status_for_exception` (the
-  one mapping); the server never sees a GSS error as an exception;
+  one mapping) and the row's failure result; the server never sees a GSS
+  error as an exception;
 * `status.mech` is always an OID from INDICATE_MECHS (krb5 for failures),
   because the interposer rejects replies whose mech it does not know.
 
 The `ProgramService` sets both hooks of the contract: `close` stops the
-worker threads at shutdown; `reload` resizes the executor to the new
-`worker_threads` and drops cached credentials (and remembered PKINIT
-failures).
+worker threads at shutdown; `reload` is `GssEngine.reload`.
 
 `tgt_source` is the token layer's PKINIT (`pkinit_creds.TgtSource`, the
 TOKEN_SIGN backend, handed over by `server/programs.py`).
@@ -45,12 +42,14 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gssproxy_py.config.model import Config
+from gssproxy_py.config.model import Config, Service
 from gssproxy_py.gss import oids
-from gssproxy_py.gss.engine import Deferred, GssEngine, Request, WouldWaitError
+from gssproxy_py.gss.credentials import Request
+from gssproxy_py.gss.engine import GssEngine
+from gssproxy_py.gss.inline import Continuation, Steps, run_to_end
 from gssproxy_py.gss.namespaced import NamespacedCalls
 from gssproxy_py.gss.pkinit_creds import TgtSource
-from gssproxy_py.gss.procedures import INLINE_PROCEDURES, PROCEDURES, failure_result
+from gssproxy_py.gss.procedures import PROCEDURES, GssProcedure
 from gssproxy_py.gss.status import (
     EACCES,
     GSS_S_NO_CRED,
@@ -65,19 +64,6 @@ from gssproxy_py.rpc.dispatch import CallInfo, Handler, ImmediateHandler, Pendin
 __all__ = ["gss_proxy_service"]
 
 
-def _reloaded(engine: GssEngine) -> Callable[[Config], None]:
-    def reload(config: Config) -> None:
-        # Resize the executor now and forget credentials acquired under the
-        # old service definitions (their keys would never match again anyway).
-        engine.executor_for(config)
-        engine.acquired.clear()
-        engine.pool.clear()
-        engine.pkinit.forget()
-        engine.forget_inline()
-
-    return reload
-
-
 def _closer(engine: GssEngine, namespaced: NamespacedCalls) -> Callable[[], None]:
     def close() -> None:
         engine.close()
@@ -86,71 +72,88 @@ def _closer(engine: GssEngine, namespaced: NamespacedCalls) -> Callable[[], None
     return close
 
 
-def _refusal(procedure: int, call: CallInfo) -> Any:
+def _refusal(proc: GssProcedure[Any, Any], call: CallInfo) -> Any:
     """The answer to a caller that matched no service."""
     reason = call.no_match_reason or "no matching service"
-    call.log.warning("%s refused: %s", GSSPROXY_PROGRAM_NAMES[procedure], reason)
+    call.log.warning("%s refused: %s", GSSPROXY_PROGRAM_NAMES[proc.number], reason)
     failure = GssFailure(GSS_S_NO_CRED, EACCES, reason)
-    return failure_result(procedure, status_from_failure(failure, oids.KRB5))
+    return proc.failure(status_from_failure(failure, oids.KRB5))
+
+
+def _failed(proc: GssProcedure[Any, Any], exc: Exception, call: CallInfo) -> Any:
+    """The one catch-all: everything raised in a call becomes a GSS status."""
+    return proc.failure(status_for_exception(exc, oids.KRB5, call.log))
+
+
+def _request(call: CallInfo, service: Service, *, inline: bool) -> Request:
+    return Request(
+        service=service,
+        uid=call.peer.uid,
+        config=call.config,
+        log=call.log,
+        steps=Steps(inline=inline),
+    )
 
 
 def _handler(
-    engine: GssEngine, namespaced: NamespacedCalls, procedure: int, fn: Callable[..., Any]
+    engine: GssEngine, namespaced: NamespacedCalls, proc: GssProcedure[Any, Any]
 ) -> Handler:
-    """The threaded handler: the call runs in an executor thread."""
+    """The threaded handler: the whole call runs on an executor thread."""
+    handler = proc.handler
 
     async def handle(call: CallInfo, arg: Any) -> Any:
         if call.service is None:
-            return _refusal(procedure, call)
-        req = Request(service=call.service, uid=call.peer.uid, config=call.config, log=call.log)
+            return _refusal(proc, call)
+        req = _request(call, call.service, inline=False)
         try:
             executor = namespaced.executor_for(call.service, call.peer, call.config)
             if executor is None:
-                return await engine.run(call.config, fn, engine, req, arg)
+                return await engine.run(call.config, lambda: run_to_end(handler(engine, req, arg)))
             call.log.debug("running in the network namespace of inode %s", call.peer.netns_inode)
-            return await namespaced.run(executor, fn, engine, req, arg)
-        except Exception as exc:  # the one catch-all: everything becomes a GSS status
-            return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
+            return await namespaced.run(executor, lambda: run_to_end(handler(engine, req, arg)))
+        except Exception as exc:
+            return _failed(proc, exc, call)
 
-    handle.__name__ = f"gssx_{procedure}"
+    handle.__name__ = f"gssx_{proc.number}"
     return handle
 
 
 def _immediate(
-    engine: GssEngine, procedure: int, fn: Callable[..., Any], threaded: Handler
+    engine: GssEngine, proc: GssProcedure[Any, Any], threaded: Handler
 ) -> ImmediateHandler:
-    """The immediate handler of an `INLINE_PROCEDURES` procedure: tried on
-    the event loop, `Pending` on the threaded handler when it would wait."""
+    """The immediate handler of an inline row: started on the event loop, it
+    returns the result, or `Pending` on the rest of the call in a thread."""
+    handler = proc.handler
+    inline = engine.inline
 
     def handle_inline(call: CallInfo, arg: Any) -> Any:
         service = call.service
         if service is None:
-            return _refusal(procedure, call)
-        if not engine.inline_allowed(service):
+            return _refusal(proc, call)
+        if not inline.allowed(service):
             return Pending(lambda: threaded(call, arg))
-        req = Request(
-            service=service, uid=call.peer.uid, config=call.config, log=call.log, inline=True
-        )
+        req = _request(call, service, inline=True)
         try:
-            result = engine.run_inline(fn, req, arg)
-        except WouldWaitError:
-            return Pending(lambda: threaded(call, arg))
+            outcome = inline.start(handler(engine, req, arg), req.steps, service, call.log)
         except Exception as exc:  # as in the threaded handler
-            return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
-        if isinstance(result, Deferred):
-            finish = result.finish
+            return _failed(proc, exc, call)
+        if isinstance(outcome, Continuation):
+            return Pending(lambda: _continue(engine, proc, outcome, call))
+        return outcome
 
-            async def finish_in_thread() -> Any:
-                try:
-                    return await engine.run(call.config, finish)
-                except Exception as exc:
-                    return failure_result(procedure, status_for_exception(exc, oids.KRB5, call.log))
-
-            return Pending(finish_in_thread)
-        return result
-
-    handle_inline.__name__ = f"gssx_{procedure}_inline"
+    handle_inline.__name__ = f"gssx_{proc.number}_inline"
     return handle_inline
+
+
+async def _continue(
+    engine: GssEngine, proc: GssProcedure[Any, Any], rest: Continuation[Any], call: CallInfo
+) -> Any:
+    """The rest of a call that stopped at a wait point, on the engine's threads."""
+    call.log.debug("continuing in a thread: %s", rest.reason)
+    try:
+        return await engine.run(call.config, rest.finish)
+    except Exception as exc:
+        return _failed(proc, exc, call)
 
 
 GSSPROXY_PROGRAM_NAMES: Mapping[int, str] = {
@@ -171,21 +174,19 @@ def gss_proxy_service(
     # (gssproxy sets the same); libgssapi reads this when it loads mechs.
     os.environ["GSS_USE_PROXY"] = "NO"
     engine = GssEngine(config)
-    engine.pkinit.source = tgt_source
+    engine.credentials.pkinit.source = tgt_source
     namespaced = NamespacedCalls(netns_executors)
-    handlers = {
-        (GSSPROXYVERS, number): _handler(engine, namespaced, number, fn)  # type: ignore[arg-type]
-        for number, fn in PROCEDURES.items()
-    }
-    immediate = {
-        key: _immediate(engine, key[1], PROCEDURES[key[1]], handler)  # type: ignore[arg-type]
-        for key, handler in handlers.items()
-        if key[1] in INLINE_PROCEDURES
-    }
+    handlers: dict[tuple[int, int], Handler] = {}
+    immediate: dict[tuple[int, int], ImmediateHandler] = {}
+    for proc in PROCEDURES:
+        key = (GSSPROXYVERS, proc.number)
+        handlers[key] = _handler(engine, namespaced, proc)
+        if proc.inline:
+            immediate[key] = _immediate(engine, proc, handlers[key])
     return ProgramService(
         program=GSSPROXY_PROGRAM,
         handlers=handlers,
         immediate=immediate,
-        reload=_reloaded(engine),
+        reload=engine.reload,
         close=_closer(engine, namespaced),
     )

@@ -1,7 +1,8 @@
 """Answering one routed call: service matching, the handler under its
 deadline, the encoded reply.
 
-`start_call` matches the caller and tries the procedure's immediate handler
+`CallStarter.start_call` (the daemon's, which sets `config` on reload)
+matches the caller and tries the procedure's immediate handler
 (`rpc.dispatch`), if the program has one, right away on the event loop; it
 returns the reply bytes when that finished the call, else a coroutine that
 the connection runs as a task: the (async) handler or the immediate
@@ -35,8 +36,7 @@ from gssproxy_py.server.connection import ConnectionInfo, PrefixLog
 #: Where `ip netns` keeps named network namespaces (for services' `netns`).
 NETNS_RUN_DIR = NETNS_DIR
 
-# The logger of the server module, so log lines keep the name they always had.
-_log = logging.getLogger("gssproxy_py.server.daemon")
+_log = logging.getLogger(__name__)
 
 
 def netns_inodes(config: Config) -> dict[str, int] | None:
@@ -92,49 +92,55 @@ def _match(
     return service, reason
 
 
-def start_call(
-    config: Config,
-    conn: ConnectionInfo,
-    routed: Routed,
-    *,
-    default_socket: str,
-    selinux_enabled: bool,
-) -> bytes | Coroutine[Any, Any, bytes]:
-    """Match the caller to a service and start the call: the reply, when
-    the immediate handler finished it, else the coroutine that finishes it."""
-    call = routed.call
-    name = routed.procedure.name
-    log = PrefixLog(_log, f"[conn {conn.number} xid {call.xid:#010x}]")
-    service, reason = _match(
-        config, conn, default_socket=default_socket, selinux_enabled=selinux_enabled
-    )
-    if service is None:
-        log.info("%s: %s", name, reason)
-    else:
-        log.info("%s: service '%s'", name, service.name)
-    info = CallInfo(
-        xid=call.xid,
-        program=call.prog,
-        version=call.vers,
-        procedure=call.proc,
-        peer=conn.peer,
-        socket_path=conn.socket_path,
-        service=service,
-        no_match_reason=reason,
-        config=config,
-        log=log,
-    )
-    immediate = routed.immediate
-    if immediate is None:
-        return _finish(info, routed, lambda: routed.handler(info, routed.arg))
-    try:
-        result = immediate(info, routed.arg)
-    except Exception:
-        log.exception("%s failed; replying SYSTEM_ERR", name)
-        return reply_system_err(call.xid)
-    if isinstance(result, Pending):
-        return _finish(info, routed, result.run)
-    return _encode(info, routed, result)
+class CallStarter:
+    """Starts every call against the configuration in force (`config`)."""
+
+    __slots__ = ("config", "default_socket", "selinux_enabled")
+
+    def __init__(self, config: Config, *, default_socket: str, selinux_enabled: bool) -> None:
+        self.config = config
+        self.default_socket = default_socket
+        self.selinux_enabled = selinux_enabled
+
+    def start_call(
+        self, conn: ConnectionInfo, routed: Routed
+    ) -> bytes | Coroutine[Any, Any, bytes]:
+        """Match the caller to a service and start the call: the reply, when
+        the immediate handler finished it, else the coroutine that finishes it."""
+        config = self.config
+        call = routed.call
+        name = routed.procedure.name
+        log = PrefixLog(_log, f"[conn {conn.number} xid {call.xid:#010x}]")
+        service, reason = _match(
+            config, conn, default_socket=self.default_socket, selinux_enabled=self.selinux_enabled
+        )
+        if service is None:
+            log.info("%s: %s", name, reason)
+        else:
+            log.info("%s: service '%s'", name, service.name)
+        info = CallInfo(
+            xid=call.xid,
+            program=call.prog,
+            version=call.vers,
+            procedure=call.proc,
+            peer=conn.peer,
+            socket_path=conn.socket_path,
+            service=service,
+            no_match_reason=reason,
+            config=config,
+            log=log,
+        )
+        immediate = routed.immediate
+        if immediate is None:
+            return _finish(info, routed, lambda: routed.handler(info, routed.arg))
+        try:
+            result = immediate(info, routed.arg)
+        except Exception:
+            log.exception("%s failed; replying SYSTEM_ERR", name)
+            return reply_system_err(call.xid)
+        if isinstance(result, Pending):
+            return _finish(info, routed, result.run)
+        return _encode(info, routed, result)
 
 
 async def _finish(info: CallInfo, routed: Routed, run: Callable[[], Awaitable[Any]]) -> bytes:

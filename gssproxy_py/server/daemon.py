@@ -33,7 +33,6 @@ from gssproxy_py.config.peer import Peer
 from gssproxy_py.errors import ConfigError, LocalError
 from gssproxy_py.rpc.dispatch import ProgramService
 from gssproxy_py.rpc.messages import Routed
-from gssproxy_py.server import calls
 from gssproxy_py.server.activation import InheritedSocket, adopt_listener, assign
 from gssproxy_py.server.admission import (
     Admission,
@@ -44,7 +43,7 @@ from gssproxy_py.server.admission import (
     open_fd_count,
     raise_fd_limit,
 )
-from gssproxy_py.server.calls import start_call
+from gssproxy_py.server.calls import CallStarter
 from gssproxy_py.server.connection import ConnectionInfo, ConnectionLimits, RpcConnection
 from gssproxy_py.server.listeners import Listener, open_listener, socket_paths
 from gssproxy_py.server.logs import (
@@ -66,9 +65,6 @@ _log = logging.getLogger(__name__)
 DEFAULT_SHUTDOWN_GRACE = 5.0
 #: How often connections are checked for slow records and idleness, at most.
 MAX_TIMEOUT_TICK = 5.0
-
-#: Kept importable here; the per-call code lives in `calls`.
-NETNS_RUN_DIR = calls.NETNS_RUN_DIR
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +113,11 @@ class GssProxyServer:
         self._all_closed.set()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._calls = CallStarter(
+            config, default_socket=options.default_socket, selinux_enabled=self._selinux
+        )
+        #: what connections call for each routed call (`calls.CallStarter`)
+        self.start_call = self._calls.start_call
         # Tenant isolation: caps per uid and in total, the input budget, and
         # the periodic check of slow records and idle connections.
         self._fd_limit, _ = raise_fd_limit()
@@ -231,19 +232,6 @@ class GssProxyServer:
             self._all_closed.set()
             self._arm_idle_timer()
 
-    def start_call(
-        self, conn: ConnectionInfo, routed: Routed
-    ) -> bytes | Coroutine[Any, Any, bytes]:
-        """Match the caller to a service and start the call (`calls.start_call`):
-        the reply, or the coroutine to run for it; never raises."""
-        return start_call(
-            self._config,
-            conn,
-            routed,
-            default_socket=self._options.default_socket,
-            selinux_enabled=self._selinux,
-        )
-
     # -- listeners ---------------------------------------------------------------
 
     def _protocol_factory(self, path: str) -> Callable[[], RpcConnection]:
@@ -339,6 +327,7 @@ class GssProxyServer:
             _log.error("configuration not reloaded, keeping the old one: a socket failed")
             return False
         self._config = config
+        self._calls.config = config
         self._admission.caps = self._caps(config)
         self._budget.limits = self._budget_limits(config)
         for rate_limited in (self._refusal_log, self._budget_log):
@@ -480,7 +469,12 @@ async def serve(
     # Namespace executors (shared with the GSS layer) and use-gss-proxy.
     namespaces = NamespaceSupport(config)
     if programs is None:
-        programs = load_programs(config, netns_executors=namespaces.executors)
+        try:
+            programs = load_programs(config, netns_executors=namespaces.executors)
+        except Exception:
+            _log.exception("cannot start: the programs could not be built")
+            namespaces.close()
+            return 1
     server = GssProxyServer(config, programs, options, inherited)
     try:
         await server.start()

@@ -10,6 +10,7 @@ The initiator / acceptor on the other side is python-gssapi in this process.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import shutil
 from collections.abc import Iterator
@@ -327,5 +328,42 @@ def test_acquire_is_cached_until_keytab_changes(env: StandardRealm, tmp_path: Pa
         )
         res = accept(d, init.step(), second)
         assert res.status.major_status == GSS_S_COMPLETE, res.status
+    finally:
+        d.close()
+
+
+@pytest.mark.parametrize(("field", "value"), [("req_flags", 2**32), ("time_req", 2**32)])
+def test_init_numbers_beyond_32_bits_are_a_gss_error(
+    env: StandardRealm, tmp_path: Path, caplog: pytest.LogCaptureFixture, field: str, value: int
+) -> None:
+    """Issue 14 item 8: the numbers python-gssapi takes as OM_uint32 get a
+    clean GSS status beyond 2**32-1 (no OverflowError, no traceback), and
+    work at it."""
+    d = make(tmp_path, env, "  cred_usage = both\n")
+    try:
+
+        def init(number: int) -> Any:
+            arg = gp.GssxArgInitSecContext(
+                CC,
+                None,
+                None,
+                gp.GssxName(b"host@localhost", oids.NT_HOSTBASED_SERVICE, b"", b"", (), ()),
+                oids.KRB5,
+                number if field == "req_flags" else 0,
+                number if field == "time_req" else 0,
+                None,
+                None,
+                (),
+            )
+            return d.call(gp.GSSX_INIT_SEC_CONTEXT, arg)
+
+        at_bound = init(value - 1)
+        assert at_bound.status.major_status in (GSS_S_COMPLETE, 1), at_bound.status
+        caplog.clear()
+        beyond = init(value)
+        status = beyond.status
+        assert (status.major_status, status.minor_status) == (13 << 16, errno.EINVAL)
+        assert status.minor_status_string == f"{field} {value} does not fit in 32 bits\0".encode()
+        assert "Traceback" not in caplog.text and "unexpected error" not in caplog.text
     finally:
         d.close()
