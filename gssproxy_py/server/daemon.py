@@ -32,7 +32,6 @@ from gssproxy_py.config.model import Config
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.errors import ConfigError, LocalError
 from gssproxy_py.rpc.dispatch import ProgramService
-from gssproxy_py.rpc.messages import Routed
 from gssproxy_py.server.activation import InheritedSocket, adopt_listener, assign
 from gssproxy_py.server.admission import (
     Admission,
@@ -44,7 +43,7 @@ from gssproxy_py.server.admission import (
     raise_fd_limit,
 )
 from gssproxy_py.server.calls import CallStarter
-from gssproxy_py.server.connection import ConnectionInfo, ConnectionLimits, RpcConnection
+from gssproxy_py.server.connection import ConnectionLimits, RpcConnection
 from gssproxy_py.server.listeners import Listener, open_listener, socket_paths
 from gssproxy_py.server.logs import (
     READY_MESSAGE,
