@@ -9,9 +9,13 @@ so it must be read there).
 
 `status_for_exception` is the only place that turns an exception into a
 `GssxStatus`; the procedure layer catches everything with it, so the server
-never sees a GSS error as an exception. Unexpected exceptions become
-GSS_S_FAILURE with a generic message (the details go to the log, not to the
-client).
+never sees a GSS error as an exception. Other errors follow the project's
+split by fault (`errors.py`): a `PeerError` (the caller sent something we
+refuse) becomes GSS_S_FAILURE with EINVAL and its own message, which
+describes the caller's input; a `LocalError` (ours or the administrator's:
+a key file, a namespace, a lookup) becomes GSS_S_FAILURE with a generic
+message, its text logged as an error without a traceback; anything else
+is a bug: the same generic status, logged with the traceback.
 
 Status strings are NUL-terminated and their length includes the NUL, as
 gssproxy sends them (`gp_conv_err_to_gssx_string`); a string is sent only for
@@ -32,7 +36,7 @@ import errno
 import logging
 from typing import Any, Final
 
-from gssproxy_py.errors import GssProxyError
+from gssproxy_py.errors import GssProxyError, LocalError, PeerError
 from gssproxy_py.proto.gss_proxy import GssxStatus
 
 __all__ = [
@@ -259,19 +263,30 @@ def status_from_failure(failure: GssFailure, mech: bytes) -> GssxStatus:
     )
 
 
+def _failure_for(
+    exc: BaseException, log: logging.LoggerAdapter[logging.Logger] | logging.Logger
+) -> GssFailure:
+    """The GSS failure an exception stands for (see the module docstring)."""
+    if isinstance(exc, GssFailure):
+        return exc
+    if _is_gsserror(exc):
+        # Normally converted in the worker already; this path loses only the
+        # extended text, never the codes.
+        return failure_from_gsserror(exc)
+    if isinstance(exc, PeerError):
+        return GssFailure(GSS_S_FAILURE, EINVAL, str(exc))
+    if isinstance(exc, LocalError):
+        log.error("GSS call failed on our side: %s", exc)
+    else:
+        log.error("unexpected error in a GSS procedure: %r", exc, exc_info=exc)
+    return GssFailure(GSS_S_FAILURE, 0, GENERIC_FAILURE_MESSAGE)
+
+
 def status_for_exception(
     exc: BaseException, mech: bytes, log: logging.LoggerAdapter[logging.Logger] | logging.Logger
 ) -> GssxStatus:
     """The one mapping from anything raised inside a procedure to a `GssxStatus`."""
-    if isinstance(exc, GssFailure):
-        failure = exc
-    elif _is_gsserror(exc):
-        # Normally converted in the worker already; this path loses only the
-        # extended text, never the codes.
-        failure = failure_from_gsserror(exc)
-    else:
-        log.error("unexpected error in a GSS procedure: %r", exc, exc_info=exc)
-        failure = GssFailure(GSS_S_FAILURE, 0, GENERIC_FAILURE_MESSAGE)
+    failure = _failure_for(exc, log)
     if failure.major & _ROUTINE_MASK or failure.major >> 24:
         why = failure.explanation or explain_failure(failure)
         args: tuple[object, ...] = (

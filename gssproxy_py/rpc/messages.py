@@ -270,21 +270,23 @@ def route(record: bytes, services: Mapping[int, ProgramService]) -> Routed | byt
     )
 
 
-class ReplyTooLargeError(LocalError):
-    """An encoded result does not fit in one record of the allowed size."""
+class OversizedReplyError(LocalError):
+    """An encoded result does not fit in one record of the allowed size (the
+    server's side; a client that receives too large a reply raises
+    `client.errors.ReplyTooLargeError`)."""
 
 
 def encode_reply(routed: Routed, result: Any, *, max_record_size: int) -> bytes:
     """The SUCCESS reply carrying `result`.
 
     Raises `XdrEncodeError` when the result does not fit its XDR type and
-    `ReplyTooLargeError` when the reply would exceed `max_record_size`; the server
+    `OversizedReplyError` when the reply would exceed `max_record_size`; the server
     answers SYSTEM_ERR for both (gssproxy rewrites the header the same way).
     """
     encoded = encode_bytes(routed.procedure.encode_res, result)
     reply = reply_success(routed.call.xid, encoded)
     if len(reply) > max_record_size:
-        raise ReplyTooLargeError(
+        raise OversizedReplyError(
             f"{routed.procedure.name} reply of {len(reply)} bytes exceeds {max_record_size}"
         )
     return reply

@@ -30,7 +30,7 @@ from gssproxy_py.errors import XdrEncodeError
 from gssproxy_py.netns.errors import NetnsError
 from gssproxy_py.netns.named import NETNS_DIR, configured_names, inode_map
 from gssproxy_py.rpc.dispatch import CallInfo, Pending
-from gssproxy_py.rpc.messages import ReplyTooLargeError, Routed, encode_reply, reply_system_err
+from gssproxy_py.rpc.messages import OversizedReplyError, Routed, encode_reply, reply_system_err
 from gssproxy_py.server.connection import ConnectionInfo, PrefixLog
 
 #: Where `ip netns` keeps named network namespaces (for services' `netns`).
@@ -164,7 +164,7 @@ async def _finish(info: CallInfo, routed: Routed, run: Callable[[], Awaitable[An
 def _encode(info: CallInfo, routed: Routed, result: Any) -> bytes:
     try:
         return encode_reply(routed, result, max_record_size=info.config.globals.max_record_size)
-    except (XdrEncodeError, ReplyTooLargeError) as exc:
+    except (XdrEncodeError, OversizedReplyError) as exc:
         info.log.error(
             "%s: result cannot be sent (%s); replying SYSTEM_ERR", routed.procedure.name, exc
         )

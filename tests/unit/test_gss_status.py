@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 
+import pytest
 from gssapi.raw.misc import GSSError
 
 from gssproxy_py.gss import oids
+from gssproxy_py.gss.linux_creds import LinuxCredsDecodeError
 from gssproxy_py.gss.status import (
     GENERIC_FAILURE_MESSAGE,
     GSS_S_BAD_MECH,
@@ -19,6 +22,7 @@ from gssproxy_py.gss.status import (
     status_for_exception,
     status_from_failure,
 )
+from gssproxy_py.netns.errors import NetnsError
 
 LOG = logging.getLogger("test")
 
@@ -70,6 +74,34 @@ def test_unexpected_exception_is_generic_failure(caplog: object) -> None:
     assert st.major_status == GSS_S_FAILURE
     assert st.minor_status_string == nul_terminated(GENERIC_FAILURE_MESSAGE)
     assert b"secret" not in st.minor_status_string
+
+
+def test_a_peer_error_tells_the_caller_what_was_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The split by fault (errors.py): the caller's input is named to the caller."""
+    with caplog.at_level(logging.INFO):
+        st = status_for_exception(
+            LinuxCredsDecodeError("linux_creds_v1 of 3 bytes"), oids.KRB5, LOG
+        )
+    assert (st.major_status, st.minor_status) == (GSS_S_FAILURE, errno.EINVAL)
+    assert st.minor_status_string == b"linux_creds_v1 of 3 bytes\0"
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_local_error_is_logged_without_a_traceback_and_not_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO):
+        st = status_for_exception(NetnsError("/run/netns/blue: permission denied"), oids.KRB5, LOG)
+    assert (st.major_status, st.minor_status) == (GSS_S_FAILURE, 0)
+    assert st.minor_status_string == nul_terminated(GENERIC_FAILURE_MESSAGE)
+    assert "on our side: /run/netns/blue: permission denied" in caplog.text
+    assert not any(r.exc_info for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        status_for_exception(RuntimeError("a bug"), oids.KRB5, LOG)
+    assert any(r.exc_info for r in caplog.records)  # a bug keeps its traceback
 
 
 def test_gssfailure_passes_through() -> None:

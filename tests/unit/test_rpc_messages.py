@@ -17,7 +17,7 @@ from gssproxy_py.rpc.dispatch import CallInfo, ProgramService
 from gssproxy_py.rpc.messages import (
     CallHeader,
     NotACallError,
-    ReplyTooLargeError,
+    OversizedReplyError,
     Routed,
     UndecodableCallError,
     describe_reply,
@@ -294,7 +294,7 @@ def test_encode_reply_refuses_a_result_of_the_wrong_shape() -> None:
 def test_encode_reply_refuses_a_reply_over_the_record_limit() -> None:
     size = len(accepted(21, 0, u32(2) + b"hi\0\0"))
     assert encode_reply(_routed(), b"hi", max_record_size=size)
-    with pytest.raises(ReplyTooLargeError):
+    with pytest.raises(OversizedReplyError):
         encode_reply(_routed(), b"hi", max_record_size=size - 1)
 
 
