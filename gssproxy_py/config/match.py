@@ -12,7 +12,8 @@ hold wins:
 3. a service `program` equals the peer's program (an unknown program never
    matches);
 4. a service `socket` equals the connection's socket; a service without one
-   only serves the default socket;
+   only serves the default socket (on a p11-kit socket, `p11kit=True`: the
+   service's `p11kit_socket` equals it; a service without one serves none);
 5. (ours) a service `netns` list other than `all` contains a namespace whose
    inode is the peer's; names missing from `netns_inodes` never match.
 
@@ -55,6 +56,7 @@ def _failures(
     netns_inodes: Mapping[str, int] | None,
     *,
     stop_at_first: bool,
+    p11kit: bool = False,
 ) -> list[str]:
     """Why `service` does not serve `peer`; empty when it does.
 
@@ -81,11 +83,21 @@ def _failures(
         if stop_at_first:
             return reasons
 
-    wanted = service.socket if service.socket is not None else default_socket
-    if os.path.normpath(socket_path) != os.path.normpath(wanted):
-        reasons.append(f"listens on {wanted}")
-        if stop_at_first:
-            return reasons
+    if p11kit:
+        if service.p11kit_socket is None:
+            reasons.append("has no p11kit_socket")
+            if stop_at_first:
+                return reasons
+        elif os.path.normpath(socket_path) != service.p11kit_socket:
+            reasons.append(f"serves p11-kit on {service.p11kit_socket}")
+            if stop_at_first:
+                return reasons
+    else:
+        wanted = service.socket if service.socket is not None else default_socket
+        if os.path.normpath(socket_path) != os.path.normpath(wanted):
+            reasons.append(f"listens on {wanted}")
+            if stop_at_first:
+                return reasons
 
     if service.netns and not _in_netns(service, peer, netns_inodes):
         reasons.append(f"requires network namespace {' or '.join(service.netns)}")
@@ -107,8 +119,10 @@ def match_service(
     default_socket: str,
     selinux_enabled: bool,
     netns_inodes: Mapping[str, int] | None = None,
+    p11kit: bool = False,
 ) -> Service | None:
-    """The first service that serves `peer` on `socket_path`, or None."""
+    """The first service that serves `peer` on `socket_path` (a p11-kit
+    socket with `p11kit`), or None."""
     for service in config.services:
         if not _failures(
             service,
@@ -118,6 +132,7 @@ def match_service(
             selinux_enabled,
             netns_inodes,
             stop_at_first=True,
+            p11kit=p11kit,
         ):
             return service
     return None
@@ -140,6 +155,7 @@ def explain_no_match(
     default_socket: str,
     selinux_enabled: bool,
     netns_inodes: Mapping[str, int] | None = None,
+    p11kit: bool = False,
 ) -> str:
     """One sentence for the log saying why no service serves `peer`.
 
@@ -157,6 +173,7 @@ def explain_no_match(
             selinux_enabled,
             netns_inodes,
             stop_at_first=False,
+            p11kit=p11kit,
         )
         if not reasons:
             return f"service '{service.name}' matches {who}"

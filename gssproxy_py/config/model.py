@@ -201,6 +201,10 @@ class Service:
     * `pkcs11_uris`: the `pkcs11_uri` values (multi-valued), each starting
       with `pkcs11:`; parsed fully by the PKCS#11 layer.
     * `pkcs11_pin`: where the token PIN comes from.
+    * `p11kit_socket`: where the service's keys are served to
+      `p11-kit-client.so` (normalised like `socket`); None: not served so.
+    * `p11kit_mechanisms`: the mechanisms (names without `CKM_`) p11-kit
+      consumers of the service may use; None means every one served.
 
     `file` / `line` locate the section header; `origins` locate each option.
     """
@@ -231,6 +235,8 @@ class Service:
     pkcs11_module: str | None = None
     pkcs11_uris: tuple[str, ...] = ()
     pkcs11_pin: PinSource | None = None
+    p11kit_socket: str | None = None
+    p11kit_mechanisms: tuple[str, ...] | None = None
     origins: tuple[OptionOrigin, ...] = ()
 
     def origin(self, option: str) -> OptionOrigin | None:

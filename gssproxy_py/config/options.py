@@ -442,6 +442,24 @@ OPTIONS: tuple[Option, ...] = (
         source=OURS,
         unset="no login",
     ),
+    Option(
+        "p11kit_socket",
+        S,
+        v.SOCKET,
+        "serve the service's token keys to p11-kit-client.so (P11_KIT_SERVER_ADDRESS) here",
+        "/run/gssproxy/p11kit.sock",
+        source=OURS,
+        unset="not served to PKCS#11 programs",
+    ),
+    Option(
+        "p11kit_mechanisms",
+        S,
+        v.P11KIT_MECHANISMS,
+        "the only mechanisms p11-kit consumers of the service may sign or decrypt with",
+        "ECDSA, RSA_PKCS_PSS",
+        source=OURS,
+        unset="every mechanism served",
+    ),
 )
 
 GLOBAL_OPTIONS = frozenset(o.name for o in OPTIONS if o.section is Section.GLOBAL)
@@ -612,6 +630,7 @@ def check_services(services: Sequence[Service], default_socket: str) -> None:
     default = os.path.normpath(default_socket)
     for i, later in enumerate(services):
         for earlier in services[:i]:
+            _check_p11kit_clash(earlier, later)
             if (
                 (later.socket or default) != (earlier.socket or default)
                 or later.program != earlier.program
@@ -632,6 +651,31 @@ def check_services(services: Sequence[Service], default_socket: str) -> None:
                 file=later.file,
                 line=later.line,
             )
+
+
+def _check_p11kit_clash(earlier: Service, later: Service) -> None:
+    """The same rule for `p11kit_socket`: a later service the earlier one
+    always wins over on that socket is a mistake."""
+    if (
+        later.p11kit_socket is None
+        or later.p11kit_socket != earlier.p11kit_socket
+        or later.program != earlier.program
+        or later.selinux_context != earlier.selinux_context
+        or not (earlier.allow_any_uid or earlier.euid == later.euid)
+    ):
+        return
+    why = (
+        "'" + earlier.name + "' sets allow_any_uid"
+        if earlier.allow_any_uid
+        else (f"both have euid {later.euid}")
+    )
+    raise ConfigError(
+        f"service '{later.name}' clashes with service '{earlier.name}' "
+        f"({earlier.file}:{earlier.line}): same p11kit_socket, program and selinux_context, "
+        f"and {why}",
+        file=later.file,
+        line=later.line,
+    )
 
 
 def build_config(

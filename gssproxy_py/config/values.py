@@ -355,6 +355,42 @@ NETNS = Kind(
     _parse_netns,
     _show_netns,
 )
+#: What `p11kit_mechanisms` may name: the mechanisms the p11-kit token
+#: serves (gssproxy_py.pkcs11.p11kit_backend.SERVED_MECHANISMS, kept equal by a test).
+P11KIT_MECHANISM_NAMES = frozenset(
+    {
+        "RSA_PKCS",
+        "RSA_PKCS_OAEP",
+        "RSA_PKCS_PSS",
+        "SHA1_RSA_PKCS",
+        "SHA256_RSA_PKCS",
+        "SHA384_RSA_PKCS",
+        "SHA512_RSA_PKCS",
+        "ECDSA",
+        "ECDSA_SHA1",
+    }
+)
+
+
+def _parse_p11kit_mechanisms(entry: IniEntry, _warnings: list[str]) -> tuple[str, ...]:
+    names: list[str] = []
+    for word in _parse_list(entry):
+        name = word.upper().removeprefix("CKM_")
+        if name not in P11KIT_MECHANISM_NAMES:
+            known = ", ".join(sorted(P11KIT_MECHANISM_NAMES))
+            raise error(entry, f"unknown or unserved mechanism {word!r} (known: {known})")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+P11KIT_MECHANISMS = Kind(
+    "list",
+    "PKCS#11 mechanism names (CKM_ prefix optional) separated by commas or spaces; known: "
+    + ", ".join(sorted(P11KIT_MECHANISM_NAMES)),
+    _parse_p11kit_mechanisms,
+    lambda names: ", ".join(names),
+)
 PKCS11_URI = Kind("uri", "an RFC 7512 URI starting with 'pkcs11:'", _parse_pkcs11_uri)
 PIN_SOURCE = Kind(
     "pin source",

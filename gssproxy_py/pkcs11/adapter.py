@@ -16,7 +16,7 @@ each C_* call, so nothing else keeps that promise for us.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any, Final, Protocol
@@ -25,6 +25,7 @@ from gssproxy_py.pkcs11.errors import CkrError, ModuleLoadError
 from gssproxy_py.pkcs11.mechanisms import PssParams
 
 __all__ = [
+    "KeyOperation",
     "Library",
     "LibraryInfo",
     "ObjectClass",
@@ -101,6 +102,17 @@ class ObjectView:
     handle: object = field(default=None, compare=False, repr=False)
 
 
+class KeyOperation(IntEnum):
+    SIGN = 1
+    DECRYPT = 2
+
+
+RawValue = bool | int | bytes
+#: A mechanism parameter as p11-kit carries it: PSS (hash, mgf, salt length),
+#: OAEP (hash, mgf, source data), other bytes, or None.
+RawParam = tuple[int, int, int] | tuple[int, int, bytes | None] | bytes | None
+
+
 class Session(Protocol):
     def objects(
         self, object_class: ObjectClass, *, label: str | None = None, key_id: bytes | None = None
@@ -110,6 +122,18 @@ class Session(Protocol):
 
     def sign(self, key: ObjectView, mechanism: int, param: PssParams | None, data: bytes) -> bytes:
         """C_SignInit + C_Sign with a private key this session found."""
+        ...
+
+    def read_attributes(self, obj: ObjectView, types: Sequence[int]) -> dict[int, RawValue]:
+        """The attributes of `types` the object has and reveals (one
+        C_GetAttributeValue), as bool, int or bytes (strings UTF-8)."""
+        ...
+
+    def operate(
+        self, key: ObjectView, operation: KeyOperation, mechanism: int, param: RawParam, data: bytes
+    ) -> bytes:
+        """One single-part C_Sign or C_Decrypt with a key this session found,
+        the mechanism parameter as the client gave it."""
         ...
 
     def close(self) -> None:
@@ -457,6 +481,42 @@ class _P11Session:
                 data, mechanism=p11.Mechanism(mechanism), mechanism_param=mech_param
             )
         return bytes(sig)
+
+    def read_attributes(self, obj: ObjectView, types: Sequence[int]) -> dict[int, RawValue]:
+        # python-pkcs11 raises for types it cannot decode: ask only for the
+        # ones it knows.
+        known = self._p11.attributes.ATTRIBUTE_TYPES
+        wanted = [t for t in types if t in known]
+        with _calling("C_GetAttributeValue"):
+            values = obj.handle.get_attributes(wanted)  # type: ignore[attr-defined]
+        out: dict[int, RawValue] = {}
+        for attr_type, value in values.items():
+            if isinstance(value, bool | bytes):
+                out[int(attr_type)] = value
+            elif isinstance(value, int):  # an IntEnum (class, key type) too
+                out[int(attr_type)] = int(value)
+            elif isinstance(value, str):
+                out[int(attr_type)] = value.encode("utf-8")
+            elif isinstance(value, bytearray):
+                out[int(attr_type)] = bytes(value)
+            # dates and other decoded forms are left out (served as absent)
+        return out
+
+    def operate(
+        self, key: ObjectView, operation: KeyOperation, mechanism: int, param: RawParam, data: bytes
+    ) -> bytes:
+        p11 = self._p11
+        call = "C_Sign" if operation is KeyOperation.SIGN else "C_Decrypt"
+        try:
+            mech = p11.Mechanism(mechanism)
+        except ValueError:
+            raise CkrError("CKR_MECHANISM_INVALID", call) from None
+        with _calling(call):
+            if operation is KeyOperation.SIGN:
+                out = key.handle.sign(data, mechanism=mech, mechanism_param=param)  # type: ignore[attr-defined]
+            else:
+                out = key.handle.decrypt(data, mechanism=mech, mechanism_param=param)  # type: ignore[attr-defined]
+        return bytes(out)
 
     def close(self) -> None:
         # close() logs out first, which fails on a dead session; either way

@@ -241,6 +241,12 @@ class TokenSignBackend:
             raise TokenFailure(TsStatus.TS_TOKEN_UNAVAILABLE, f"{access.module} is not loaded")
         return worker
 
+    def service_worker(self, service: Service) -> tuple[ServiceAccess, ModuleWorker]:
+        """The service's token access and its module's worker; SignFailure
+        (Refusal, TokenFailure) if the service has none."""
+        access = self._access(service)
+        return access, self._worker(access)
+
     # -- calls ---------------------------------------------------------------
 
     async def list_keys(self, service: Service) -> tuple[list[KeyRecord], list[TokenProblem]]:

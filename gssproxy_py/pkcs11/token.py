@@ -51,9 +51,12 @@ from cryptography.hazmat.primitives import serialization
 
 from gssproxy_py.executors import Executor
 from gssproxy_py.pkcs11.adapter import (
+    KeyOperation,
     Library,
     ObjectClass,
     ObjectView,
+    RawParam,
+    RawValue,
     Session,
     SlotToken,
     TokenFlag,
@@ -84,7 +87,7 @@ from gssproxy_py.pkcs11.pin import Pin
 from gssproxy_py.pkcs11.uri import ObjectType, Pkcs11Uri
 from gssproxy_py.proto.token_sign import TsStatus
 
-__all__ = ["ModuleWorker", "ServiceAccess", "TokenProblem"]
+__all__ = ["ModuleWorker", "ObjectSnapshot", "ServiceAccess", "TokenProblem", "TokenSnapshot"]
 
 T = TypeVar("T")
 
@@ -116,6 +119,26 @@ class TokenProblem:
 
     where: str  # a token URI, or the module path
     failure: SignFailure
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSnapshot:
+    """An object a service may see, with the attributes read from it."""
+
+    object_class: ObjectClass
+    label: str
+    key_id: bytes
+    attributes: dict[int, RawValue]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSnapshot:
+    """A token a service uses: its identity and mechanisms, and each key it
+    may use with that key's public key and certificate, if any."""
+
+    identity: TokenIdentity
+    mechanisms: frozenset[int]
+    objects: tuple[ObjectSnapshot, ...]
 
 
 @dataclass(slots=True)
@@ -172,6 +195,10 @@ class _WorkerState:
     warned: set[str] = field(default_factory=set)
     scanned: bool = False
     resolved: dict[tuple[str, Pkcs11Uri], _Resolved] = field(default_factory=dict)
+    # operate(): (service, token, label, id) -> the key on the session it was found on
+    op_keys: dict[tuple[str, TokenIdentity, str, bytes], tuple[Session, ObjectView]] = field(
+        default_factory=dict
+    )
 
 
 class ModuleWorker:
@@ -242,6 +269,7 @@ class ModuleWorker:
             self._drop_session(st)
         self._s.rejected.clear()
         self._s.resolved.clear()
+        self._s.op_keys.clear()
 
     def shutdown(self) -> None:
         self.reset()
@@ -710,6 +738,107 @@ class ModuleWorker:
             return self._with_session(ident, access, op)
         except CkrError as e:
             raise failure_from_ckr(e, what) from e
+
+    def snapshot(
+        self, access: ServiceAccess, attribute_types: dict[ObjectClass, tuple[int, ...]]
+    ) -> tuple[list[TokenSnapshot], list[TokenProblem]]:
+        """Every key the service may use, per token, with its public key and
+        certificate (paired by CKA_ID, or by label without one), each object
+        with the attributes of `attribute_types` for its class that it has."""
+        idents, problems = self._service_tokens(access, rescan=True)
+        tokens: list[TokenSnapshot] = []
+        for ident in idents:
+
+            def op(session: Session, _retried: bool, ident: TokenIdentity = ident) -> TokenSnapshot:
+                st = self._s.tokens[ident]
+                objects: list[ObjectSnapshot] = []
+                seen: set[tuple[ObjectClass, str, bytes]] = set()
+
+                def add(view: ObjectView) -> None:
+                    mark = (view.object_class, view.label, view.key_id)
+                    if mark in seen:
+                        return
+                    seen.add(mark)
+                    types = attribute_types[view.object_class]
+                    attrs = session.read_attributes(view, types)
+                    objects.append(
+                        ObjectSnapshot(view.object_class, view.label, view.key_id, attrs)
+                    )
+
+                for key in session.objects(ObjectClass.PRIVATE_KEY):
+                    if not self._permitted(access, st, key):
+                        continue
+                    self._warn_extractable(st, key)
+                    add(key)
+                    if key.key_id:
+                        pubs = session.objects(ObjectClass.PUBLIC_KEY, key_id=key.key_id)
+                        certs = session.objects(ObjectClass.CERTIFICATE, key_id=key.key_id)
+                    else:
+                        pubs = session.objects(ObjectClass.PUBLIC_KEY, label=key.label)
+                        certs = []
+                    for other in (*pubs, *certs):
+                        if other.object_class is ObjectClass.PUBLIC_KEY and (
+                            other.key_type != key.key_type
+                        ):
+                            continue
+                        add(other)
+                return TokenSnapshot(ident, st.mechanisms, tuple(objects))
+
+            try:
+                tokens.append(self._with_session(ident, access, op))
+            except SignFailure as f:
+                problems.append(TokenProblem(ident.uri(), f))
+            except CkrError as e:
+                problems.append(
+                    TokenProblem(ident.uri(), failure_from_ckr(e, f"listing keys on {ident.uri()}"))
+                )
+        return tokens, problems
+
+    def operate(
+        self,
+        access: ServiceAccess,
+        ident: TokenIdentity,
+        label: str,
+        key_id: bytes,
+        operation: KeyOperation,
+        mechanism: int,
+        param: RawParam,
+        data: bytes,
+    ) -> bytes:
+        """Sign or decrypt with the private key (label, id) on token `ident`,
+        if the service may use it; CkrError with the token's CKR, SignFailure
+        when the token or the login is unusable, Refusal if the key is gone
+        or not permitted."""
+        cache_key = (access.service, ident, label, key_id)
+        cached = self._s.op_keys.get(cache_key)
+        st = self._s.tokens.get(ident)
+        if cached is not None and st is not None and st.session is cached[0]:
+            try:
+                return cached[0].operate(cached[1], operation, mechanism, param, data)
+            except CkrError as e:
+                if e.ckr not in SESSION_LOST_CKRS:
+                    raise
+            del self._s.op_keys[cache_key]
+        if st is None:
+            self._rescan()
+
+        def op(session: Session, _retried: bool) -> bytes:
+            st = self._s.tokens[ident]
+            found = [
+                k
+                for k in session.objects(
+                    ObjectClass.PRIVATE_KEY, label=label or None, key_id=key_id or None
+                )
+                if k.label == label and k.key_id == key_id and self._permitted(access, st, k)
+            ]
+            if len(found) != 1:
+                raise Refusal(TsStatus.TS_UNKNOWN_KEY, f"the key {label!r} is gone")
+            if len(self._s.op_keys) >= _RESOLVED_MAX:
+                self._s.op_keys.clear()
+            self._s.op_keys[cache_key] = (session, found[0])
+            return session.operate(found[0], operation, mechanism, param, data)
+
+        return self._with_session(ident, access, op)
 
     def _remember(self, cache_key: tuple[str, Pkcs11Uri], entry: _Resolved) -> None:
         resolved = self._s.resolved

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gssproxy_py.config.load import load_config
-from gssproxy_py.config.model import Config
+from gssproxy_py.config.model import Config, Service
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.errors import ConfigError, LocalError
+from gssproxy_py.p11kit.model import Backend
 from gssproxy_py.rpc.dispatch import ProgramService
 from gssproxy_py.server.activation import InheritedSocket, adopt_listener, assign
 from gssproxy_py.server.admission import (
@@ -44,7 +45,12 @@ from gssproxy_py.server.admission import (
 )
 from gssproxy_py.server.calls import CallStarter
 from gssproxy_py.server.connection import ConnectionLimits, RpcConnection
-from gssproxy_py.server.listeners import Listener, open_listener, socket_paths
+from gssproxy_py.server.listeners import (
+    Listener,
+    open_listener,
+    p11kit_socket_paths,
+    socket_paths,
+)
 from gssproxy_py.server.logs import (
     READY_MESSAGE,
     RELOADED_MESSAGE,
@@ -54,6 +60,7 @@ from gssproxy_py.server.logs import (
 )
 from gssproxy_py.server.namespaces import NamespaceSupport
 from gssproxy_py.server.notify import notify
+from gssproxy_py.server.p11kit import P11KitConnection, P11KitViews, load_p11kit_views
 from gssproxy_py.server.peer import selinux_enabled
 from gssproxy_py.server.privileges import PrivilegeDropError, drop_privileges, give_state_dir
 from gssproxy_py.server.programs import load_programs
@@ -96,15 +103,19 @@ class GssProxyServer:
         programs: Mapping[int, ProgramService],
         options: ServerOptions,
         inherited: Sequence[InheritedSocket] = (),
+        *,
+        p11kit_tokens: P11KitViews | None = None,
     ) -> None:
         self._config = config
+        self._p11kit = p11kit_tokens
         #: passed sockets (socket activation) not yet serving a path
         self._inherited = list(inherited)
         self._programs = dict(programs)
         self._options = options
         self._selinux = selinux_enabled()
         self._listeners: dict[str, Listener] = {}
-        self._connections: set[RpcConnection] = set()
+        self._kinds: dict[str, bool] = {}  # path -> serves p11-kit
+        self._connections: set[RpcConnection | P11KitConnection] = set()
         self._numbers = itertools.count(1)
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -143,6 +154,21 @@ class GssProxyServer:
     def socket_paths(self) -> list[str]:
         return list(self._listeners)
 
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def default_socket(self) -> str:
+        return self._options.default_socket
+
+    def p11kit_backend(self, service: Service, who: str) -> Backend | None:
+        """The p11-kit view of `service` for one connection (None: the token
+        layer is unavailable, or the service uses no token)."""
+        if self._p11kit is None or service.pkcs11_module is None:
+            return None
+        return self._p11kit.view(service, who)
+
     def connection_limits(self) -> ConnectionLimits:
         g = self._config.globals
         return ConnectionLimits(g.max_record_size, g.max_calls_per_connection)
@@ -165,7 +191,7 @@ class GssProxyServer:
             total=max(g.input_budget, floor), per_uid=max(g.input_budget_per_uid, floor)
         )
 
-    def admit(self, conn: RpcConnection, peer: Peer) -> bool:
+    def admit(self, conn: RpcConnection | P11KitConnection, peer: Peer) -> bool:
         refusal = self._admission.refusal(peer.uid)
         if refusal is None:
             self._admission.opened(peer.uid)
@@ -217,15 +243,16 @@ class GssProxyServer:
         # A quarter of the shortest timeout: a deadline is kept within 25 %.
         return min(MAX_TIMEOUT_TICK, shortest / 4)
 
-    def connection_opened(self, conn: RpcConnection) -> None:
+    def connection_opened(self, conn: RpcConnection | P11KitConnection) -> None:
         self._connections.add(conn)
         self._all_closed.clear()
         self._cancel_idle_timer()
 
-    def connection_closed(self, conn: RpcConnection) -> None:
+    def connection_closed(self, conn: RpcConnection | P11KitConnection) -> None:
         if conn.peer_uid is not None:
             self._admission.closed(conn.peer_uid)
-        self._budget.forget(conn)
+        if isinstance(conn, RpcConnection):
+            self._budget.forget(conn)
         self._connections.discard(conn)
         if not self._connections:
             self._all_closed.set()
@@ -236,16 +263,32 @@ class GssProxyServer:
     def _protocol_factory(self, path: str) -> Callable[[], RpcConnection]:
         return lambda: RpcConnection(self, path, next(self._numbers))
 
+    def _p11kit_factory(self, path: str) -> Callable[[], P11KitConnection]:
+        return lambda: P11KitConnection(self, path, next(self._numbers))
+
     async def _listen(self, config: Config) -> bool:
         """Make the listeners match `config`: keep unchanged paths, open new
         ones, then close and unlink the ones no longer wanted. If any new one
         fails, the ones just opened are closed and nothing else changes."""
-        wanted = socket_paths(config, self._options.default_socket)
+        rpc_paths = socket_paths(config, self._options.default_socket)
+        p11kit_paths = p11kit_socket_paths(config)
+        wanted = rpc_paths + p11kit_paths
         opened: dict[str, Listener] = {}
         try:
-            passed = assign(self._inherited, wanted, self._options.default_socket)
+            both = set(rpc_paths) & set(p11kit_paths)
+            if both:
+                raise LocalError(f"{sorted(both)[0]}: both a socket and a p11kit_socket")
+            for path in p11kit_paths:
+                if not self._kinds.get(path, True):
+                    raise LocalError(f"{path}: cannot turn a socket into a p11kit_socket")
+                if path not in self._listeners:
+                    opened[path] = await open_listener(path, self._p11kit_factory(path))
+            for path in rpc_paths:
+                if self._kinds.get(path, False):
+                    raise LocalError(f"{path}: cannot turn a p11kit_socket into a socket")
+            passed = assign(self._inherited, rpc_paths, self._options.default_socket)
             self._inherited = []
-            for path in wanted:
+            for path in rpc_paths:
                 if path in passed:
                     item = passed[path]
                     opened[path] = await adopt_listener(path, item, self._protocol_factory(path))
@@ -259,12 +302,14 @@ class GssProxyServer:
                 listener.remove_file()
             return False
         for path in [p for p in self._listeners if p not in wanted]:
+            self._kinds.pop(path, None)
             listener = self._listeners.pop(path)
             listener.stop()
             listener.remove_file()
             _log.info("stopped listening on %s", path)
         for path in opened:
-            _log.info("listening on %s", path)
+            self._kinds[path] = path in p11kit_paths
+            _log.info("listening on %s%s", path, " (p11-kit)" if self._kinds[path] else "")
         self._listeners.update(opened)
         return True
 
@@ -450,6 +495,7 @@ async def serve(
     handle_signals: bool = True,
     on_ready: Callable[[], None] | None = None,
     inherited: Sequence[InheritedSocket] = (),
+    p11kit_tokens: P11KitViews | None = None,
 ) -> int:
     """Run the daemon until it is told to stop; the exit status.
 
@@ -468,13 +514,17 @@ async def serve(
     # Namespace executors (shared with the GSS layer) and use-gss-proxy.
     namespaces = NamespaceSupport(config)
     if programs is None:
+        parts: dict[str, object] = {}
         try:
-            programs = load_programs(config, netns_executors=namespaces.executors)
+            programs = load_programs(config, netns_executors=namespaces.executors, parts=parts)
         except Exception:
             _log.exception("cannot start: the programs could not be built")
             namespaces.close()
             return 1
-    server = GssProxyServer(config, programs, options, inherited)
+        if p11kit_tokens is None:
+            # The p11-kit token service rides on the TOKEN_SIGN backend.
+            p11kit_tokens = load_p11kit_views(parts.get("token_backend"))
+    server = GssProxyServer(config, programs, options, inherited, p11kit_tokens=p11kit_tokens)
     try:
         await server.start()
     except LocalError as exc:

@@ -92,6 +92,15 @@ def socket_paths(config: Config, default_socket: str) -> list[str]:
     return paths
 
 
+def p11kit_socket_paths(config: Config) -> list[str]:
+    """The `p11kit_socket` paths, in configuration order, each once."""
+    paths: list[str] = []
+    for service in config.services:
+        if service.p11kit_socket is not None and service.p11kit_socket not in paths:
+            paths.append(service.p11kit_socket)
+    return paths
+
+
 def live_daemon_on(path: str) -> bool:
     """True if a socket (not a symlink) at `path` accepts a connection."""
     try:

@@ -25,9 +25,16 @@ __all__ = ["load_programs"]
 
 
 def load_programs(
-    config: Config, *, netns_executors: NetnsExecutors | None = None
+    config: Config,
+    *,
+    netns_executors: NetnsExecutors | None = None,
+    parts: dict[str, object] | None = None,
 ) -> dict[int, ProgramService]:
-    """Every program the daemon serves, by program number."""
+    """Every program the daemon serves, by program number. `parts`, if
+    given, receives the token layer's backend as `token_backend` (the p11-kit
+    listener serves the same tokens through it)."""
     token_sign, tgt_source = build_token_sign(config)
+    if parts is not None:
+        parts["token_backend"] = tgt_source
     gss = gss_proxy_service(config, tgt_source=tgt_source, netns_executors=netns_executors)
     return {program.program.number: program for program in (token_sign, gss)}

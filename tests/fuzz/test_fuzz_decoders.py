@@ -101,3 +101,35 @@ def _mutated(draw: st.DrawFn, spec: str, name: str) -> bytes:
 @given(data=st.data())
 def test_mutated_valid_messages(spec: str, name: str, data: st.DataObject) -> None:
     _decode(spec, name, data.draw(_mutated(spec, name)))
+
+
+# -- p11-kit RPC: the frame reader and every call's body --------------------
+
+_P11KIT_IDS = sorted(__import__("gssproxy_py.p11kit.calls", fromlist=["CALLS"]).CALLS)
+
+
+@FUZZ
+@given(st.binary(max_size=512))
+def test_fuzz_p11kit_frames(data: bytes) -> None:
+    from gssproxy_py.p11kit.wire import FrameReader, ProtocolError
+
+    with contextlib.suppress(ProtocolError):
+        FrameReader().feed(data)
+
+
+@FUZZ
+@given(st.sampled_from(_P11KIT_IDS), st.binary(max_size=256), st.booleans())
+def test_fuzz_p11kit_bodies(call_id: int, tail: bytes, own_signature: bool) -> None:
+    """Random fields after a real call id and its own signature (or a random
+    one): answered, or ProtocolError; nothing else escapes."""
+    import asyncio
+    import struct
+
+    from gssproxy_py.p11kit.calls import CALLS, dispatch
+    from gssproxy_py.p11kit.session import Cryptoki
+    from gssproxy_py.p11kit.wire import ProtocolError
+
+    sig = CALLS[call_id].request.encode() if own_signature else tail[:3]
+    body = struct.pack(">II", call_id, len(sig)) + sig + tail
+    with contextlib.suppress(ProtocolError):
+        asyncio.run(dispatch(Cryptoki(None), body))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +23,19 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa,
 from gssproxy_py.config import load_config_text
 from gssproxy_py.config.model import PinSource
 from gssproxy_py.config.peer import Peer
-from gssproxy_py.pkcs11.adapter import LibraryInfo, ObjectClass, ObjectView, TokenFlag, TokenInfo
+from gssproxy_py.pkcs11.adapter import (
+    KeyOperation,
+    LibraryInfo,
+    ObjectClass,
+    ObjectView,
+    RawParam,
+    RawValue,
+    TokenFlag,
+    TokenInfo,
+)
 from gssproxy_py.pkcs11.errors import CkrError, ModuleLoadError, PinSourceError
 from gssproxy_py.pkcs11.keys import KeyKind
-from gssproxy_py.pkcs11.mechanisms import MECHANISMS, Ckm, PssParams
+from gssproxy_py.pkcs11.mechanisms import MECHANISMS, Ckm, Mgf, PssParams
 from gssproxy_py.pkcs11.pin import Pin
 from gssproxy_py.pkcs11.program import TokenSignBackend, build_token_sign
 from gssproxy_py.proto.token_sign import (
@@ -203,6 +212,31 @@ class FakeSession:
             assert param is not None
             return bytes(priv.sign(data, padding.PSS(padding.MGF1(h), param.salt_length), h))
         return bytes(priv.sign(data, padding.PKCS1v15(), h))
+
+    def read_attributes(self, obj: ObjectView, types: Sequence[int]) -> dict[int, RawValue]:
+        self._check("C_GetAttributeValue")
+        have: dict[int, RawValue | None] = {
+            0x0: int(obj.object_class),
+            0x3: obj.label.encode(),
+            0x102: obj.key_id,
+            0x100: obj.key_type,
+            0x120: obj.modulus,
+            0x122: obj.public_exponent,
+            0x180: obj.ec_params,
+            0x181: obj.ec_point,
+            0x11: obj.value,
+        }
+        return {t: v for t in types if (v := have.get(t)) is not None}
+
+    def operate(
+        self, key: ObjectView, operation: KeyOperation, mechanism: int, param: RawParam, data: bytes
+    ) -> bytes:
+        if operation is not KeyOperation.SIGN:
+            raise CkrError("CKR_FUNCTION_NOT_SUPPORTED", "C_Decrypt")
+        pss = None
+        if isinstance(param, tuple):
+            pss = PssParams(Ckm(param[0]), Mgf(param[1]), int(param[2]))  # type: ignore[arg-type]
+        return self.sign(key, mechanism, pss, data)
 
     def close(self) -> None:
         self.alive = False

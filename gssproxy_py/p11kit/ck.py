@@ -1,0 +1,86 @@
+"""The PKCS#11 constants the p11-kit server uses (PKCS#11 v2.40 values)."""
+
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+
+
+class Ckr(IntEnum):
+    """CK_RV values we answer."""
+
+    OK = 0x0
+    HOST_MEMORY = 0x2
+    SLOT_ID_INVALID = 0x3
+    GENERAL_ERROR = 0x5
+    FUNCTION_FAILED = 0x6
+    ARGUMENTS_BAD = 0x7
+    NO_EVENT = 0x8
+    ATTRIBUTE_SENSITIVE = 0x11
+    ATTRIBUTE_TYPE_INVALID = 0x12
+    ACTION_PROHIBITED = 0x1B
+    DATA_INVALID = 0x20
+    DATA_LEN_RANGE = 0x21
+    DEVICE_ERROR = 0x30
+    ENCRYPTED_DATA_INVALID = 0x40
+    ENCRYPTED_DATA_LEN_RANGE = 0x41
+    FUNCTION_NOT_SUPPORTED = 0x54
+    KEY_HANDLE_INVALID = 0x60
+    KEY_TYPE_INCONSISTENT = 0x63
+    KEY_FUNCTION_NOT_PERMITTED = 0x68
+    MECHANISM_INVALID = 0x70
+    MECHANISM_PARAM_INVALID = 0x71
+    OBJECT_HANDLE_INVALID = 0x82
+    OPERATION_ACTIVE = 0x90
+    OPERATION_NOT_INITIALIZED = 0x91
+    SESSION_COUNT = 0xB1
+    SESSION_HANDLE_INVALID = 0xB3
+    SESSION_PARALLEL_NOT_SUPPORTED = 0xB4
+    TOKEN_NOT_PRESENT = 0xE0
+    TOKEN_WRITE_PROTECTED = 0xE2
+    USER_TYPE_INVALID = 0x103
+    BUFFER_TOO_SMALL = 0x150
+    CRYPTOKI_NOT_INITIALIZED = 0x190
+    CRYPTOKI_ALREADY_INITIALIZED = 0x191
+
+
+class Cko(IntEnum):
+    """CKO_* object classes served."""
+
+    CERTIFICATE = 0x1
+    PUBLIC_KEY = 0x2
+    PRIVATE_KEY = 0x3
+
+
+class Ckf(IntFlag):
+    """CKF_* flags of the info structures and sessions."""
+
+    # token
+    WRITE_PROTECTED = 0x2
+    USER_PIN_INITIALIZED = 0x8
+    TOKEN_INITIALIZED = 0x400
+    # slot
+    TOKEN_PRESENT = 0x1
+    HW_SLOT = 0x4
+    # session
+    RW_SESSION = 0x2
+    SERIAL_SESSION = 0x4
+    # mechanism info
+    HW = 0x1
+    ENCRYPT = 0x100
+    DECRYPT = 0x200
+    SIGN = 0x800
+    VERIFY = 0x2000
+    # C_WaitForSlotEvent
+    DONT_BLOCK = 0x1
+
+
+class Cks(IntEnum):
+    """CKS_* session states."""
+
+    RO_USER_FUNCTIONS = 1
+    RW_USER_FUNCTIONS = 3
+
+
+#: CK_UNAVAILABLE_INFORMATION / CK_EFFECTIVELY_INFINITE in a CK_ULONG
+UNAVAILABLE = 0xFFFFFFFFFFFFFFFF
+EFFECTIVELY_INFINITE = 0

@@ -1,0 +1,294 @@
+"""p11-kit RPC connections: the listener side of `p11kit_socket`.
+
+A `P11KitConnection` reads the peer once at accept (SO_PEERCRED, program),
+answers the one-byte version handshake with min(client's, ours) (a newer
+client is never refused), cuts the stream into frames (`p11kit.wire`) and
+answers them in order, one at a time, as p11-kit's own server does; a
+threaded consumer may still have several requests in flight, they wait in
+the connection's queue (reading pauses past `MAX_QUEUED`).
+
+The service is matched like a GSS-Proxy call (`config.match`, by uid,
+program and socket) against the configuration in force; after a reload
+the next request is matched again, and a connection whose service changed
+starts afresh (its sessions are gone). A peer no service matches sees no
+slot. A malformed frame or body closes only that connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Protocol, cast
+
+from gssproxy_py.config.match import explain_no_match, match_service
+from gssproxy_py.config.model import Config, Service
+from gssproxy_py.config.peer import Peer
+from gssproxy_py.p11kit.calls import call_id, dispatch
+from gssproxy_py.p11kit.model import Backend
+from gssproxy_py.p11kit.session import Cryptoki
+from gssproxy_py.p11kit.wire import (
+    PROTOCOL_VERSION,
+    Frame,
+    FrameReader,
+    ProtocolError,
+    encode_frame,
+)
+from gssproxy_py.pkcs11.p11kit_backend import P11KitTokens
+from gssproxy_py.pkcs11.program import TokenSignBackend
+from gssproxy_py.server.connection import PrefixLog
+from gssproxy_py.server.peer import PeerCredentialsError, read_peer
+
+__all__ = ["P11KitConnection", "P11KitHost", "P11KitViews", "load_p11kit_views"]
+
+_log = logging.getLogger(__name__)
+
+#: Requests waiting on one connection before reading pauses.
+MAX_QUEUED = 32
+
+
+class P11KitViews(Protocol):
+    """Gives each connection its service's view (`pkcs11.p11kit_backend`)."""
+
+    def view(self, service: Service, who: str) -> Backend: ...
+
+
+def load_p11kit_views(token_backend: object) -> P11KitViews | None:
+    """The p11-kit views over the TOKEN_SIGN backend (`load_programs`
+    provides it), or None without one: p11-kit peers then see no slot."""
+    if not isinstance(token_backend, TokenSignBackend):
+        return None
+    return P11KitTokens(token_backend)
+
+
+class P11KitHost(Protocol):
+    """What a p11-kit connection needs from the server."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def default_socket(self) -> str: ...
+
+    @property
+    def selinux_enabled(self) -> bool: ...
+
+    def p11kit_backend(self, service: Service, who: str) -> Backend | None: ...
+
+    def admit(self, conn: P11KitConnection, peer: Peer) -> bool:
+        """The per-uid and total connection caps (shared with GSS-Proxy)."""
+        ...
+
+    def connection_opened(self, conn: P11KitConnection) -> None: ...
+
+    def connection_closed(self, conn: P11KitConnection) -> None: ...
+
+
+class P11KitConnection(asyncio.Protocol):
+    """The server side of one p11-kit-client.so connection."""
+
+    def __init__(self, host: P11KitHost, socket_path: str, number: int) -> None:
+        self._host = host
+        self.socket_path = socket_path
+        self.number = number
+        self.log = PrefixLog(_log, f"[p11kit {number}]")
+        self._transport: asyncio.Transport | None = None
+        self._peer: Peer | None = None
+        self._reader = FrameReader()
+        self._queue: collections.deque[Frame] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+        self._cryptoki: Cryptoki | None = None
+        self._config: Config | None = None
+        self._service_name: str | None = None
+        self._reading = True
+        self._stopped = False
+        self._eof = False
+        self._opened = False
+        self._partial_since: float | None = None
+
+    # -- for the server ----------------------------------------------------
+
+    @property
+    def peer_uid(self) -> int | None:
+        return None if self._peer is None or not self._opened else self._peer.uid
+
+    def check_timeouts(self, now: float, record_timeout: float, idle_timeout: float) -> None:
+        """Close if a partial frame took longer than `record_timeout`. Idle
+        connections stay: a consumer (openvpn, sshd's agent) keeps its
+        module initialised for days, and a closed one never reconnects."""
+        del idle_timeout
+        if self._stopped or not self._reader.pending:
+            self._partial_since = None
+            return
+        if self._partial_since is None:
+            self._partial_since = now
+        elif now - self._partial_since >= record_timeout:
+            self._abandon(f"closing: a partial frame for {record_timeout:g}s")
+
+    @property
+    def calls_in_flight(self) -> int:
+        return 1 if self._task is not None else 0
+
+    def stop_accepting_calls(self) -> int:
+        self._stopped = True
+        dropped = len(self._queue)
+        self._queue.clear()
+        return dropped
+
+    async def wait_calls(self) -> None:
+        if self._task is not None:
+            await asyncio.wait({self._task})
+
+    def close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        try:
+            self._peer = read_peer(
+                transport.get_extra_info("socket"), with_selinux=self._host.selinux_enabled
+            )
+        except PeerCredentialsError as exc:
+            self.log.error("dropping connection on %s: %s", self.socket_path, exc)
+            self._stopped = True
+            self._transport.abort()
+            return
+        p = self._peer
+        if not self._host.admit(self, p):
+            self._stopped = True
+            self._transport.abort()
+            return
+        self.log.info(
+            "accepted on %s: pid %d uid %d gid %d program %s",
+            self.socket_path,
+            p.pid,
+            p.uid,
+            p.gid,
+            p.program or "(unknown)",
+        )
+        self._opened = True
+        self._host.connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        had_version = self._reader.version is not None
+        try:
+            frames = self._reader.feed(data)
+        except ProtocolError as exc:
+            self._abandon(f"closing: {exc}")
+            return
+        if not had_version and self._reader.version is not None and self._transport:
+            # min(client, ours): a newer client then speaks our version.
+            self._transport.write(bytes((min(self._reader.version, PROTOCOL_VERSION),)))
+        if frames:
+            self._partial_since = None
+            self._queue.extend(frames)
+            self._update_reading()
+            if self._task is None:
+                self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self._task is None:
+            self.close()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stopped = True
+        self._queue.clear()
+        if self._task is not None:
+            self._task.cancel()
+        if self._opened:
+            self.log.info("closed%s", f": {exc}" if exc is not None else "")
+            self._host.connection_closed(self)
+
+    # -- requests -------------------------------------------------------------
+
+    def _cryptoki_now(self, frame: Frame) -> Cryptoki:
+        """This connection's state, matched again after a reload."""
+        host = self._host
+        config = host.config
+        if self._cryptoki is not None and self._config is config:
+            return self._cryptoki
+        assert self._peer is not None
+        peer = self._peer
+        service = match_service(
+            config,
+            peer,
+            self.socket_path,
+            default_socket=host.default_socket,
+            selinux_enabled=host.selinux_enabled,
+            p11kit=True,
+        )
+        name = service.name if service is not None else None
+        if self._cryptoki is None or name != self._service_name:
+            if service is None:
+                self.log.info(
+                    "%s",
+                    explain_no_match(
+                        config,
+                        peer,
+                        self.socket_path,
+                        default_socket=host.default_socket,
+                        selinux_enabled=host.selinux_enabled,
+                        p11kit=True,
+                    ),
+                )
+            else:
+                self.log.info("service %s", service.name)
+            who = f"uid {peer.uid} pid {peer.pid} program {peer.program or '(unknown)'}"
+            backend = host.p11kit_backend(service, who) if service is not None else None
+            self._cryptoki = Cryptoki(backend)
+            self._service_name = name
+        self._config = config
+        return self._cryptoki
+
+    async def _serve(self) -> None:
+        try:
+            while self._queue and not self._stopped:
+                frame = self._queue.popleft()
+                self._update_reading()
+                cryptoki = self._cryptoki_now(frame)
+                # Request bodies are never logged, not even at level 3: a
+                # consumer's C_Login carries its PIN.
+                try:
+                    body = await dispatch(cryptoki, frame.body)
+                except ProtocolError as exc:
+                    self._abandon(f"closing: call {call_id(frame.body)}: {exc}")
+                    return
+                except Exception:
+                    self.log.exception("call %d: internal error", call_id(frame.body))
+                    self._abandon("closing after an internal error")
+                    return
+                transport = self._transport
+                if transport is None or transport.is_closing():
+                    return
+                transport.write(encode_frame(frame.code, body))
+        finally:
+            self._task = None
+            self._update_reading()
+            if self._eof and not self._queue:
+                self.close()
+
+    # -- reading and closing ---------------------------------------------------
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        want = not self._stopped and not self._eof and len(self._queue) < MAX_QUEUED
+        if want and not self._reading:
+            transport.resume_reading()
+        elif not want and self._reading:
+            transport.pause_reading()
+        self._reading = want
+
+    def _abandon(self, why: str) -> None:
+        self.log.warning("%s", why)
+        self._stopped = True
+        self._queue.clear()
+        self.close()
