@@ -9,7 +9,8 @@ STAMP   := $(VENV)/.installed
 # Debian's /usr/bin/python3: the venv must be runnable by the other uids tests use.
 SYSPY   := /usr/bin/python3
 APT_PKGS := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gssproxy krb5-gss-samples \
-            krb5-pkinit softhsm2 opensc p11-kit keyutils iproute2 python3-venv python3-dev \
+            krb5-pkinit softhsm2 opensc p11-kit p11-kit-modules gnutls-bin libengine-pkcs11-openssl \
+            openssh-client openssh-server keyutils iproute2 python3-venv python3-dev \
             util-linux slapd ldap-utils krb5-kdc-ldap systemd man-db
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 IDL     := $(wildcard idl/*.x)

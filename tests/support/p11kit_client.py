@@ -127,10 +127,10 @@ class P11KitClient:
         self.sock.settimeout(timeout)
         self.sock.connect(path)
         self.sock.sendall(bytes((version,)))
-        self.version = self._exact(1)[0]
+        self.version = self.read_exact(1)[0]
         self.code = 0x10
 
-    def _exact(self, n: int) -> bytes:
+    def read_exact(self, n: int) -> bytes:
         buf = b""
         while len(buf) < n:
             chunk = self.sock.recv(n - len(buf))
@@ -146,11 +146,11 @@ class P11KitClient:
         code = self.code
         self.code += 1
         self.sock.sendall(struct.pack(">III", code, 6, len(body)) + b"client" + body)
-        header = self._exact(12)
+        header = self.read_exact(12)
         got, olen, dlen = struct.unpack(">III", header)
         assert got == code, (got, code)
-        self._exact(olen)
-        return self._exact(dlen)
+        self.read_exact(olen)
+        return self.read_exact(dlen)
 
     def close(self) -> None:
         self.sock.close()
