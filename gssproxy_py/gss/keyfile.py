@@ -35,6 +35,7 @@ from pathlib import Path
 from gssproxy_py.errors import LocalError
 
 __all__ = [
+    "HANDLE_KEYS_FILE",
     "KEY_LEN",
     "MAX_OLD_KEYS",
     "HandleKey",
@@ -46,6 +47,8 @@ __all__ = [
     "rotate",
 ]
 
+#: The key file's name in `state_dir`.
+HANDLE_KEYS_FILE = "handle-keys"
 KEY_LEN = 32
 MAX_OLD_KEYS = 4
 _MAX_KEYS = MAX_OLD_KEYS + 1

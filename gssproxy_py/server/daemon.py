@@ -22,6 +22,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from gssproxy_py.config.load import load_config
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.errors import ConfigError, LocalError
+from gssproxy_py.gss import keyfile
 from gssproxy_py.p11kit.model import Backend
 from gssproxy_py.rpc.dispatch import ProgramService
 from gssproxy_py.server.activation import InheritedSocket, adopt_listener, assign
@@ -62,7 +64,12 @@ from gssproxy_py.server.namespaces import NamespaceSupport
 from gssproxy_py.server.notify import notify
 from gssproxy_py.server.p11kit import P11KitConnection, P11KitViews, load_p11kit_views
 from gssproxy_py.server.peer import selinux_enabled
-from gssproxy_py.server.privileges import PrivilegeDropError, drop_privileges, give_state_dir
+from gssproxy_py.server.privileges import (
+    PrivilegeDropError,
+    drop_privileges,
+    give_state_dir,
+    reclaim_state_dir,
+)
 from gssproxy_py.server.programs import load_programs
 
 _log = logging.getLogger(__name__)
@@ -484,6 +491,23 @@ class GssProxyServer:
         task.add_done_callback(self._background.discard)
 
 
+def handle_key_problem(state_dir: str) -> str | None:
+    """None if the credential-handle key in `state_dir` opens (it is created
+    when missing); otherwise what is wrong and how to fix it."""
+    path = os.path.join(state_dir, keyfile.HANDLE_KEYS_FILE)
+    try:
+        keyfile.load_or_create(path)
+    except keyfile.KeyFileError as exc:
+        euid = os.geteuid()
+        return (
+            f"{exc}; fix: {path} must be a regular file of uid {euid} (the daemon's user) "
+            f"with mode 0600, in a directory uid {euid} can reach and write (chown/chmod), or "
+            "remove it to start with a new key (credential handles issued under the old "
+            "one stop working)"
+        )
+    return None
+
+
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
@@ -547,6 +571,26 @@ async def serve(
             namespaces.close()
             return 1
         _log.info("running as %s (uid %d), keeping only CAP_SYS_PTRACE", user, uid)
+    elif os.geteuid() == 0:
+        try:
+            previous = reclaim_state_dir(config.globals.state_dir)
+        except OSError as exc:
+            previous = None
+            _log.warning("cannot take %s back: %s", config.globals.state_dir, exc)
+        if previous is not None:
+            _log.warning(
+                "run_as_user is off: %s belonged to uid %d (run_as_user was on); "
+                "it is root's again",
+                config.globals.state_dir,
+                previous,
+            )
+    problem = handle_key_problem(config.globals.state_dir)
+    if problem is not None:
+        # Fail now, not with every call that needs a credential handle.
+        _log.error("cannot start: %s", problem)
+        await server.shutdown()
+        namespaces.close()
+        return 1
     if handle_signals:
         loop.add_signal_handler(signal.SIGHUP, server.request_reload)
         for signum in _STOP_SIGNALS:

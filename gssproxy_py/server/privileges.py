@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import os
 import pwd
+import stat
 
 from gssproxy_py.errors import LocalError
 
@@ -114,6 +115,34 @@ def give_state_dir(state_dir: str, user: str) -> None:
         path = os.path.join(state_dir, name)
         if os.path.isfile(path) and not os.path.islink(path):
             os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def reclaim_state_dir(state_dir: str) -> int | None:
+    """Take `state_dir` and its files back when the daemon stays root.
+
+    Turning `run_as_user` on hands them to that user (`give_state_dir`);
+    turning it off again would leave a root daemon whose handle key file is
+    refused as owned by someone else. Returns the uid they belonged to, or
+    None if nothing changed. Symbolic links are never followed or changed.
+    """
+    euid, egid = os.geteuid(), os.getegid()
+    try:
+        st = os.lstat(state_dir)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    previous = None
+    if st.st_uid != euid:
+        previous = st.st_uid
+        os.chown(state_dir, euid, egid, follow_symlinks=False)
+    for name in os.listdir(state_dir):
+        path = os.path.join(state_dir, name)
+        fst = os.lstat(path)
+        if stat.S_ISREG(fst.st_mode) and fst.st_uid != euid:
+            previous = fst.st_uid if previous is None else previous
+            os.chown(path, euid, egid, follow_symlinks=False)
+    return previous
 
 
 def capability_sets() -> dict[str, int]:

@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from gssproxy_py.testing.daemon import DaemonError, DaemonProcess, render_config, write_config
 from gssproxy_py.testing.users import LocalUser
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
@@ -103,3 +105,76 @@ def test_daemon_runs_as_user_and_still_serves(
         res = client.indicate_mechs()
     assert res.status.major_status == 0 and res.mechs
     assert os.stat(daemon.socket.parent / "state").st_uid == user.uid
+
+
+def _daemon(workdir: Path, run_as: str | None, log: str = "gssproxy.log") -> DaemonProcess:
+    text = render_config(
+        {"any": {"mechs": "krb5", "euid": 0, "allow_any_uid": "yes"}},
+        global_options={
+            "state_dir": str(workdir / "state"),
+            **({"run_as_user": run_as} if run_as else {}),
+        },
+    )
+    return DaemonProcess(
+        "py",
+        write_config(workdir / "gssproxy.conf", text),
+        socket=workdir / "default.sock",
+        confdir=workdir / "conf.d",
+        log_path=workdir / log,
+    )
+
+
+def test_run_as_user_can_be_switched_on_and_off(
+    harness_dir: Path, test_users: tuple[LocalUser, ...]
+) -> None:
+    """On: the state directory goes to the user. Off again: root takes it back
+    (with a warning), the same key opens, and calls are served."""
+    from gssproxy_py.client import GssProxyClient
+
+    user = test_users[0]
+    # Under the 0755 harness dir: the dropped daemon must reach its state dir.
+    tmp_path = Path(tempfile.mkdtemp(prefix="run-as-", dir=harness_dir))
+    tmp_path.chmod(0o755)
+    key = tmp_path / "state" / "handle-keys"
+    keys: list[bytes] = []
+    for turn, run_as in enumerate((None, user.name, None, user.name, None)):
+        daemon = _daemon(tmp_path, run_as, f"run{turn}.log").start()
+        try:
+            owner = user.uid if run_as else 0
+            assert key.stat().st_uid == owner and (tmp_path / "state").stat().st_uid == owner
+            keys.append(key.read_bytes())
+            with GssProxyClient(str(daemon.socket)) as client:
+                assert client.indicate_mechs().status.major_status == 0
+        finally:
+            assert daemon.stop() == 0
+        log = daemon.log_text()
+        if run_as is None and turn > 0:
+            assert f"run_as_user is off: {tmp_path / 'state'} belonged to uid {user.uid}" in log
+        assert "Traceback" not in log
+    assert len(set(keys)) == 1  # one key throughout: handles stay valid
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "why"),
+    [
+        (b"not a key file", 0o600, "handle key file"),
+        (None, 0o644, "gives group/other access"),
+    ],
+)
+def test_an_unusable_handle_key_stops_the_start_with_the_fix(
+    tmp_path: Path, content: bytes | None, mode: int, why: str
+) -> None:
+    key = tmp_path / "state" / "handle-keys"
+    first = _daemon(tmp_path, None).start()  # creates a good key
+    first.stop()
+    if content is not None:
+        key.write_bytes(content)
+    key.chmod(mode)
+    daemon = _daemon(tmp_path, None, "refused.log")
+    with pytest.raises(DaemonError):
+        daemon.start()
+    log = daemon.log_text()
+    assert daemon.returncode == 1
+    assert f"cannot start: handle key file {key}" in log and why in log
+    assert "fix:" in log and "Initialization complete" not in log
+    assert "Traceback" not in log
