@@ -52,6 +52,7 @@ from gssproxy_py.server.listeners import (
     open_listener,
     p11kit_socket_paths,
     socket_paths,
+    unreachable_sockets,
 )
 from gssproxy_py.server.logs import (
     READY_MESSAGE,
@@ -318,6 +319,8 @@ class GssProxyServer:
             self._kinds[path] = path in p11kit_paths
             _log.info("listening on %s%s", path, " (p11-kit)" if self._kinds[path] else "")
         self._listeners.update(opened)
+        for warning in unreachable_sockets(config, self._options.default_socket):
+            _log.warning("%s", warning)
         return True
 
     async def start(self) -> None:

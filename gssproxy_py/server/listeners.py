@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pwd
 import socket
 import stat
 import tempfile
@@ -99,6 +100,55 @@ def p11kit_socket_paths(config: Config) -> list[str]:
         if service.p11kit_socket is not None and service.p11kit_socket not in paths:
             paths.append(service.p11kit_socket)
     return paths
+
+
+def _can_search(st: os.stat_result, uid: int | None, groups: frozenset[int]) -> bool:
+    """Whether `uid` (None: any user without a special relation) may search a
+    directory with status `st`. Root always may; ACLs are not consulted."""
+    mode = st.st_mode
+    if uid == 0:
+        return True
+    if uid is not None and st.st_uid == uid:
+        return bool(mode & stat.S_IXUSR)
+    if st.st_gid in groups:
+        return bool(mode & stat.S_IXGRP)
+    return bool(mode & stat.S_IXOTH)
+
+
+def _groups_of(uid: int) -> frozenset[int]:
+    try:
+        pw = pwd.getpwuid(uid)
+        return frozenset(os.getgrouplist(pw.pw_name, pw.pw_gid))
+    except (KeyError, OSError):
+        return frozenset()
+
+
+def unreachable_sockets(config: Config, default_socket: str) -> list[str]:
+    """A warning for each service whose callers cannot reach its socket
+    because a directory on the way denies search to the service's euid (to
+    every other user for `allow_any_uid`). The kernel and root always can."""
+    warnings = []
+    for service in config.services:
+        path = os.path.normpath(service.socket or default_socket)
+        uid = None if service.allow_any_uid else service.euid
+        who = "other users" if uid is None else f"uid {uid}"
+        groups = frozenset() if uid is None else _groups_of(uid)
+        directory = os.path.dirname(path)
+        parts = directory.split(os.sep)
+        for depth in range(1, len(parts) + 1):
+            current = os.sep.join(parts[:depth]) or os.sep
+            try:
+                st = os.stat(current)
+            except OSError:
+                break
+            if not _can_search(st, uid, groups):
+                warnings.append(
+                    f"service '{service.name}': {who} cannot search {current} "
+                    f"(mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}), so its "
+                    f"callers cannot reach {path}; make it searchable (chmod o+x, or 0755)"
+                )
+                break
+    return warnings
 
 
 def live_daemon_on(path: str) -> bool:
