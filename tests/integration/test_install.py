@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from gssproxy_py.config import manpage
-from gssproxy_py.config.options import GLOBAL_OPTIONS, SERVICE_OPTIONS
 from gssproxy_py.testing.paths import REPO_ROOT, VENV_PYTHON
 from gssproxy_py.testing.users import is_root
 
@@ -222,7 +220,7 @@ test ! -e /run/gssproxy.pid
     assert "krb5" in proc.stdout.lower()
 
 
-def test_man_pages_render_without_warnings_and_cover_every_option() -> None:
+def test_man_pages_render_without_warnings() -> None:
     for page in ("gssproxy-py.8", "gssproxy-py.conf.5"):
         proc = subprocess.run(
             ["man", "--warnings", "-l", str(REPO_ROOT / "man" / page)],
@@ -234,11 +232,6 @@ def test_man_pages_render_without_warnings_and_cover_every_option() -> None:
         )
         assert proc.returncode == 0 and proc.stderr == "", proc.stderr
         assert "gssproxy-py" in proc.stdout
-    conf = (REPO_ROOT / "man/gssproxy-py.conf.5").read_text()
-    # The option entries are the option table's (make docs writes them).
-    assert manpage.splice(conf) == conf, "man/gssproxy-py.conf.5 is stale: run make docs"
-    for name in GLOBAL_OPTIONS | SERVICE_OPTIONS:
-        assert f'.B "{name}"' in conf
     daemon = (REPO_ROOT / "man/gssproxy-py.8").read_text()
     for flag in ("interactive", "daemon", "config", "configdir", "socket", "pid\\-file"):
         assert f"\\-\\-{flag}" in daemon
