@@ -156,18 +156,18 @@ def mode_kernel(args: argparse.Namespace) -> None:
 
 async def _kernel(args: argparse.Namespace) -> None:
     from gssproxy_py.client import AsyncGssProxyClient, call_ctx, find_option, option
-    from gssproxy_py.client.gssproxy import (
-        OPT_EXPORTED_CONTEXT_TYPE,
-        OPT_EXPORTED_CREDS_TYPE,
-        VAL_LINUX_CREDS_V1,
-        VAL_LINUX_LUCID_V1,
-    )
     from gssproxy_py.proto.gss_proxy import GssxArgAcceptSecContext
+    from gssproxy_py.vocab.gssx_options import (
+        EXPORTED_CONTEXT_TYPE,
+        EXPORTED_CREDS_TYPE,
+        LINUX_CREDS_V1,
+        LINUX_LUCID_V1,
+    )
 
     tokens = read_tokens(Path(args.tokens))
     ctx = call_ctx(
-        option(OPT_EXPORTED_CONTEXT_TYPE, VAL_LINUX_LUCID_V1),
-        option(OPT_EXPORTED_CREDS_TYPE, VAL_LINUX_CREDS_V1),
+        option(EXPORTED_CONTEXT_TYPE, LINUX_LUCID_V1),
+        option(EXPORTED_CREDS_TYPE, LINUX_CREDS_V1),
     )
 
     def arg(token: bytes) -> GssxArgAcceptSecContext:
@@ -183,7 +183,7 @@ async def _kernel(args: argparse.Namespace) -> None:
 
     client = AsyncGssProxyClient(args.socket, timeout=60)
     res = await client.accept_sec_context(arg(tokens[0]))  # warm-up, and a sanity check
-    if res.status.major_status != 0 or find_option(res.options, VAL_LINUX_CREDS_V1) is None:
+    if res.status.major_status != 0 or find_option(res.options, LINUX_CREDS_V1) is None:
         raise SystemExit(f"kernel-style accept failed: {res.status}")
     if res.context_handle is None or len(res.context_handle.exported_context_token) > 128:
         raise SystemExit("kernel-style accept: no lucid context")

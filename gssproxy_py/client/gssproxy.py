@@ -8,19 +8,18 @@ them); only RPC-level failures raise.
 The helpers build what almost every argument needs. Option names and string
 values travel NUL-terminated, with the NUL counted in the length: gssproxy and
 the kernel compare them by exact length (`gpopt_string_match`), so
-`b"localname"` would simply not match. `option()` adds the NUL for you.
+`b"localname"` would simply not match. `option()` (from vocab/gssx_options.py,
+re-exported here and by `gssproxy_py.client`) adds the NUL for you.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from gssproxy_py.client.aio import AsyncRpcClient
 from gssproxy_py.client.sync import RpcClient
-from gssproxy_py.client.values import dotted_to_oid
 from gssproxy_py.client.wire import DEFAULT_TIMEOUT, MAX_RECORD_SIZE, default_socket_path
 from gssproxy_py.proto.gss_proxy import (
     GSSPROXY_PROGRAM,
@@ -75,53 +74,14 @@ from gssproxy_py.proto.gss_proxy import (
     GssxResWrapSizeLimit,
     GssxStatus,
 )
+from gssproxy_py.vocab.gssx_options import cstring, find_option, option
 
 R = TypeVar("R")
 
-#: The krb5 mechanism as gssx_OID bytes (DER contents, no tag or length).
-KRB5_MECH: Final = dotted_to_oid("1.2.840.113554.1.2.2")
-NT_HOSTBASED_SERVICE: Final = dotted_to_oid("1.2.840.113554.1.2.1.4")
-NT_USER_NAME: Final = dotted_to_oid("1.2.840.113554.1.2.1.1")
-
-# The option strings real clients send (reference: protocol-clients.md §2.6).
-OPT_LOCALNAME: Final = b"localname\0"
-OPT_SYNC_MODIFIED_CREDS: Final = b"sync_modified_creds\0"
-OPT_SYNC_CREDS: Final = b"sync_creds\0"
-OPT_ACQUIRE_TYPE: Final = b"acquire_type\0"
-VAL_IMPERSONATE_NAME: Final = b"impersonate_name\0"
-OPT_EXPORTED_CONTEXT_TYPE: Final = b"exported_context_type\0"
-VAL_LINUX_LUCID_V1: Final = b"linux_lucid_v1\0"
-OPT_EXPORTED_CREDS_TYPE: Final = b"exported_creds_type\0"
-VAL_LINUX_CREDS_V1: Final = b"linux_creds_v1\0"
-
-
 # -- argument helpers -----------------------------------------------------------
-
-
-def cstring(text: str | bytes) -> bytes:
-    """text as a C string on the wire: UTF-8, one trailing NUL (added if absent)."""
-    data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-    return data if data.endswith(b"\0") else data + b"\0"
-
-
-def option(name: str | bytes, value: str | bytes = b"") -> GssxOption:
-    """A gssx_option with a NUL-terminated name.
-
-    A str value is a C string and gets its NUL too ("default" -> b"default\\0");
-    a bytes value goes on the wire exactly as given, because some values are
-    binary or empty (the `localname` request carries an empty value).
-    """
-    data = cstring(value) if isinstance(value, str) else bytes(value)
-    return GssxOption(option=cstring(name), value=data)
-
-
-def find_option(options: Iterable[GssxOption], name: str | bytes) -> bytes | None:
-    """The value of the first option named name (matched with its NUL), or None."""
-    want = cstring(name)
-    for opt in options:
-        if opt.option == want:
-            return opt.value
-    return None
+# Option names, values and the C-string helpers (`cstring`, `option`,
+# `find_option`) are the shared vocabulary in vocab/gssx_options.py; OIDs are
+# in vocab/oids.py.
 
 
 def call_ctx(*options: GssxOption, locale: bytes = b"") -> GssxCallCtx:
@@ -405,9 +365,6 @@ class AsyncGssProxyClient:
 
 
 __all__ = [
-    "KRB5_MECH",
-    "NT_HOSTBASED_SERVICE",
-    "NT_USER_NAME",
     "AsyncGssProxyClient",
     "GssProxyClient",
     "call_ctx",

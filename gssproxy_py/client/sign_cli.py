@@ -39,9 +39,6 @@ import sys
 from collections.abc import Sequence
 from typing import Final, NoReturn
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from gssproxy_py.client.errors import RpcClientError, RpcRejected
 from gssproxy_py.client.token_sign import (
     KeyInfo,
@@ -50,8 +47,8 @@ from gssproxy_py.client.token_sign import (
     mechanism_from_name,
 )
 from gssproxy_py.client.wire import DEFAULT_TIMEOUT
-from gssproxy_py.pkcs11.mechanisms import MECHANISMS
 from gssproxy_py.pkcs11.uri import UriError, parse_uri
+from gssproxy_py.vocab.token_sign import MECHANISM_NAMES
 
 EXIT_OK: Final = 0
 EXIT_TRANSPORT: Final = 1
@@ -82,7 +79,7 @@ def _parser() -> _Parser:
     ap.add_argument(
         "--mech",
         metavar="NAME",
-        help="signature mechanism: " + ", ".join(m.name for m in MECHANISMS.values()),
+        help="signature mechanism: " + ", ".join(MECHANISM_NAMES.values()),
     )
     ap.add_argument("--in", dest="infile", metavar="FILE", help="input (default: stdin)")
     ap.add_argument("--out", metavar="FILE", help="signature output (default: stdout)")
@@ -114,6 +111,11 @@ def _file_stem(k: KeyInfo, n: int) -> str:
 
 
 def _write_pubkeys(directory: str, keys: Sequence[KeyInfo]) -> None:
+    # Only this option needs cryptography (to check the DER and write PEM):
+    # signing and listing do not load it.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     os.makedirs(directory, exist_ok=True)
     for n, k in enumerate(keys):
         stem = os.path.join(directory, _file_stem(k, n))

@@ -19,7 +19,6 @@ from types import TracebackType
 from gssproxy_py.client.sync import RpcClient
 from gssproxy_py.client.wire import DEFAULT_TIMEOUT, default_socket_path
 from gssproxy_py.errors import PeerError
-from gssproxy_py.pkcs11.mechanisms import MECHANISMS, by_name
 from gssproxy_py.proto.token_sign import (
     TOKEN_SIGN_PROGRAM,
     TOKEN_SIGN_V1,
@@ -37,6 +36,7 @@ from gssproxy_py.proto.token_sign import (
     TsSignRes,
     TsStatus,
 )
+from gssproxy_py.vocab.token_sign import mechanism_from_name, mechanism_name
 
 __all__ = [
     "KeyInfo",
@@ -104,15 +104,6 @@ class KeyListing:
     problems: tuple[TokenProblemInfo, ...]
 
 
-def mechanism_from_name(name: str) -> TsMechanism:
-    """`rsa-pss-sha256` → TS_MECH_RSA_PSS_SHA256; ValueError if unknown."""
-    try:
-        return by_name(name).wire
-    except KeyError:
-        known = ", ".join(m.name for m in MECHANISMS.values())
-        raise ValueError(f"unknown mechanism {name!r}; known: {known}") from None
-
-
 class TokenSignClient:
     """Calls TOKEN_SIGN v1 on one socket; one connection, reused."""
 
@@ -154,7 +145,7 @@ class TokenSignClient:
                 curve=k.curve.decode("utf-8"),
                 spki=k.spki,
                 certificate=k.certificate or None,
-                mechanisms=tuple(MECHANISMS[m].name for m in k.mechanisms),
+                mechanisms=tuple(mechanism_name(m) for m in k.mechanisms),
             )
             for k in listing.keys
         )

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from gssproxy_py.errors import LocalError
+from gssproxy_py.vocab.oids import OidError, decode_oid, encode_oid
 
 _PRIMITIVES: Final = {"bytes": bytes, "int": int, "bool": bool, "str": str, "float": float}
 
@@ -224,58 +225,15 @@ def default_of(tp: ProcType) -> Any:
     return default_value(describe_type(tp))
 
 
-# -- OIDs -----------------------------------------------------------------------
-
-
-def oid_to_dotted(der: bytes) -> str | None:
-    """Dotted text of an OID's DER contents, or None if they are malformed."""
-    if not der or der[-1] & 0x80:
-        return None
-    arcs: list[int] = []
-    value = 0
-    fresh = True
-    for byte in der:
-        if fresh and byte == 0x80:
-            return None  # a non-minimal arc
-        value = (value << 7) | (byte & 0x7F)
-        fresh = not byte & 0x80
-        if fresh:
-            arcs.append(value)
-            value = 0
-    first = arcs[0]
-    head = [0, first] if first < 40 else [1, first - 40] if first < 80 else [2, first - 80]
-    return ".".join(str(a) for a in head + arcs[1:])
-
-
-def dotted_to_oid(dotted: str) -> bytes:
-    """DER contents of a dotted OID; ValueError if it is not one."""
-    try:
-        arcs = [int(a) for a in dotted.strip().split(".")]
-    except ValueError:
-        raise ValueError(f"not a dotted OID: {dotted!r}") from None
-    if len(arcs) < 2 or any(a < 0 for a in arcs) or arcs[0] > 2:
-        raise ValueError(f"not a dotted OID: {dotted!r}")
-    if arcs[0] < 2 and arcs[1] >= 40:
-        raise ValueError(f"second arc of {dotted!r} must be below 40")
-    out = bytearray()
-    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
-        group = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            group.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        out += bytes(reversed(group))
-    return bytes(out)
-
-
 # -- to JSON --------------------------------------------------------------------
 
 
 def bytes_to_json(data: bytes, *, oid: bool = False) -> Any:
     if oid and data:
-        dotted = oid_to_dotted(data)
-        if dotted is not None:
-            return {"oid": dotted, "hex": data.hex()}
+        try:
+            return {"oid": decode_oid(data), "hex": data.hex()}
+        except OidError:
+            pass  # a malformed OID still prints, as hex
     text = printable_text(data)
     return text if text is not None else {"hex": data.hex()}
 
@@ -406,8 +364,8 @@ def _bytes_from_json(data: Any, where: str) -> bytes:
             raise JsonValueError(where, f"not hex: {data['hex']!r}") from None
     if "oid" in data:
         try:
-            oid = dotted_to_oid(data["oid"])
-        except ValueError as e:
+            oid = encode_oid(data["oid"])
+        except OidError as e:
             raise JsonValueError(where, str(e)) from None
         if out is not None and out != oid:
             raise JsonValueError(where, f"oid {data['oid']} and hex {data['hex']} disagree")
@@ -479,9 +437,7 @@ __all__ = [
     "default_value",
     "describe",
     "describe_type",
-    "dotted_to_oid",
     "from_json",
-    "oid_to_dotted",
     "printable_text",
     "struct_fields",
     "struct_from_json",

@@ -24,7 +24,6 @@ from gssapi.raw import ext_krb5
 from gssapi.raw.misc import GSSError
 
 from gssproxy_py.config.model import CredUsage
-from gssproxy_py.gss import oids
 from gssproxy_py.gss.lucid import LucidContextV1Like
 from gssproxy_py.gss.status import (
     EINVAL,
@@ -33,6 +32,7 @@ from gssproxy_py.gss.status import (
     GssFailure,
     failure_from_gsserror,
 )
+from gssproxy_py.vocab import oids
 
 __all__ = [
     "INDEFINITE",

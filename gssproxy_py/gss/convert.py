@@ -13,10 +13,11 @@ Blocking (GSSAPI calls): run in the gss executor.
 
 from __future__ import annotations
 
-from gssproxy_py.gss import api, oids
+from gssproxy_py.gss import api
 from gssproxy_py.gss.policy import NameSpec
 from gssproxy_py.gss.status import EINVAL, GSS_S_BAD_NAME, GSS_S_FAILURE, GssFailure
 from gssproxy_py.proto.gss_proxy import GssxCredElement, GssxCredUsage, GssxCtx, GssxName
+from gssproxy_py.vocab import oids
 
 __all__ = [
     "EMPTY_NAME",

@@ -21,7 +21,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from gssproxy_py.config.model import Config, CredUsage, Service
-from gssproxy_py.gss import api, oids, policy
+from gssproxy_py.gss import api, policy
 from gssproxy_py.gss.credcache import (
     AcquireCache,
     CredPool,
@@ -30,7 +30,8 @@ from gssproxy_py.gss.credcache import (
     handle_digest,
 )
 from gssproxy_py.gss.inline import Steps
-from gssproxy_py.gss.options import KRB5_SET_ALLOWED_ENCTYPE_VALUES, KRB5_SET_NO_CI_FLAGS
+from gssproxy_py.vocab import oids
+from gssproxy_py.vocab.gssx_options import KRB5_SET_ALLOWED_ENCTYPE_VALUES, KRB5_SET_NO_CI_FLAGS
 from gssproxy_py.gss.pkinit_creds import PkinitCreds
 from gssproxy_py.gss.sealing import Sealer
 from gssproxy_py.gss.status import EACCES, GSS_S_FAILURE, GSS_S_NO_CRED, GssFailure

@@ -26,7 +26,7 @@ from typing import ParamSpec, TypeVar
 
 from gssproxy_py.config.model import Config
 from gssproxy_py.executors import Executor
-from gssproxy_py.gss import api, oids
+from gssproxy_py.gss import api
 from gssproxy_py.gss.credcache import TtlCache
 from gssproxy_py.gss.credentials import Credentials
 from gssproxy_py.gss.inline import InlineCalls
@@ -34,6 +34,7 @@ from gssproxy_py.gss.krb5cc import hold_profile
 from gssproxy_py.gss.linux_creds import LinuxCreds
 from gssproxy_py.gss.status import ENOENT, GSS_S_BAD_MECH, GssFailure
 from gssproxy_py.proto.gss_proxy import GssxOIDSet
+from gssproxy_py.vocab import oids
 
 __all__ = ["LOCAL_CREDS_TTL", "GssEngine", "pick_mech"]
 

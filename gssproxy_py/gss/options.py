@@ -1,8 +1,9 @@
-"""The `gssx_option` strings of the protocol and the parsing of call options.
+"""The daemon's reading of `gssx_option`s: which exports a call asks for.
 
-Names and values are the exact NUL-terminated byte strings the kernel and the
-interposer use (protocol notes §2.6); lookup is gssproxy's: first option whose
-bytes equal the name exactly, length (and so the NUL) included.
+The option names and values, and `option`/`find_option`/`has_option`, are the
+shared vocabulary in `vocab/gssx_options.py` (re-exported here for the
+procedures); lookup is gssproxy's: first option whose bytes equal the name
+exactly, length (and so the NUL) included.
 
 `parse_call_options` reads the two kernel options of `call_ctx` into an
 `ExportTypes`; an unknown value is a GSS_S_FAILURE/EINVAL, as in gssproxy.
@@ -13,10 +14,26 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
 
 from gssproxy_py.gss.status import EINVAL, GSS_S_FAILURE, GssFailure
 from gssproxy_py.proto.gss_proxy import GssxOption
+from gssproxy_py.vocab.gssx_options import (
+    ACQUIRE_TYPE,
+    DEFAULT,
+    EXPORTED_CONTEXT_TYPE,
+    EXPORTED_CREDS_TYPE,
+    IMPERSONATE_NAME,
+    KRB5_SET_ALLOWED_ENCTYPE_VALUES,
+    KRB5_SET_NO_CI_FLAGS,
+    LINUX_CREDS_V1,
+    LINUX_LUCID_V1,
+    LOCALNAME,
+    SYNC_CREDS,
+    SYNC_MODIFIED_CREDS,
+    find_option,
+    has_option,
+    option,
+)
 
 __all__ = [
     "ACQUIRE_TYPE",
@@ -42,19 +59,6 @@ __all__ = [
     "wants_sync",
 ]
 
-EXPORTED_CONTEXT_TYPE: Final = b"exported_context_type\0"
-LINUX_LUCID_V1: Final = b"linux_lucid_v1\0"
-EXPORTED_CREDS_TYPE: Final = b"exported_creds_type\0"
-LINUX_CREDS_V1: Final = b"linux_creds_v1\0"
-SYNC_MODIFIED_CREDS: Final = b"sync_modified_creds\0"
-DEFAULT: Final = b"default\0"
-SYNC_CREDS: Final = b"sync_creds\0"
-ACQUIRE_TYPE: Final = b"acquire_type\0"
-IMPERSONATE_NAME: Final = b"impersonate_name\0"
-LOCALNAME: Final = b"localname\0"
-KRB5_SET_ALLOWED_ENCTYPE_VALUES: Final = b"krb5_set_allowed_enctype_values\0"
-KRB5_SET_NO_CI_FLAGS: Final = b"krb5_set_no_ci_flags\0"
-
 
 class ContextExport(enum.Enum):
     """How an established context goes back to the client."""
@@ -79,22 +83,6 @@ class ExportTypes:
     def kernel(self) -> bool:
         """A lucid export means the kernel path, with its stricter rules."""
         return self.context is ContextExport.LINUX_LUCID_V1
-
-
-def option(name: bytes, value: bytes) -> GssxOption:
-    return GssxOption(option=name, value=value)
-
-
-def find_option(options: Iterable[GssxOption], name: bytes) -> bytes | None:
-    """The value of the first option named exactly `name`, or None."""
-    for opt in options:
-        if opt.option == name:
-            return opt.value
-    return None
-
-
-def has_option(options: Iterable[GssxOption], name: bytes) -> bool:
-    return any(opt.option == name for opt in options)
 
 
 def _shown(value: bytes) -> str:

@@ -77,8 +77,9 @@ from typing import Any, Final, Protocol
 
 from gssproxy_py.config.model import Config, CredUsage, Service
 from gssproxy_py.errors import GssProxyError
-from gssproxy_py.gss import api, oids, policy
+from gssproxy_py.gss import api, policy
 from gssproxy_py.gss.status import EACCES, EINVAL, GSS_S_FAILURE, GSS_S_NO_CRED, GssFailure
+from gssproxy_py.vocab import oids
 
 __all__ = [
     "FAILURE_HOLD",

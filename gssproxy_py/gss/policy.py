@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 from gssproxy_py.config.expand import UnknownUserError, expand_cred_store
 from gssproxy_py.config.model import CredUsage, Service
-from gssproxy_py.gss import oids
 from gssproxy_py.gss.status import (
     EACCES,
     EINVAL,
@@ -42,6 +41,7 @@ from gssproxy_py.gss.status import (
     NO_CREDENTIALS_CODES,
     GssFailure,
 )
+from gssproxy_py.vocab import oids
 
 __all__ = [
     "CredRequest",

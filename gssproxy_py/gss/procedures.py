@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from gssproxy_py.config.model import CredUsage, Service
-from gssproxy_py.gss import api, convert, oids, options, policy
+from gssproxy_py.gss import api, convert, options, policy
+from gssproxy_py.vocab import oids
 from gssproxy_py.gss.credentials import Credentials, CredLease, Request
 from gssproxy_py.gss.engine import GssEngine, pick_mech
 from gssproxy_py.gss.linux_creds import (

@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gssproxy_py.config.model import Config, Service
-from gssproxy_py.gss import oids
+from gssproxy_py.vocab import oids
 from gssproxy_py.gss.credentials import Request
 from gssproxy_py.gss.engine import GssEngine
 from gssproxy_py.gss.inline import Continuation, Steps, run_to_end

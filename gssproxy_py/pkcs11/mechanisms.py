@@ -16,7 +16,9 @@ token returns them, ECDSA converted from PKCS#11's r‖s to DER, Ed25519 raw
 hash (what `openssl dgst -sigopt rsa_pss_saltlen:digest` and the usual
 verifiers expect).
 
-The names here (`rsa-pkcs1-sha256`...) are the CLI's and the docs'.
+The names (`rsa-pkcs1-sha256`...) are the CLI's and the docs', kept with the
+wire numbers in `vocab/token_sign.py`, which the clients import instead of
+this module (and its `cryptography`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from gssproxy_py.pkcs11.errors import Refusal
 from gssproxy_py.pkcs11.keys import Curve, KeyKind
 from gssproxy_py.proto.token_sign import TsMechanism, TsStatus
+from gssproxy_py.vocab.token_sign import mechanism_from_name, mechanism_name
 
 __all__ = [
     "MECHANISMS",
@@ -129,10 +132,14 @@ class Family(IntEnum):
 @dataclass(frozen=True, slots=True)
 class MechanismSpec:
     wire: TsMechanism
-    name: str
     family: Family
     hash: HashAlg | None
     combined: Ckm | None  # the hash-on-token mechanism, if PKCS#11 has one
+
+    @property
+    def name(self) -> str:
+        """The name people write (vocab/token_sign.py)."""
+        return mechanism_name(self.wire)
 
     @property
     def raw(self) -> Ckm:
@@ -151,65 +158,56 @@ MECHANISMS: Final = {
     for m in (
         MechanismSpec(
             TsMechanism.TS_MECH_RSA_PKCS1_SHA256,
-            "rsa-pkcs1-sha256",
             Family.RSA_PKCS1,
             HashAlg.SHA256,
             Ckm.SHA256_RSA_PKCS,
         ),
         MechanismSpec(
             TsMechanism.TS_MECH_RSA_PKCS1_SHA384,
-            "rsa-pkcs1-sha384",
             Family.RSA_PKCS1,
             HashAlg.SHA384,
             Ckm.SHA384_RSA_PKCS,
         ),
         MechanismSpec(
             TsMechanism.TS_MECH_RSA_PKCS1_SHA512,
-            "rsa-pkcs1-sha512",
             Family.RSA_PKCS1,
             HashAlg.SHA512,
             Ckm.SHA512_RSA_PKCS,
         ),
         MechanismSpec(
             TsMechanism.TS_MECH_RSA_PSS_SHA256,
-            "rsa-pss-sha256",
             Family.RSA_PSS,
             HashAlg.SHA256,
             Ckm.SHA256_RSA_PKCS_PSS,
         ),
         MechanismSpec(
             TsMechanism.TS_MECH_RSA_PSS_SHA384,
-            "rsa-pss-sha384",
             Family.RSA_PSS,
             HashAlg.SHA384,
             Ckm.SHA384_RSA_PKCS_PSS,
         ),
         MechanismSpec(
             TsMechanism.TS_MECH_RSA_PSS_SHA512,
-            "rsa-pss-sha512",
             Family.RSA_PSS,
             HashAlg.SHA512,
             Ckm.SHA512_RSA_PKCS_PSS,
         ),
         MechanismSpec(
             TsMechanism.TS_MECH_ECDSA_SHA256,
-            "ecdsa-sha256",
             Family.ECDSA,
             HashAlg.SHA256,
             Ckm.ECDSA_SHA256,
         ),
         MechanismSpec(
             TsMechanism.TS_MECH_ECDSA_SHA384,
-            "ecdsa-sha384",
             Family.ECDSA,
             HashAlg.SHA384,
             Ckm.ECDSA_SHA384,
         ),
-        MechanismSpec(TsMechanism.TS_MECH_ED25519, "ed25519", Family.EDDSA, None, None),
+        MechanismSpec(TsMechanism.TS_MECH_ED25519, Family.EDDSA, None, None),
     )
 }
 
-_BY_NAME: Final = {m.name: m for m in MECHANISMS.values()}
 
 # ECDSA with these curves only: the ones the protocol promises.
 _ECDSA_CURVES: Final = frozenset({Curve.P256, Curve.P384})
@@ -220,7 +218,10 @@ _MIN_RSA_BITS: Final = 1024
 
 def by_name(name: str) -> MechanismSpec:
     """The mechanism called `name` (case-insensitive); KeyError if none."""
-    return _BY_NAME[name.lower()]
+    try:
+        return MECHANISMS[mechanism_from_name(name)]
+    except ValueError:
+        raise KeyError(name) from None
 
 
 def _suits(spec: MechanismSpec, kind: KeyKind, curve: Curve, bits: int) -> bool:

@@ -26,10 +26,10 @@ from gssproxy_py.client import (
     RpcClient,
 )
 from gssproxy_py.client.call_cli import EXIT_OK, EXIT_REJECTED, run
-from gssproxy_py.client.gssproxy import KRB5_MECH
 from gssproxy_py.proto.gss_proxy import GSSPROXY_PROGRAM, GssxResIndicateMechs
 from gssproxy_py.testing.daemon import DaemonProcess
 from gssproxy_py.testing.realm import StandardRealm
+from gssproxy_py.vocab import oids
 from gssproxy_py.xdr import Procedure, Program, Version
 from gssproxy_py.xdr.program import decode_void, encode_void
 
@@ -68,7 +68,7 @@ def daemon(
 
 def assert_mechs(res: GssxResIndicateMechs) -> None:
     assert res.status.major_status == 0, res.status
-    assert KRB5_MECH in [m.mech for m in res.mechs]
+    assert oids.KRB5 in [m.mech for m in res.mechs]
 
 
 def test_null(daemon: DaemonProcess) -> None:

@@ -9,9 +9,9 @@ import gssapi
 import pytest
 
 from gssproxy_py.client import GssProxyClient
-from gssproxy_py.gss import oids
 from gssproxy_py.proto import gss_proxy as gp
 from gssproxy_py.testing.realm import StandardRealm
+from gssproxy_py.vocab import oids
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 

@@ -21,10 +21,11 @@ import pytest
 from gssproxy_py.config import load_config_text
 from gssproxy_py.config.model import Config, CredUsage, Service
 from gssproxy_py.errors import LocalError
-from gssproxy_py.gss import oids, policy
+from gssproxy_py.gss import policy
 from gssproxy_py.gss.pkinit_creds import PkinitCreds, PkinitPlan, daemon_ccache
 from gssproxy_py.gss.status import GSS_S_NO_CRED, GssFailure
 from gssproxy_py.testing.realm import StandardRealm
+from gssproxy_py.vocab import oids
 
 pytestmark = [pytest.mark.integration]
 

@@ -25,8 +25,6 @@ from gssproxy_py.client.values import (
     StructType,
     UnionType,
     default_of,
-    dotted_to_oid,
-    oid_to_dotted,
     printable_text,
     struct_fields,
     value_from_json,
@@ -282,37 +280,6 @@ def test_rpc_msg_types_work_too() -> None:
         },
     }
     assert value_from_json(shown, rpc_msg.RpcMsg) == msg
-
-
-@pytest.mark.parametrize(
-    ("dotted", "hexed"),
-    [
-        ("1.2.840.113554.1.2.2", "2a864886f712010202"),
-        ("1.3.5.1.5.2", "2b05010502"),
-        ("2.16.840.1.113730.3.8.15.1", "6086480186f84203080f01"),
-        ("1.3.6.1.5.2.5", "2b0601050205"),
-        ("0.0", "00"),
-        ("2.999", "8837"),
-    ],
-)
-def test_oid_codec(dotted: str, hexed: str) -> None:
-    assert dotted_to_oid(dotted).hex() == hexed
-    assert oid_to_dotted(bytes.fromhex(hexed)) == dotted
-
-
-@given(
-    arcs=st.lists(st.integers(0, 1 << 40), min_size=0, max_size=8),
-    first=st.integers(0, 2),
-    second=st.integers(0, 39),
-)
-def test_oid_codec_round_trip(arcs: list[int], first: int, second: int) -> None:
-    dotted = ".".join(map(str, [first, second, *arcs]))
-    assert oid_to_dotted(dotted_to_oid(dotted)) == dotted
-
-
-@pytest.mark.parametrize("bad", ["", "80", "2a86", "2a8001"])
-def test_malformed_oid_bytes_are_not_dotted(bad: str) -> None:
-    assert oid_to_dotted(bytes.fromhex(bad)) is None
 
 
 def test_malformed_oid_field_still_prints() -> None:

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from gssproxy_py.config.model import CredUsage, Mech, Service
-from gssproxy_py.gss import oids, policy
+from gssproxy_py.gss import policy
 from gssproxy_py.gss.policy import CredRequest
 from gssproxy_py.gss.status import (
     GSS_S_BAD_MECH,
@@ -25,6 +25,7 @@ from gssproxy_py.gss.status import (
     explain_failure,
     status_for_exception,
 )
+from gssproxy_py.vocab import oids
 
 CIFS = Service(
     name="cifs-upcall",

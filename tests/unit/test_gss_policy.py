@@ -7,9 +7,10 @@ import dataclasses
 import pytest
 
 from gssproxy_py.config.model import CredUsage, Mech, Service
-from gssproxy_py.gss import oids, policy
+from gssproxy_py.gss import policy
 from gssproxy_py.gss.policy import CredRequest, NameSpec
 from gssproxy_py.gss.status import EACCES, GSS_S_FAILURE, GSS_S_UNAUTHORIZED, GssFailure
+from gssproxy_py.vocab import oids
 
 SVC = Service(name="s", euid=100, mechs=(Mech.KRB5,), cred_store=(("keytab", "/kt"),))
 

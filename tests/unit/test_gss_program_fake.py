@@ -24,7 +24,8 @@ import pytest
 from gssproxy_py.config.load import load_config_text
 from gssproxy_py.config.model import Config, CredUsage
 from gssproxy_py.config.peer import Peer
-from gssproxy_py.gss import api, engine, localname, oids, options
+from gssproxy_py.gss import api, engine, localname, options
+from gssproxy_py.vocab import oids
 from gssproxy_py.gss import procedures as procs
 from gssproxy_py.gss.inline import Continuation, Steps, run_to_end, start
 from gssproxy_py.gss.program import gss_proxy_service

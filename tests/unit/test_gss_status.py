@@ -8,7 +8,7 @@ import logging
 import pytest
 from gssapi.raw.misc import GSSError
 
-from gssproxy_py.gss import oids
+from gssproxy_py.vocab import oids
 from gssproxy_py.gss.linux_creds import LinuxCredsDecodeError
 from gssproxy_py.gss.status import (
     GENERIC_FAILURE_MESSAGE,

@@ -1,14 +1,17 @@
-"""OIDs the gss layer needs, as the DER contents bytes that travel in `gssx_OID`.
+"""`gssx_OID` values: the codec and the OIDs both sides name.
 
 A `gssx_OID` is the OID's DER encoding without tag and length (empty means
-GSS_C_NO_OID). `encode_oid` / `decode_oid` convert from/to dotted text so
-that tests and logs can speak in dotted form; the daemon itself only compares
-bytes.
+GSS_C_NO_OID). `encode_oid` / `decode_oid` convert from/to dotted text for
+tests, logs, the CLI's JSON and the few OIDs we only know in dotted form; the
+daemon itself only compares bytes. Both raise `OidError` (a ValueError) on
+anything that is not an OID; there is no other error behaviour.
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from gssproxy_py.errors import GssProxyError
 
 __all__ = [
     "IAKERB",
@@ -24,46 +27,54 @@ __all__ = [
     "NT_MACHINE_UID_NAME",
     "NT_STRING_UID_NAME",
     "NT_USER_NAME",
+    "OidError",
     "decode_oid",
     "encode_oid",
 ]
 
 
+class OidError(GssProxyError, ValueError):
+    """Text or bytes that are not an OID."""
+
+
 def encode_oid(dotted: str) -> bytes:
     """DER contents of a dotted OID ("1.2.840.113554.1.2.2" -> 2a864886f712010202)."""
-    arcs = [int(a) for a in dotted.split(".")]
-    if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] >= 40):
-        raise ValueError(f"not an OID: {dotted!r}")
+    try:
+        arcs = [int(a) for a in dotted.strip().split(".")]
+    except ValueError:
+        raise OidError(f"not a dotted OID: {dotted!r}") from None
+    if len(arcs) < 2 or any(a < 0 for a in arcs) or arcs[0] > 2:
+        raise OidError(f"not a dotted OID: {dotted!r}")
+    if arcs[0] < 2 and arcs[1] >= 40:
+        raise OidError(f"second arc of {dotted!r} must be below 40")
     out = bytearray()
-    for value in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
-        if value < 0:
-            raise ValueError(f"negative arc in {dotted!r}")
-        chunk = [value & 0x7F]
-        value >>= 7
-        while value:
-            chunk.append(0x80 | (value & 0x7F))
-            value >>= 7
-        out.extend(reversed(chunk))
+    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
+        group = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            group.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        out += bytes(reversed(group))
     return bytes(out)
 
 
 def decode_oid(der: bytes) -> str:
-    """Dotted text of DER contents bytes; ValueError on a malformed encoding."""
+    """Dotted text of DER contents bytes; OidError on a malformed encoding."""
     if not der:
-        raise ValueError("empty OID")
+        raise OidError("empty OID")
     arcs: list[int] = []
     value = 0
-    started = False
+    fresh = True
     for byte in der:
-        if not started and byte == 0x80:
-            raise ValueError("non-minimal OID arc")
-        started = bool(byte & 0x80)
+        if fresh and byte == 0x80:
+            raise OidError("non-minimal OID arc")
         value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
+        fresh = not byte & 0x80
+        if fresh:
             arcs.append(value)
             value = 0
-    if started:
-        raise ValueError("truncated OID arc")
+    if not fresh:
+        raise OidError("truncated OID arc")
     first = arcs[0]
     head = [0, first] if first < 40 else [1, first - 40] if first < 80 else [2, first - 80]
     return ".".join(str(a) for a in head + arcs[1:])
