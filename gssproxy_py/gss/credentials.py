@@ -30,12 +30,12 @@ from gssproxy_py.gss.credcache import (
     handle_digest,
 )
 from gssproxy_py.gss.inline import Steps
-from gssproxy_py.vocab import oids
-from gssproxy_py.vocab.gssx_options import KRB5_SET_ALLOWED_ENCTYPE_VALUES, KRB5_SET_NO_CI_FLAGS
 from gssproxy_py.gss.pkinit_creds import PkinitCreds
 from gssproxy_py.gss.sealing import Sealer
 from gssproxy_py.gss.status import EACCES, GSS_S_FAILURE, GSS_S_NO_CRED, GssFailure
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxCredElement
+from gssproxy_py.vocab import oids
+from gssproxy_py.vocab.gssx_options import KRB5_SET_ALLOWED_ENCTYPE_VALUES, KRB5_SET_NO_CI_FLAGS
 
 __all__ = ["CredLease", "Credentials", "Request"]
 

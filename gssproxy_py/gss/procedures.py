@@ -31,7 +31,6 @@ from typing import Any, Generic, TypeVar
 
 from gssproxy_py.config.model import CredUsage, Service
 from gssproxy_py.gss import api, convert, options, policy
-from gssproxy_py.vocab import oids
 from gssproxy_py.gss.credentials import Credentials, CredLease, Request
 from gssproxy_py.gss.engine import GssEngine, pick_mech
 from gssproxy_py.gss.linux_creds import (
@@ -61,6 +60,7 @@ from gssproxy_py.gss.status import (
 )
 from gssproxy_py.proto import gss_proxy as gp
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxCtx, GssxOption, GssxStatus
+from gssproxy_py.vocab import oids
 
 __all__ = ["PROCEDURES", "GssProcedure", "row"]
 

@@ -43,7 +43,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gssproxy_py.config.model import Config, Service
-from gssproxy_py.vocab import oids
 from gssproxy_py.gss.credentials import Request
 from gssproxy_py.gss.engine import GssEngine
 from gssproxy_py.gss.inline import Continuation, Steps, run_to_end
@@ -60,6 +59,7 @@ from gssproxy_py.gss.status import (
 from gssproxy_py.netns.executors import NetnsExecutors
 from gssproxy_py.proto.gss_proxy import GSSPROXY_PROGRAM, GSSPROXYVERS
 from gssproxy_py.rpc.dispatch import CallInfo, Handler, ImmediateHandler, Pending, ProgramService
+from gssproxy_py.vocab import oids
 
 __all__ = ["gss_proxy_service"]
 

@@ -24,13 +24,13 @@ import pytest
 from gssproxy_py.config.load import load_config_text
 from gssproxy_py.config.model import Config
 from gssproxy_py.config.peer import Peer
-from gssproxy_py.vocab import oids
 from gssproxy_py.gss.inline import inline_safe_service
 from gssproxy_py.gss.program import gss_proxy_service
 from gssproxy_py.gss.status import GSS_S_COMPLETE
 from gssproxy_py.proto import gss_proxy as gp
 from gssproxy_py.rpc.dispatch import CallInfo, Pending, ProgramService
 from gssproxy_py.testing.realm import StandardRealm
+from gssproxy_py.vocab import oids
 
 pytestmark = pytest.mark.integration
 

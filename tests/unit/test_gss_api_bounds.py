@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from gssproxy_py.gss import api
-from gssproxy_py.vocab import oids
 from gssproxy_py.gss.status import EINVAL, GSS_S_FAILURE, GssFailure
+from gssproxy_py.vocab import oids
 
 LIMIT = 2**32 - 1
 

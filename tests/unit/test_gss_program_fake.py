@@ -25,7 +25,6 @@ from gssproxy_py.config.load import load_config_text
 from gssproxy_py.config.model import Config, CredUsage
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.gss import api, engine, localname, options
-from gssproxy_py.vocab import oids
 from gssproxy_py.gss import procedures as procs
 from gssproxy_py.gss.inline import Continuation, Steps, run_to_end, start
 from gssproxy_py.gss.program import gss_proxy_service
@@ -39,6 +38,7 @@ from gssproxy_py.gss.status import (
 )
 from gssproxy_py.proto import gss_proxy as gp
 from gssproxy_py.rpc.dispatch import CallInfo, Pending, ProgramService
+from gssproxy_py.vocab import oids
 from gssproxy_py.xdr.runtime import Encoder
 
 LOG = logging.LoggerAdapter(logging.getLogger("test.gss.fake"), {})

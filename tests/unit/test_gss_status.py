@@ -8,7 +8,6 @@ import logging
 import pytest
 from gssapi.raw.misc import GSSError
 
-from gssproxy_py.vocab import oids
 from gssproxy_py.gss.linux_creds import LinuxCredsDecodeError
 from gssproxy_py.gss.status import (
     GENERIC_FAILURE_MESSAGE,
@@ -23,6 +22,7 @@ from gssproxy_py.gss.status import (
     status_from_failure,
 )
 from gssproxy_py.netns.errors import NetnsError
+from gssproxy_py.vocab import oids
 
 LOG = logging.getLogger("test")
 
