@@ -55,11 +55,12 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["BrokenExecutorError", "Executor", "StuckThread"]
+__all__ = ["BrokenExecutorError", "Executor", "PoolState", "StuckThread", "live_executors"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -153,6 +154,7 @@ class Executor(concurrent.futures.Executor):
         self._closed = False
         self._broken: str | None = None
         self._serial = 0
+        _LIVE.add(self)
 
     # -- ways in ------------------------------------------------------------
 
@@ -361,6 +363,20 @@ class Executor(concurrent.futures.Executor):
             )
         return done
 
+    def state(self) -> PoolState:
+        """How the executor is doing now (for `gssproxy-py-ctl status`)."""
+        with self._lock:
+            slots = [s for s in self._slots if not s.written_off]
+            written_off = len(self._written_off)
+        return PoolState(
+            name=self.name,
+            threads=self.threads,
+            busy=sum(1 for s in slots if s.busy_since is not None),
+            queued=self._queue.qsize(),
+            written_off=written_off,
+            broken=self.broken,
+        )
+
     @property
     def written_off(self) -> int:
         """Written-off threads whose call has not returned yet."""
@@ -419,3 +435,24 @@ def _settle_concurrent(
         future.set_result(value)
     else:
         future.set_exception(error)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """One executor's capacity and load at one moment."""
+
+    name: str
+    threads: int
+    busy: int
+    queued: int
+    written_off: int
+    broken: bool
+
+
+#: Every executor not yet garbage-collected, for `live_executors`.
+_LIVE: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+def live_executors() -> list[Executor]:
+    """The executors of this process that are not shut down, by name."""
+    return sorted((e for e in list(_LIVE) if not e._closed), key=lambda e: e.name)

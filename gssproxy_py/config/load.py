@@ -83,14 +83,9 @@ def _dir_files(config_dir: str, main_stat: os.stat_result | None, notes: list[st
     return chosen
 
 
-def load_config(config_file: str | None, config_dir: str | None, *, default_socket: str) -> Config:
-    """Read the configuration selected by `-c` / `-C` (None when not given).
-
-    `default_socket` (from `-s` or `DEFAULT_SOCKET`) is the socket of services
-    without `socket`; it is needed to check services against each other.
-    Raises ConfigError for a missing explicitly named file or directory, any
-    parse or validation error, or when nothing was found at all.
-    """
+def config_paths(config_file: str | None, config_dir: str | None) -> tuple[list[str], list[str]]:
+    """The files `-c` / `-C` select, in reading order, and notes on skipped
+    ones. Raises ConfigError as `load_config` does for missing files."""
     directory: str | None
     if config_file is None:
         main, main_required = DEFAULT_CONFIG_FILE, False
@@ -122,9 +117,26 @@ def load_config(config_file: str | None, config_dir: str | None, *, default_sock
     if not paths:
         where = main if directory is None else f"{main} or {directory}"
         raise ConfigError(f"no configuration found in {where}")
+    return paths, notes
 
+
+def read_sections(paths: list[str]) -> tuple[list[IniSection], list[str]]:
+    """Parse and merge the files, in order: the sections and merge warnings."""
     parsed: list[tuple[IniSection, ...]] = [parse_ini(_read(p), p) for p in paths]
     sections, warnings = merge_files(parsed)
+    return list(sections), list(warnings)
+
+
+def load_config(config_file: str | None, config_dir: str | None, *, default_socket: str) -> Config:
+    """Read the configuration selected by `-c` / `-C` (None when not given).
+
+    `default_socket` (from `-s` or `DEFAULT_SOCKET`) is the socket of services
+    without `socket`; it is needed to check services against each other.
+    Raises ConfigError for a missing explicitly named file or directory, any
+    parse or validation error, or when nothing was found at all.
+    """
+    paths, notes = config_paths(config_file, config_dir)
+    sections, warnings = read_sections(paths)
     config = build_config(
         sections, default_socket=default_socket, files=paths, warnings=warnings, notes=notes
     )

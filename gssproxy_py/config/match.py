@@ -138,6 +138,33 @@ def match_service(
     return None
 
 
+def first_failures(
+    config: Config,
+    peer: Peer,
+    socket_path: str,
+    *,
+    default_socket: str,
+    selinux_enabled: bool,
+    netns_inodes: Mapping[str, int] | None = None,
+) -> list[tuple[Service, str | None]]:
+    """Every service in order with the first rule that excludes `peer` from
+    it (None: its rules all hold), as `match_service` checks them; the first
+    with None is the one `match_service` picks (`gssproxy-py-ctl explain`)."""
+    out: list[tuple[Service, str | None]] = []
+    for service in config.services:
+        reasons = _failures(
+            service,
+            peer,
+            socket_path,
+            default_socket,
+            selinux_enabled,
+            netns_inodes,
+            stop_at_first=True,
+        )
+        out.append((service, reasons[0] if reasons else None))
+    return out
+
+
 def _describe_peer(peer: Peer, socket_path: str, selinux_enabled: bool) -> str:
     parts = [f"uid {peer.uid}", f"program {peer.program or '(unknown)'}"]
     if selinux_enabled and peer.selinux_context is not None:

@@ -138,6 +138,8 @@ class GlobalSettings:
       concurrently; gssproxy handles one at a time.
     * `call_timeout` (seconds, > 0): deadline for one call; below the
       interposer's 15 s client timeout by default.
+    * `admin_socket` (absolute path): the root-only socket of the admin
+      program (`gssproxy-py-ctl`); None: beside the default socket.
     * `use_gss_proxy_file` (absolute path): the kernel's enable file, written
       for services with `kernel_nfsd`; configurable because `/proc/net/rpc`
       may not exist (tests, containers).
@@ -170,6 +172,7 @@ class GlobalSettings:
     max_calls_per_connection: int = DEFAULT_MAX_CALLS_PER_CONNECTION
     call_timeout: float = DEFAULT_CALL_TIMEOUT
     use_gss_proxy_file: str = DEFAULT_USE_GSS_PROXY_FILE
+    admin_socket: str | None = None
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_connections_per_uid: int = DEFAULT_MAX_CONNECTIONS_PER_UID
     fd_reserve: int = DEFAULT_FD_RESERVE

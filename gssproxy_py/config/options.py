@@ -287,6 +287,15 @@ OPTIONS: tuple[Option, ...] = (
         "no",
         source=OURS,
     ),
+    Option(
+        "admin_socket",
+        G,
+        v.ABSOLUTE_PATH,
+        "the root-only (mode 0600) socket gssproxy-py-ctl talks to; read at start only",
+        "/run/gssproxy-py/admin.sock",
+        source=OURS,
+        unset="DIR/NAME-admin.sock beside the default socket DIR/NAME.sock",
+    ),
     # --- [service/NAME] ---
     Option("euid", S, v.USER, "the uid a caller must have to use this service", "0", required=True),
     Option("mechs", S, v.MECHS, "mechanisms the service offers", "krb5", required=True),
@@ -609,6 +618,30 @@ def parse_service_section(section: IniSection) -> tuple[Service, list[str]]:
         origins=tuple(sorted(r.origins, key=lambda o: o.line)),
     )
     return service, r.warnings
+
+
+def section_errors(section: IniSection) -> list[ConfigError]:
+    """Every error of one section, not only the first: each row is read on
+    its own, with the same reader and kinds as parsing (for `gssproxy-py-ctl
+    check-config`, which reports them all)."""
+    scope = Section.GLOBAL if section.is_global else Section.SERVICE
+    known = GLOBAL_OPTIONS if section.is_global else SERVICE_OPTIONS
+    multi = frozenset() if section.is_global else _SERVICE_MULTI
+    errors: list[ConfigError] = []
+    if not section.is_global:
+        try:
+            _refuse_removed(section)
+        except ConfigError as exc:
+            errors.append(exc)
+    for option in options_of(scope):
+        only = dataclasses.replace(
+            section, entries=tuple(e for e in section.entries if e.key == option.name)
+        )
+        try:
+            _SectionReader(only, known, multi).read(option)
+        except ConfigError as exc:
+            errors.append(exc)
+    return errors
 
 
 def _netns_overlap(a: Service, b: Service) -> bool:

@@ -34,6 +34,7 @@ __all__ = [
     "KEY_SPEC_USER_KEYRING",
     "KeyringError",
     "add_user_key",
+    "find_user_key",
     "join_new_session_keyring",
     "read_user_key",
     "unlink_key",
@@ -130,6 +131,19 @@ def add_user_key(description: str, payload: bytes, keyring: int = KEY_SPEC_SESSI
     if key < 0:
         raise KeyringError(f"cannot add user key {description!r}", ctypes.get_errno())
     return key
+
+
+def find_user_key(description: str, keyring: int) -> int | None:
+    """The serial of the `user` key `description` reachable from `keyring`
+    (keyctl_search), or None when there is none."""
+    lib = _keyutils()
+    key = int(lib.keyctl_search(keyring, b"user", description.encode("utf-8"), 0))
+    if key >= 0:
+        return key
+    err = ctypes.get_errno()
+    if err in (errno.ENOKEY, errno.EKEYEXPIRED, errno.EKEYREVOKED):
+        return None
+    raise KeyringError(f"cannot search for user key {description!r}", err)
 
 
 def unlink_key(key: int, keyring: int = KEY_SPEC_SESSION_KEYRING) -> None:

@@ -10,6 +10,10 @@ handler's `Pending` continuation, under the configured `call_timeout`.
 Either way every failure becomes SYSTEM_ERR, logged with the connection and
 xid, so a connection only ever gets bytes to send.
 
+Every call that ends is recorded in the starter's `counters`
+(`admin.stats`, read by `gssproxy-py-ctl status`): two clock reads and a
+few integer increments on the loop thread, here and nowhere else.
+
 Which service a connection's calls match depends only on the connection's
 identity, which is fixed, and on the configuration in force, unless some
 service is restricted to named network namespaces (those come and go, so
@@ -21,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from gssproxy_py.admin.stats import SYSTEM_ERR_CODE, CallCounters, outcome_code
 from gssproxy_py.config.match import explain_no_match, match_service
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.errors import XdrEncodeError
@@ -95,18 +101,27 @@ def _match(
 class CallStarter:
     """Starts every call against the configuration in force (`config`)."""
 
-    __slots__ = ("config", "default_socket", "selinux_enabled")
+    __slots__ = ("config", "counters", "default_socket", "selinux_enabled")
 
-    def __init__(self, config: Config, *, default_socket: str, selinux_enabled: bool) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        default_socket: str,
+        selinux_enabled: bool,
+        counters: CallCounters | None = None,
+    ) -> None:
         self.config = config
         self.default_socket = default_socket
         self.selinux_enabled = selinux_enabled
+        self.counters = counters if counters is not None else CallCounters()
 
     def start_call(
         self, conn: ConnectionInfo, routed: Routed
     ) -> bytes | Coroutine[Any, Any, bytes]:
         """Match the caller to a service and start the call: the reply, when
         the immediate handler finished it, else the coroutine that finishes it."""
+        started = time.perf_counter_ns()
         config = self.config
         call = routed.call
         name = routed.procedure.name
@@ -130,20 +145,67 @@ class CallStarter:
             config=config,
             log=log,
         )
+        count = _Count(self.counters, info, name, started)
         immediate = routed.immediate
         if immediate is None:
-            return _finish(info, routed, lambda: routed.handler(info, routed.arg))
+            return finish_call(info, routed, lambda: routed.handler(info, routed.arg), count)
         try:
             result = immediate(info, routed.arg)
         except Exception:
             log.exception("%s failed; replying SYSTEM_ERR", name)
+            count(SYSTEM_ERR_CODE)
             return reply_system_err(call.xid)
         if isinstance(result, Pending):
-            return _finish(info, routed, result.run)
+            return finish_call(info, routed, result.run, count)
+        count(outcome_code(result))
         return _encode(info, routed, result)
 
 
-async def _finish(info: CallInfo, routed: Routed, run: Callable[[], Awaitable[Any]]) -> bytes:
+class _Count:
+    """Records one call in the counters when it ends."""
+
+    __slots__ = ("counters", "procedure", "program", "service", "started")
+
+    def __init__(
+        self, counters: CallCounters, info: CallInfo, procedure: str, started: int
+    ) -> None:
+        self.counters = counters
+        self.service = info.service.name if info.service is not None else ""
+        self.program = info.program
+        self.procedure = procedure
+        self.started = started
+
+    def __call__(self, code: int) -> None:
+        elapsed = time.perf_counter_ns() - self.started
+        self.counters.record(self.service, self.program, self.procedure, elapsed, code)
+
+
+class _SystemErr:
+    """The SYSTEM_ERR reply of a call whose handler failed (already logged)."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+
+
+async def finish_call(
+    info: CallInfo,
+    routed: Routed,
+    run: Callable[[], Awaitable[Any]],
+    count: _Count | None = None,
+) -> bytes:
+    """The reply of `run()`'s result under the call's deadline (SYSTEM_ERR
+    if it fails or times out); the call recorded by `count` if given."""
+    result = await _run(info, routed, run)
+    failed = isinstance(result, _SystemErr)
+    if count is not None:
+        count(SYSTEM_ERR_CODE if failed else outcome_code(result))
+    return result.reply if failed else _encode(info, routed, result)
+
+
+async def _run(info: CallInfo, routed: Routed, run: Callable[[], Awaitable[Any]]) -> Any:
+    """The handler's result, or `_SystemErr` if it failed or timed out (logged)."""
     name = routed.procedure.name
     deadline = info.config.globals.call_timeout
     try:
@@ -154,11 +216,11 @@ async def _finish(info: CallInfo, routed: Routed, run: Callable[[], Awaitable[An
             info.log.error("%s: no result within %gs; replying SYSTEM_ERR", name, deadline)
         else:
             info.log.exception("%s failed; replying SYSTEM_ERR", name)
-        return reply_system_err(info.xid)
+        return _SystemErr(reply_system_err(info.xid))
     except Exception:
         info.log.exception("%s failed; replying SYSTEM_ERR", name)
-        return reply_system_err(info.xid)
-    return _encode(info, routed, result)
+        return _SystemErr(reply_system_err(info.xid))
+    return result
 
 
 def _encode(info: CallInfo, routed: Routed, result: Any) -> bytes:

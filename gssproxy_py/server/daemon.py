@@ -24,10 +24,13 @@ import itertools
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gssproxy_py.admin.paths import admin_socket_path
+from gssproxy_py.admin.stats import CallCounters
 from gssproxy_py.config.load import load_config
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.config.peer import Peer
@@ -36,6 +39,7 @@ from gssproxy_py.gss import keyfile
 from gssproxy_py.p11kit.model import Backend
 from gssproxy_py.rpc.dispatch import ProgramService
 from gssproxy_py.server.activation import InheritedSocket, adopt_listener, assign
+from gssproxy_py.server.admin import AdminEndpoint
 from gssproxy_py.server.admission import (
     Admission,
     BudgetLimits,
@@ -131,8 +135,13 @@ class GssProxyServer:
         self._all_closed.set()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # What `gssproxy-py-ctl status` reports (server.admin).
+        self.counters = CallCounters()
         self._calls = CallStarter(
-            config, default_socket=options.default_socket, selinux_enabled=self._selinux
+            config,
+            default_socket=options.default_socket,
+            selinux_enabled=self._selinux,
+            counters=self.counters,
         )
         #: what connections call for each routed call (`calls.CallStarter`)
         self.start_call = self._calls.start_call
@@ -147,6 +156,11 @@ class GssProxyServer:
         self._timeout_timer: asyncio.TimerHandle | None = None
         #: awaited with the new configuration after each successful reload
         self.reload_hooks: list[Callable[[Config], Awaitable[object]]] = []
+        self.started = time.monotonic()
+        #: 1 for the configuration read at start, +1 per successful reload
+        self.generation = 1
+        #: why the last reload failed, for the admin program's answer
+        self.last_reload_error: str | None = None
 
     # -- read by connections (ConnectionHost) -----------------------------------
 
@@ -266,6 +280,27 @@ class GssProxyServer:
             self._all_closed.set()
             self._arm_idle_timer()
 
+    # -- read by the admin program (server.admin) ------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def options(self) -> ServerOptions:
+        return self._options
+
+    def connection_counts(self) -> tuple[dict[int, int], int]:
+        """Open connections per peer uid, and the calls in flight on them."""
+        by_uid: dict[int, int] = {}
+        in_flight = 0
+        for conn in self._connections:
+            uid = conn.peer_uid
+            if uid is not None:
+                by_uid[uid] = by_uid.get(uid, 0) + 1
+            in_flight += conn.calls_in_flight
+        return by_uid, in_flight
+
     # -- listeners ---------------------------------------------------------------
 
     def _protocol_factory(self, path: str) -> Callable[[], RpcConnection]:
@@ -352,6 +387,7 @@ class GssProxyServer:
                 return False
             if self._options.userproxy:
                 _log.info("userproxy mode: no configuration to reload")
+                self.last_reload_error = "userproxy mode has no configuration to reload"
                 return False
             notify("RELOADING=1")
             try:
@@ -371,17 +407,22 @@ class GssProxyServer:
             config = await loop.run_in_executor(None, read)
         except ConfigError as exc:
             _log.error("configuration not reloaded, keeping the old one: %s", exc)
+            self.last_reload_error = str(exc)
             return False
-        except Exception:
+        except Exception as exc:
             _log.exception("configuration not reloaded, keeping the old one")
+            self.last_reload_error = f"unexpected error: {exc!r}"
             return False
         for warning in config.warnings:
             _log.warning("%s", warning)
         if not await self._listen(config):
             _log.error("configuration not reloaded, keeping the old one: a socket failed")
+            self.last_reload_error = "a socket failed (see the daemon log)"
             return False
         self._config = config
         self._calls.config = config
+        self.generation += 1
+        self.last_reload_error = None
         self._admission.caps = self._caps(config)
         self._budget.limits = self._budget_limits(config)
         for rate_limited in (self._refusal_log, self._budget_log):
@@ -559,6 +600,19 @@ async def serve(
         await server.shutdown()
         namespaces.close()
         return 1
+    admin = AdminEndpoint(
+        server,
+        admin_socket_path(config.globals.admin_socket, options.default_socket),
+        allowed_uids=frozenset({0, os.geteuid()} if options.userproxy else {0}),
+        namespaces=namespaces,
+    )
+    try:
+        await admin.open()
+    except LocalError as exc:
+        _log.error("cannot start: %s", exc)
+        await server.shutdown()
+        namespaces.close()
+        return 1
     # Listening, not yet dropped privileges or ready (see server.namespaces).
     await namespaces.start(config)
     server.reload_hooks.append(namespaces.apply)
@@ -571,6 +625,7 @@ async def serve(
         except (PrivilegeDropError, KeyError, OSError) as exc:
             _log.error("cannot run as %s: %s", user, exc)
             await server.shutdown()
+            await admin.close()
             namespaces.close()
             return 1
         _log.info("running as %s (uid %d), keeping only CAP_SYS_PTRACE", user, uid)
@@ -605,6 +660,7 @@ async def serve(
     try:
         await server.wait_stopped()
     finally:
+        await admin.close()
         if handle_signals:
             for signum in (signal.SIGHUP, *_STOP_SIGNALS):
                 loop.remove_signal_handler(signum)

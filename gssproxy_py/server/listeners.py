@@ -198,8 +198,8 @@ def _describe(path: str) -> str | None:
     return f"a file of uid {st.st_uid}"
 
 
-def bind_socket(path: str) -> tuple[socket.socket, tuple[int, int]]:
-    """A non-blocking AF_UNIX stream socket listening on `path`.
+def bind_socket(path: str, mode: int = SOCKET_MODE) -> tuple[socket.socket, tuple[int, int]]:
+    """A non-blocking AF_UNIX stream socket listening on `path`, file mode `mode`.
 
     Creates the parent directory if missing, refuses the path when a live
     daemon answers on it, and otherwise replaces whatever is there
@@ -229,7 +229,7 @@ def bind_socket(path: str) -> tuple[socket.socket, tuple[int, int]]:
         private = tempfile.mkdtemp(prefix=".gp-", dir=parent)
         temp_path = os.path.join(private, "s")
         sock.bind(temp_path)
-        os.chmod(temp_path, SOCKET_MODE)
+        os.chmod(temp_path, mode)
         st = os.lstat(temp_path)
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
@@ -248,9 +248,11 @@ def bind_socket(path: str) -> tuple[socket.socket, tuple[int, int]]:
     return sock, (st.st_dev, st.st_ino)
 
 
-async def open_listener(path: str, protocol_factory: Callable[[], asyncio.Protocol]) -> Listener:
-    """Bind `path` and start accepting connections on it."""
-    sock, identity = bind_socket(path)
+async def open_listener(
+    path: str, protocol_factory: Callable[[], asyncio.Protocol], mode: int = SOCKET_MODE
+) -> Listener:
+    """Bind `path` (file mode `mode`) and start accepting connections on it."""
+    sock, identity = bind_socket(path, mode)
     loop = asyncio.get_running_loop()
     try:
         server = await loop.create_unix_server(protocol_factory, sock=sock, backlog=LISTEN_BACKLOG)

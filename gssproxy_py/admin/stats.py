@@ -1,0 +1,115 @@
+"""Call counters: per (service, program, procedure) the calls that ended,
+their outcome codes and a latency histogram.
+
+Kept on the event loop thread only (the server records a call when its reply
+is ready), so a count is a plain integer increment: no lock, no atomics. One
+call costs two clock reads, one dict lookup and three increments; the
+percentiles are computed when someone asks (`quantile`), from the histogram.
+
+Histogram: bucket i counts calls of at least 2^(i-1) and under 2^i
+microseconds (bucket 0: under 1 us); the last bucket holds everything
+slower. `quantile` answers with a bucket's upper bound, so a p99 of "1024 us"
+means "99 % of calls took under 1.024 ms" - within a factor of two, which is
+what an administrator needs to see a pool clogging or a KDC slowing down.
+
+The outcome code of a result: for GSS-Proxy the GSS major status, for
+TOKEN_SIGN the `ts_status`; `SYSTEM_ERR_CODE` when the server answered
+SYSTEM_ERR (a handler failed or ran past `call_timeout`). 0 is success and
+is not counted as an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gssproxy_py.proto.admin import AdmCallStats, AdmErrorCount
+
+#: Buckets up to 2^31 us (about 36 minutes); more would never fill.
+BUCKETS = 32
+SYSTEM_ERR_CODE = -1
+
+
+class CallStats:
+    """One (service, program, procedure)'s counters."""
+
+    __slots__ = ("buckets", "calls", "errors", "sum_ns")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.sum_ns = 0
+        self.errors: dict[int, int] = {}
+        self.buckets = [0] * BUCKETS
+
+
+def outcome_code(result: Any) -> int:
+    """The outcome of a program's result: GSS major, ts_status, or 0."""
+    status = getattr(result, "status", None)
+    if status is not None:
+        return int(getattr(status, "major_status", 0))
+    outcome = getattr(result, "outcome", None)
+    if outcome is not None:
+        return int(getattr(outcome, "status", 0))
+    return 0
+
+
+class CallCounters:
+    """Every (service, program, procedure) row, from the daemon's start."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, int, str], CallStats] = {}
+
+    def record(
+        self, service: str, program: int, procedure: str, elapsed_ns: int, code: int
+    ) -> None:
+        """One call ended after `elapsed_ns` with outcome `code`."""
+        key = (service, program, procedure)
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = CallStats()
+        row.calls += 1
+        row.sum_ns += elapsed_ns
+        bucket = (elapsed_ns // 1000).bit_length()
+        row.buckets[bucket if bucket < BUCKETS else BUCKETS - 1] += 1
+        if code:
+            row.errors[code] = row.errors.get(code, 0) + 1
+
+    def snapshot(self) -> tuple[AdmCallStats, ...]:
+        """The rows as the admin program sends them, sorted."""
+        out = []
+        for (service, program, procedure), row in sorted(self._rows.items()):
+            out.append(
+                AdmCallStats(
+                    service=service.encode(),
+                    program=program,
+                    procedure=procedure.encode(),
+                    calls=row.calls,
+                    errors=tuple(
+                        AdmErrorCount(code=code, count=n) for code, n in sorted(row.errors.items())
+                    ),
+                    latency_sum_us=row.sum_ns // 1000,
+                    latency_buckets=tuple(row.buckets),
+                )
+            )
+        return tuple(out)
+
+
+def bucket_upper_us(index: int) -> int:
+    """The exclusive upper bound of bucket `index`, in microseconds."""
+    return 1 << index
+
+
+def quantile(buckets: Sequence[int], q: float) -> int | None:
+    """The upper bound (us) of the bucket holding quantile `q`; None if empty."""
+    total = sum(buckets)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(buckets):
+        seen += count
+        if seen >= rank:
+            return bucket_upper_us(index)
+    return bucket_upper_us(len(buckets) - 1)
