@@ -283,10 +283,6 @@ class GssProxyServer:
     # -- read by the admin program (server.admin) ------------------------------
 
     @property
-    def config(self) -> Config:
-        return self._config
-
-    @property
     def options(self) -> ServerOptions:
         return self._options
 
