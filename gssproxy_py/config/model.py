@@ -189,7 +189,7 @@ class GlobalSettings:
 class Service:
     """One `[service/NAME]` section.
 
-    gssproxy's options keep their names and meanings (see the reference, §2.3);
+    gssproxy's options keep their names and meanings (docs/CONFIG.md lists each);
     `socket` is normalised with `os.path.normpath` (no symlink resolution) and
     None means the default socket. `cred_store` keeps every `key:value` pair in
     file order, unexpanded (see `expand.py`).

@@ -134,7 +134,8 @@ def gssx_ctx(
         mech=info.mech or mech,
         src_name=gssx_name(info.initiator, kernel=kernel),
         targ_name=gssx_name(info.target, kernel=kernel),
-        # The interposer reads this as the remaining lifetime (behaviour notes §2.5).
+        # The interposer reads this as the remaining lifetime (gssproxy fills it
+        # from gss_inquire_context's lifetime_rec), not as an absolute time.
         lifetime=info.lifetime,
         ctx_flags=info.flags,
         locally_initiated=info.locally_initiated,

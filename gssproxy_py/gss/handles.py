@@ -2,7 +2,8 @@
 
 The daemon keeps no per-client state. It hands an exported credential back
 to the client sealed, and opens it again when the client presents it. Unlike
-the C gssproxy (behaviour notes §3.3, keytab key, no binding), the seal here
+the C gssproxy (which encrypts with the first usable key of the service's
+keytab, or an ephemeral key, and binds the blob to nothing), the seal here
 uses a dedicated key from `gssproxy_py.gss.keyfile` and authenticates who the
 handle was issued to. A blob issued to uid 1000 of service "nfs-client" does
 not open for uid 1001 or for service "other", even when both share the key.

@@ -1,7 +1,8 @@
 """The ``linux_creds_v1`` option value: a local user's uid, gid and groups for knfsd.
 
-The kernel requires this option in every GSS_S_COMPLETE accept reply
-(protocol notes §1.6). Its value is host-endian u32s ``uid, gid, N,
+The kernel requires this option in every GSS_S_COMPLETE accept reply (its
+``gssx_dec_accept_sec_context`` looks for the name ``linux_creds_v1\0`` among
+the result options). Its value is host-endian u32s ``uid, gid, N,
 gid[N]``. The XDR layer wraps it in the option's big-endian opaque length;
 this module handles only the contents. A principal that maps to no local
 user is sent as `UNMAPPED` (uid = gid = 0xffffffff, no groups), which the

@@ -4,7 +4,8 @@ When a client asks for ``exported_context_type = linux_lucid_v1`` (the
 kernel does for every nfsd RPCSEC_GSS accept), the established context is
 exported with ``gssapi.raw.ext_krb5.krb5_export_lucid_sec_context(ctx, 1)``.
 The result is reduced to the blob the kernel's ``gss_import_v2_context``
-reads (protocol notes §1.8). All fields are in host byte order::
+reads (the layout of gssproxy's ``gp_format_linux_lucid_v1``, svcgssd's
+"krb5_rfc4121_buffer"). All fields are in host byte order::
 
     u32 flags     0x1 INITIATOR | 0x2 CFX (protocol 1) | 0x4 ACCEPTOR_SUBKEY
     u32 endtime

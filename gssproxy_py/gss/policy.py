@@ -1,7 +1,9 @@
 """Pure policy decisions: whose credentials a request gets, and what it may do with them.
 
-This is gssproxy's `gp_get_cred_environment` / `gp_add_krb5_creds` logic
-(behaviour notes §3.2, §3.6) without any GSSAPI calls, so it can be tested
+This is gssproxy's `gp_get_cred_environment` / `gp_add_krb5_creds` logic,
+with its service-driven impersonation (S4U2Self for the caller's user name
+when `impersonate` is set and the usage may initiate), without any GSSAPI
+calls, so it can be tested
 on its own:
 
 * `narrow_usage`: a caller's cred_usage against the service's;
@@ -162,7 +164,14 @@ def decide_cred_environment(
     *,
     user_name: Callable[[int], str] = _user_name,
 ) -> CredRequest:
-    """gssproxy's credential environment decision (behaviour notes §3.2)."""
+    """gssproxy's credential environment decision (`gp_get_cred_environment`).
+
+    A trusted service calling as its own euid may name another uid
+    (`GSS_C_NT_STRING_UID_NAME`/`MACHINE_UID_NAME`) or, naming nobody, use the
+    service keytab; a caller of another uid is a user request for its own
+    uid; with `impersonate` and a usage that may initiate, a user request is
+    served from the service keytab by S4U2Self for the uid's user name.
+    """
     trusted_self = service.trusted and service.euid == peer_uid
     target_uid = peer_uid
     name = desired

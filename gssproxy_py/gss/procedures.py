@@ -416,7 +416,12 @@ def _export_context(
 def _sync_option(
     engine: GssEngine, req: Request, lease: CredLease | None, wanted: bool
 ) -> tuple[GssxOption, ...]:
-    """`sync_creds` when the credential gained tickets during this call (§3.7)."""
+    """`sync_creds` when the credential gained tickets during this call.
+
+    As gssproxy does for `allow_client_ccache_sync` services without a
+    configured `ccache`: the ticket count before and after decides (a count,
+    not a checksum), and the interposer replaces its stored blob.
+    """
     svc = req.service
     if (
         not wanted

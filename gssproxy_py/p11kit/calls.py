@@ -6,8 +6,8 @@ CK_RV every such call gets: CKR_FUNCTION_NOT_SUPPORTED for what is not
 served, and policy's refusals for what would change or export the token
 (CKR_TOKEN_WRITE_PROTECTED: the token says CKF_WRITE_PROTECTED;
 CKR_ACTION_PROHIBITED for wrapping, which would export a key).
-`tests/conformance/test_p11kit_calls.py` checks the ids and signatures
-against the protocol notes.
+`tests/conformance/test_p11kit_trace.py` checks the ids and signatures
+against the protocol notes (`tests/conformance/data/p11kit-protocol.md`).
 
 `dispatch(cryptoki, body)` answers one request body: the response body, or
 an error body for a CK_RV; a body that cannot be read raises ProtocolError

@@ -6,8 +6,9 @@ interposer's `X-GSSPROXY` ccache entry, which holds the sealed handle). Then:
 * gpytest2 presents a copy of that entry. Our handles are sealed to service
   and uid, so the daemon logs why it refuses the handle and treats it as "no
   credential"; gpytest2 cannot acquire anything itself, so its init fails.
-  The C gssproxy seals with the service keytab's key only (behaviour notes
-  §3.3): with both services sharing a keytab it honours the copy, and
+  The C gssproxy seals with the first usable key of the service's keytab
+  and binds the blob to nothing: with both services sharing a keytab it
+  honours the copy, and
   gpytest2 authenticates as alice. That case documents the difference.
 * the same uid takes the handle to another service: it works where the
   service has the same keytab (the C daemon's key, our handle scope) and

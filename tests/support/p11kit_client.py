@@ -1,7 +1,8 @@
 """The client side of p11-kit's RPC protocol, for tests: request bodies as
 p11-kit-client.so builds them, and a blocking socket client.
 
-Written from the protocol notes, not from p11-kit; only what tests send.
+Written from the protocol notes (tests/conformance/data/p11kit-protocol.md),
+not from p11-kit; only what tests send.
 """
 
 from __future__ import annotations

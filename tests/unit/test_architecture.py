@@ -134,3 +134,18 @@ def test_the_import_column_is_what_the_code_imports() -> None:
         if found[layer] != listed
     }
     assert wrong == {}, "update the layer table in docs/ARCHITECTURE.md"
+
+
+# Citations of notes kept outside the repository ("behaviour notes §3.6"):
+# a reader of the code cannot follow them, so the fact belongs in the text.
+_OUTSIDE_NOTES = re.compile(r"(behaviou?r|protocol) notes(?!\s*\(`?tests/)|reference, §|\(§\d")
+
+
+def test_docstrings_cite_no_notes_outside_the_repository() -> None:
+    cited = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if _OUTSIDE_NOTES.search(line)
+    ]
+    assert cited == []

@@ -36,7 +36,7 @@ def native(*values: int) -> bytes:
 
 @pytest.mark.skipif(sys.byteorder != "little", reason="literal bytes are little-endian")
 def test_encode_matches_kernel_sample_le() -> None:
-    # uid 1000, gid 1000, one group 10: the value in the protocol notes' §5.3 reply.
+    # uid 1000, gid 1000, one group 10, as in an accept reply the kernel takes.
     assert encode_linux_creds(1000, 1000, [10]) == bytes.fromhex(
         "e8030000 e8030000 01000000 0a000000"
     )

@@ -48,7 +48,8 @@ def cfx_ctx(**kw: object) -> LucidContextV1:
 
 @pytest.mark.skipif(sys.byteorder != "little", reason="literal bytes are little-endian")
 def test_aes256_acceptor_subkey_exact_bytes_le() -> None:
-    # The lucid blob from the protocol notes' §5.3 sample reply, byte for byte.
+    # A lucid blob the kernel accepts (aes256-cts-hmac-sha1-96, acceptor, CFX),
+    # byte for byte.
     blob = format_linux_lucid_v1(cfx_ctx())
     expected = bytes.fromhex("06000000 0000f065 7856341200000000 12000000") + KEY32
     assert blob == expected
