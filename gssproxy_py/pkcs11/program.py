@@ -313,6 +313,14 @@ class TokenSignBackend:
 
     # -- shutdown ------------------------------------------------------------
 
+    def sessions(self) -> list[tuple[str, str, bool]]:
+        """(module, token, session open) for every token of every module."""
+        return [
+            (module, token, is_open)
+            for module, worker in sorted(self._workers.items())
+            for token, is_open in worker.sessions()
+        ]
+
     def close(self) -> None:
         """Retire every worker (sessions closed, modules unloaded, in order
         after queued work); does not wait."""

@@ -228,6 +228,14 @@ class ModuleWorker:
             raise RuntimeError(f"the worker of {self.path} is retired")
         self._executor.post(fn, *args)
 
+    def sessions(self) -> list[tuple[str, bool]]:
+        """(token, whether a session is open) per token found, for
+        `gssproxy-py-ctl status`. Read from the loop thread: a snapshot that
+        may be one call old, never a view into the session."""
+        return [
+            (str(st.identity.label), st.session is not None) for st in list(self._s.tokens.values())
+        ]
+
     def retire(self) -> None:
         """Close sessions and unload after queued work, then end the thread."""
         if self._retired:

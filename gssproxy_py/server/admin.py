@@ -38,6 +38,7 @@ from gssproxy_py.proto.admin import (
     AdmPool,
     AdmResult,
     AdmStatus,
+    AdmTokenSession,
     AdmUidConnections,
     AdmUpcall,
 )
@@ -73,8 +74,11 @@ class AdminEndpoint:
         *,
         allowed_uids: frozenset[int],
         namespaces: NamespaceSupport | None = None,
+        tokens: Callable[[], list[tuple[str, str, bool]]] | None = None,
     ) -> None:
         self._server = server
+        #: (module, token, session open) of the token layer, if it is there
+        self._tokens = tokens
         self.path = path
         self._allowed = allowed_uids
         self._namespaces = namespaces
@@ -200,7 +204,10 @@ class AdminEndpoint:
             calls=server.counters.snapshot(),
             pools=tuple(self._pools()),
             upcalls=tuple(self._upcalls()),
-            tokens=(),
+            tokens=tuple(
+                AdmTokenSession(module=_text(m), token=_text(t), open=is_open)
+                for m, t, is_open in (self._tokens() if self._tokens is not None else ())
+            ),
         )
 
     @staticmethod

@@ -577,8 +577,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     # Namespace executors (shared with the GSS layer) and use-gss-proxy.
     namespaces = NamespaceSupport(config)
+    parts: dict[str, object] = {}
     if programs is None:
-        parts: dict[str, object] = {}
         try:
             programs = load_programs(config, netns_executors=namespaces.executors, parts=parts)
         except Exception:
@@ -601,6 +601,7 @@ async def serve(
         admin_socket_path(config.globals.admin_socket, options.default_socket),
         allowed_uids=frozenset({0, os.geteuid()} if options.userproxy else {0}),
         namespaces=namespaces,
+        tokens=getattr(parts.get("token_backend"), "sessions", None),
     )
     try:
         await admin.open()

@@ -4,6 +4,7 @@ matcher, and `gssproxy-py-ctl` run as the command it is."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gssproxy_py.admin.check import c_differences, check_config, explain
+from gssproxy_py.admin.pin import container_name, default_description
 from gssproxy_py.admin.render import code_name, render_prometheus, render_text
 from gssproxy_py.admin.stats import SYSTEM_ERR_CODE, CallCounters, outcome_code, quantile
 from gssproxy_py.config.load import load_config_text, read_sections
@@ -205,3 +207,14 @@ class _GssResult:
 def test_outcome_codes() -> None:
     assert outcome_code(_GssResult()) == 0x70000
     assert outcome_code(None) == 0
+
+
+def test_pin_descriptions_name_the_container(tmp_path: Path) -> None:
+    absent = str(tmp_path / "absent")
+    assert container_name({}, absent, absent) is None
+    assert default_description("nfs", None) == "gssproxy-py:nfs"
+    podman = tmp_path / "containerenv"
+    podman.write_text('engine="podman-4.3"\nname="web1"\nid="abc"\n')
+    assert container_name({}, str(podman), absent) == "web1"
+    assert default_description("nfs", "web1") == "gssproxy-py:web1:nfs"
+    assert container_name({"container": "systemd-nspawn"}, absent, absent) == os.uname().nodename
