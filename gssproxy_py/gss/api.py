@@ -492,6 +492,27 @@ def _sorted_oids(values: object) -> tuple[bytes, ...]:
     return tuple(sorted(oid_bytes(v) for v in values))  # type: ignore[attr-defined]
 
 
+def _describe_mech(mech: bytes) -> MechDescription:
+    """Name types, attributes and SASL names of one mechanism (each optional)."""
+    name_types: tuple[bytes, ...] = ()
+    attrs: tuple[bytes, ...] = ()
+    known: tuple[bytes, ...] = ()
+    sasl = (b"", b"", b"")
+    with contextlib.suppress(GSSError):
+        name_types = _sorted_oids(graw.inquire_names_for_mech(oid(mech)))
+    try:
+        res = graw.inquire_attrs_for_mech(oid(mech))
+        attrs, known = _sorted_oids(res.mech_attrs), _sorted_oids(res.known_mech_attrs)
+    except (GSSError, AttributeError):
+        pass
+    try:
+        s = graw.inquire_saslname_for_mech(oid(mech))
+        sasl = (s.sasl_mech_name or b"", s.mech_name or b"", s.mech_description or b"")
+    except (GSSError, AttributeError):
+        pass
+    return MechDescription(mech, name_types, attrs, known, *sasl)
+
+
 def describe_mechs() -> tuple[tuple[MechDescription, ...], tuple[AttrDescription, ...]]:
     """All mechanisms of our libgssapi, krb5 first; plus descriptions of their attributes."""
     try:
@@ -501,28 +522,8 @@ def describe_mechs() -> tuple[tuple[MechDescription, ...], tuple[AttrDescription
     interposer = oids.encode_oid("2.16.840.1.113730.3.8.15.1")
     mechs = [m for m in mechs if not m.startswith(interposer)]
     mechs.sort(key=lambda m: (m != oids.KRB5, m))
-    out: list[MechDescription] = []
-    all_attrs: set[bytes] = set()
-    for mech in mechs:
-        name_types: tuple[bytes, ...] = ()
-        attrs: tuple[bytes, ...] = ()
-        known: tuple[bytes, ...] = ()
-        sasl = (b"", b"", b"")
-        with contextlib.suppress(GSSError):
-            name_types = _sorted_oids(graw.inquire_names_for_mech(oid(mech)))
-        try:
-            res = graw.inquire_attrs_for_mech(oid(mech))
-            attrs, known = _sorted_oids(res.mech_attrs), _sorted_oids(res.known_mech_attrs)
-        except (GSSError, AttributeError):
-            pass
-        try:
-            s = graw.inquire_saslname_for_mech(oid(mech))
-            sasl = (s.sasl_mech_name or b"", s.mech_name or b"", s.mech_description or b"")
-        except (GSSError, AttributeError):
-            pass
-        all_attrs.update(attrs)
-        all_attrs.update(known)
-        out.append(MechDescription(mech, name_types, attrs, known, *sasl))
+    out = [_describe_mech(mech) for mech in mechs]
+    all_attrs = {a for m in out for a in (*m.mech_attrs, *m.known_mech_attrs)}
     descs: list[AttrDescription] = []
     for attr in sorted(all_attrs):
         try:

@@ -54,9 +54,10 @@ this memory).
 
 Threads: `ensure` blocks (the source's coroutine runs to the end on a
 private event loop of the calling thread), so the engine calls it from its
-executor threads only, never on the daemon's event loop; in a worker process
-answering calls inline it runs the coroutine on a helper thread. The token
-layer's own work still goes to its module thread and a child process.
+executor threads only (a PKINIT service never runs inline, see
+`gss.inline`); called on a thread whose event loop is running it refuses
+with a GSS error rather than block that loop. The token layer's own work
+still goes to its module thread and a child process.
 """
 
 from __future__ import annotations
@@ -309,14 +310,14 @@ class PkinitCreds:
             ) from e
 
 
-def _run_blocking(coro: Coroutine[Any, Any, None], limit: float) -> None:
-    """Run the token layer's coroutine to the end from blocking code.
+class _OnTheLoopError(RuntimeError):
+    """`ensure` was called on a thread whose event loop runs (a bug of ours)."""
 
-    On an executor thread (no loop there) it gets a private event loop in
-    that thread; the daemon's loop is never involved. Called on a thread
-    whose loop is running (a worker process answering calls inline), it runs
-    on a helper thread instead, since that loop cannot be waited for.
-    """
+
+def _run_blocking(coro: Coroutine[Any, Any, None], limit: float) -> None:
+    """Run the token layer's coroutine to the end from an executor thread,
+    on a private event loop of that thread; the daemon's loop is never
+    involved, and never waited for."""
 
     async def bounded() -> None:
         await asyncio.wait_for(coro, limit)
@@ -326,19 +327,8 @@ def _run_blocking(coro: Coroutine[Any, Any, None], limit: float) -> None:
     except RuntimeError:
         asyncio.run(bounded())
         return
-    outcome: list[BaseException] = []
-
-    def helper() -> None:
-        try:
-            asyncio.run(bounded())
-        except BaseException as e:  # handed to the waiting thread
-            outcome.append(e)
-
-    thread = threading.Thread(target=helper, name="pkinit", daemon=True)
-    thread.start()
-    thread.join()
-    if outcome:
-        raise outcome[0]
+    coro.close()
+    raise _OnTheLoopError("PKINIT asked for on an event loop's thread; it would block that loop")
 
 
 def _private_dir(path: Path) -> None:

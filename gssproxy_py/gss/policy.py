@@ -338,6 +338,42 @@ def _file_of(value: str) -> str | None:
     return rest if kind.upper() in ("FILE", "WRFILE") else None
 
 
+def _first_values(service: Service, uid: int) -> dict[str, str] | None:
+    """The service's cred_store for `uid`, first value of each key (None: no such user)."""
+    try:
+        pairs = expand_cred_store(service.cred_store, uid)
+    except UnknownUserError:
+        return None
+    store: dict[str, str] = {}
+    for key, value in pairs:
+        store.setdefault(key, value)
+    return store
+
+
+def _keytab_of(store: Mapping[str, str], own: bool) -> str | None:
+    """The keytab an acquisition used: the service's own (or its client
+    keytab) when acting as the service, else the client keytab."""
+    if own:
+        return store.get("keytab") or store.get("client_keytab")
+    return store.get("client_keytab")
+
+
+def _keytab_fact(keytab: str, kind: str, exists: Callable[[str], bool]) -> str:
+    path = _file_of(keytab)
+    if path is not None and not exists(path):
+        return f"the {kind} {path} does not exist"
+    return f"the {kind} {keytab} holds no usable key"
+
+
+def _ccache_fact(ccache: str, expired: bool, exists: Callable[[str], bool]) -> str:
+    path = _file_of(ccache)
+    if path is not None and not exists(path):
+        return f"the ccache {ccache} does not exist"
+    if expired:
+        return f"the credentials in the ccache {ccache} have expired"
+    return f"the ccache {ccache} holds no usable credentials"
+
+
 def explain_acquire_failure(
     failure: GssFailure,
     service: Service,
@@ -358,20 +394,15 @@ def explain_acquire_failure(
     nothing = minor in NO_CREDENTIALS_CODES and routine in (GSS_S_NO_CRED, GSS_S_FAILURE)
     if not (expired or unknown_client or nothing):
         return None
-    try:
-        pairs = expand_cred_store(service.cred_store, request.target_uid)
-    except UnknownUserError:
+    store = _first_values(service, request.target_uid)
+    if store is None:
         return None
-    store: dict[str, str] = {}
-    for key, value in pairs:
-        store.setdefault(key, value)
-    keytab_key = "keytab" if request.use_service_keytab else "client_keytab"
-    keytab = store.get(keytab_key) or (
-        store.get("client_keytab") if request.use_service_keytab else None
-    )
+    own = request.use_service_keytab
+    keytab_key = "keytab" if own else "client_keytab"
+    keytab = _keytab_of(store, own)
     ccache = store.get("ccache")
     who = f"uid {request.target_uid}"
-    keytab_kind = "keytab" if request.use_service_keytab else "client keytab"
+    keytab_kind = "keytab" if own else "client keytab"
     if unknown_client:
         if keytab is None:
             return None
@@ -379,21 +410,9 @@ def explain_acquire_failure(
             f"principal unknown to the KDC ({failure.message}): it comes from the "
             f"{keytab_kind} {keytab} of {who}; re-create the principal or replace that keytab"
         )
-    facts: list[str] = []
-    if keytab is not None:
-        path = _file_of(keytab)
-        if path is not None and not exists(path):
-            facts.append(f"the {keytab_kind} {path} does not exist")
-        else:
-            facts.append(f"the {keytab_kind} {keytab} holds no usable key")
+    facts = [_keytab_fact(keytab, keytab_kind, exists)] if keytab is not None else []
     if ccache is not None:
-        path = _file_of(ccache)
-        if path is not None and not exists(path):
-            facts.append(f"the ccache {ccache} does not exist")
-        elif expired:
-            facts.append(f"the credentials in the ccache {ccache} have expired")
-        else:
-            facts.append(f"the ccache {ccache} holds no usable credentials")
+        facts.append(_ccache_fact(ccache, expired, exists))
     if not facts:
         return (
             f"no credentials for {who}: service '{service.name}' has neither "

@@ -23,7 +23,7 @@ from gssproxy_py.config.model import Config, CredUsage, Service
 from gssproxy_py.errors import LocalError
 from gssproxy_py.gss import policy
 from gssproxy_py.gss.pkinit_creds import PkinitCreds, PkinitPlan, daemon_ccache
-from gssproxy_py.gss.status import GSS_S_NO_CRED, GssFailure
+from gssproxy_py.gss.status import GSS_S_FAILURE, GSS_S_NO_CRED, GssFailure
 from gssproxy_py.testing.realm import StandardRealm
 from gssproxy_py.vocab import oids
 
@@ -216,15 +216,20 @@ def test_without_source_or_with_memory_ccache(tmp_path: Path, realm: StandardRea
 
 
 def test_called_on_a_thread_whose_loop_runs(tmp_path: Path, realm: StandardRealm) -> None:
-    """A worker process answers calls inline, on its event loop's thread:
-    the coroutine then runs on a helper thread instead of deadlocking."""
+    """On an event loop's thread `ensure` would block that loop: it refuses
+    with a GSS error at once, and the token layer is never asked (the GSS
+    engine only calls it from its executor threads)."""
     config = _config(tmp_path, realm.alice)
     source = FakeSource(realm)
     pk = PkinitCreds(source)
     plan = _plan(pk, config)
 
-    async def inline() -> None:
-        pk.ensure(plan, LOG)  # a deadlock would hang here (pytest-timeout ends it)
+    async def on_the_loop() -> None:
+        with pytest.raises(GssFailure) as e:
+            pk.ensure(plan, LOG)  # a deadlock would hang here (pytest-timeout ends it)
+        assert (
+            e.value.major == GSS_S_FAILURE and "PKINIT failed inside the daemon" in e.value.message
+        )
 
-    asyncio.run(inline())
-    assert len(source.calls) == 1 and source.threads == {"pkinit"}
+    asyncio.run(on_the_loop())
+    assert source.calls == []
