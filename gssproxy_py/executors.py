@@ -56,7 +56,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -235,14 +235,11 @@ class Executor(concurrent.futures.Executor):
 
     def _take_queued(self, batch: list[_Job]) -> bool:
         """Everything queued meanwhile, in order; True if a stop came with it."""
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return False
+        for job in self._queued():
             if job is None:
                 return True
             batch.append(job)
+        return False
 
     def _run_batch(self, slot: _Slot, batch: list[_Job]) -> None:
         outcomes: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
@@ -294,12 +291,16 @@ class Executor(concurrent.futures.Executor):
                 self._broken = why
         self._fail_queued()
 
-    def _fail_queued(self) -> None:
+    def _queued(self) -> Iterator[_Job | None]:
+        """What is queued now, taken off the queue in order."""
         while True:
             try:
-                job = self._queue.get_nowait()
+                yield self._queue.get_nowait()
             except queue.Empty:
                 return
+
+    def _fail_queued(self) -> None:
+        for job in self._queued():
             if job is None:
                 self._queue.put(None)  # a stop for the other threads
                 return
@@ -408,11 +409,7 @@ class Executor(concurrent.futures.Executor):
                 thread.join()
 
     def _cancel_queued(self) -> None:
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
+        for job in self._queued():
             if job is None:
                 continue
             _, loop, future = job
