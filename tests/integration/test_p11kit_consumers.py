@@ -485,3 +485,24 @@ def test_refusals_hostile_frames_and_the_pin(setup: Setup) -> None:
         assert error_of(good.call(initialize())) is None
     log = s.log()
     assert MAIN.pin not in log and "C_Login (user type 1) answered without using its PIN" in log
+
+
+def test_the_shipped_module_file_without_any_environment(setup: Setup) -> None:
+    """contrib/p11-kit/gssproxy-py.module with the test's socket path, as a
+    user's module file: p11-kit-proxy.so then shows the user's key with no
+    P11_KIT_SERVER_ADDRESS."""
+    s = setup
+    user1, _ = ensure_test_users()
+    shipped = (Path(__file__).parents[2] / "contrib" / "p11-kit" / "gssproxy-py.module").read_text()
+    assert "remote: unix:path=/run/gssproxy/p11kit.sock" in shipped
+    home = Path(s.sock).parent / "home"  # pytest's tmp_path is root-only
+    modules = home / ".config" / "pkcs11" / "modules"
+    modules.mkdir(parents=True)
+    (modules / "gssproxy-py.module").write_text(
+        shipped.replace("/run/gssproxy/p11kit.sock", s.sock)
+    )
+    for p in (home, home / ".config", home / ".config" / "pkcs11", modules):
+        os.chown(p, user1.uid, user1.gid)
+    proxy = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
+    r = run_as(user1, ["ssh-keygen", "-D", proxy], {"HOME": str(home)})
+    assert any(line.endswith(" p256") for line in r.stdout.splitlines()), r.stdout + r.stderr

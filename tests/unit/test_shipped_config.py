@@ -35,3 +35,18 @@ def test_cifs_upcall_service_comes_before_the_catch_all() -> None:
     assert cifs.cred_store_values("keytab") == ()  # the host key never acts for a user
     assert cifs.cred_store_values("client_keytab") == ("/var/lib/gssproxy/clients/%U.keytab",)
     assert cifs.cred_store_values("ccache") == ("FILE:/var/lib/gssproxy/clients/krb5cc_%U",)
+
+
+def test_token_keys_example_serves_p11kit() -> None:
+    config = load_config(
+        str(CONF / "gssproxy.conf"), str(CONF), default_socket="/var/lib/gssproxy/default.sock"
+    )
+    vpn = config.service("vpn-token")
+    assert vpn.p11kit_socket == "/run/gssproxy/p11kit.sock"
+    assert vpn.program == "/usr/sbin/openvpn" and vpn.p11kit_mechanisms == (
+        "RSA_PKCS",
+        "RSA_PKCS_PSS",
+        "ECDSA",
+    )
+    shipped = (CONF.parent / "contrib" / "p11-kit" / "gssproxy-py.module").read_text()
+    assert f"remote: unix:path={vpn.p11kit_socket}" in shipped
