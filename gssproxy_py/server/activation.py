@@ -27,7 +27,8 @@ from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 
 from gssproxy_py.errors import LocalError
-from gssproxy_py.server.listeners import LISTEN_BACKLOG, Listener
+from gssproxy_py.server.listeners import LISTEN_BACKLOG, Listener, never_needs_writer
+from gssproxy_py.server.writers import Acceptor
 
 #: sd_listen_fds(3): the first passed descriptor.
 LISTEN_FDS_START = 3
@@ -133,14 +134,17 @@ class InheritedListener(Listener):
 
 
 async def adopt_listener(
-    path: str, item: InheritedSocket, protocol_factory: Callable[[], asyncio.Protocol]
+    path: str,
+    item: InheritedSocket,
+    protocol_factory: Callable[[], asyncio.Protocol],
+    needs_writer: Callable[[socket.socket], bool] = never_needs_writer,
 ) -> Listener:
-    """Accept connections on an inherited socket, as the listener of `path`."""
+    """Accept connections on an inherited socket, as the listener of `path`
+    (`needs_writer` as for `listeners.open_listener`)."""
     loop = asyncio.get_running_loop()
     try:
-        server = await loop.create_unix_server(
-            protocol_factory, sock=item.sock, backlog=LISTEN_BACKLOG
-        )
+        item.sock.listen(LISTEN_BACKLOG)
+        server = Acceptor(loop, item.sock, protocol_factory, needs_writer)
     except OSError as exc:
         raise ActivationError(
             f"cannot accept on passed descriptor {item.fd}: {exc.strerror or exc}"

@@ -32,12 +32,19 @@ not completed within `record_timeout`, or that was idle (no call in
 flight, nothing received) for `idle_timeout`. The checks compare a count
 of records with the one seen at the previous check, so the path of a call
 reads no clock.
+
+On a connection read through `writers.WriterTransport` (the host decided
+that its uid could match a service that names a `program`), each record is
+attributed to the process that wrote it: the pid, uid and gid the kernel
+attached to those bytes, with `/proc/PID/exe` read as the record arrives.
+A record whose bytes come from two processes closes the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -54,7 +61,8 @@ from gssproxy_py.rpc.messages import (
 )
 from gssproxy_py.rpc.records import RecordReader, RecordTooLargeError, frame
 from gssproxy_py.server.flow import CallWindow
-from gssproxy_py.server.peer import PeerCredentialsError, read_peer
+from gssproxy_py.server.peer import PeerCredentialsError, program_of, read_peer
+from gssproxy_py.server.writers import WriterTransport
 
 _log = logging.getLogger(__name__)
 
@@ -150,6 +158,11 @@ class RpcConnection(asyncio.Protocol):
         #: partial record, or the current idle spell
         self._partial_mark: tuple[int, float] | None = None
         self._idle_mark: tuple[int, float] | None = None
+        #: with writer credentials: the identity of each record received and
+        #: not yet started (in step with the window's backlog), and the pid
+        #: that wrote the partial record
+        self._record_infos: deque[ConnectionInfo] | None = None
+        self._partial_writer: int | None = None
 
     # -- state for the host --------------------------------------------------
 
@@ -162,7 +175,7 @@ class RpcConnection(asyncio.Protocol):
         """Start no further calls and stop reading (shutdown); returns how
         many received calls were dropped unanswered."""
         self._stopped = True
-        dropped = self._window.drop_backlog()
+        dropped = self._drop_backlog()
         self._update_reading()
         return dropped
 
@@ -198,6 +211,8 @@ class RpcConnection(asyncio.Protocol):
         self._reader = RecordReader(limits.max_record_size)
         self._window = CallWindow(limits.max_calls)
         self.info = ConnectionInfo(self.number, peer, self.socket_path)
+        if isinstance(transport, WriterTransport):
+            self._record_infos = deque()
         self.log.info(
             "accepted on %s: pid %d uid %d gid %d program %s%s",
             self.socket_path,
@@ -213,6 +228,9 @@ class RpcConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._stopped:
             return
+        if self._record_infos is not None:
+            self._data_from_writer(data)
+            return
         try:
             records = self._reader.feed(data)
         except RecordTooLargeError as exc:
@@ -226,6 +244,59 @@ class RpcConnection(asyncio.Protocol):
             self._records_seen += len(records)
             self._window.received(records)
             self._pump()
+
+    def _data_from_writer(self, data: bytes) -> None:
+        """`data_received` with the writer's credentials: each record gets
+        the identity of the process that wrote it."""
+        assert self.info is not None and self._record_infos is not None
+        writer = cast(WriterTransport, self._transport).writer
+        connector = self.info.peer
+        if writer is None:
+            # No credentials attached (a kernel that adds them only after
+            # the accept): the connector, its executable read now.
+            pid, uid, gid = connector.pid, connector.uid, connector.gid
+        else:
+            pid, uid, gid = writer.pid, writer.uid, writer.gid
+        if self._reader.pending and self._partial_writer != pid:
+            first = self._partial_writer
+            self._abandon(f"closing: a record written by two processes (pids {first} and {pid})")
+            return
+        try:
+            records = self._reader.feed(data)
+        except RecordTooLargeError as exc:
+            self._abandon(f"closing: {exc}")
+            return
+        self._partial_writer = pid if self._reader.pending else None
+        buffered = self._reader.buffered
+        if buffered != self._buffered:
+            self._buffered = buffered
+            self._host.input_buffered(self, buffered)
+        if not records:
+            return
+        peer = Peer(
+            pid=pid,
+            uid=uid,
+            gid=gid,
+            program=program_of(pid),
+            # Of the connection: the kernel attaches no context per message.
+            selinux_context=connector.selinux_context,
+            netns_inode=connector.netns_inode,
+        )
+        info = (
+            self.info if peer == connector else ConnectionInfo(self.number, peer, self.socket_path)
+        )
+        if peer != connector and self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug(
+                "%d records written by pid %d uid %d program %s",
+                len(records),
+                pid,
+                uid,
+                peer.program or "(unknown)",
+            )
+        self._records_seen += len(records)
+        self._record_infos.extend([info] * len(records))
+        self._window.received(records)
+        self._pump()
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -245,7 +316,7 @@ class RpcConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stopped = True
-        self._window.drop_backlog()
+        self._drop_backlog()
         for task in list(self._tasks):
             task.cancel()
         if self._opened:
@@ -311,6 +382,8 @@ class RpcConnection(asyncio.Protocol):
         self._close_when_done()
 
     def _start(self, record: bytes) -> None:
+        # The identity of this record's writer (in step with the backlog).
+        info = self.info if self._record_infos is None else self._record_infos.popleft()
         if self.log.isEnabledFor(SECRETS_LOG_LEVEL):
             self.log.log(SECRETS_LOG_LEVEL, "call record: %s", record.hex())
         try:
@@ -327,9 +400,9 @@ class RpcConnection(asyncio.Protocol):
                 )
             self._send(outcome)
             return
-        assert self.info is not None  # calls only arrive after connection_made set it
+        assert info is not None  # calls only arrive after connection_made set it
         try:
-            started = self._host.start_call(self.info, outcome)
+            started = self._host.start_call(info, outcome)
         except Exception:
             # start_call answers handler failures itself; this is a bug of ours.
             self.log.exception("xid %#010x: internal error", outcome.call.xid)
@@ -395,6 +468,12 @@ class RpcConnection(asyncio.Protocol):
             transport.pause_reading()
         self._reading = want
 
+    def _drop_backlog(self) -> int:
+        """Forget the calls received and not started; how many."""
+        if self._record_infos is not None:
+            self._record_infos.clear()
+        return self._window.drop_backlog()
+
     def _close_when_done(self) -> None:
         if self._eof and self._window.idle:
             self.close()
@@ -406,5 +485,5 @@ class RpcConnection(asyncio.Protocol):
         # Replies to the calls before the bad one still leave.
         self._flush_batch()
         self._stopped = True
-        self._window.drop_backlog()
+        self._drop_backlog()
         self.close()

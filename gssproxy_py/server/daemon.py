@@ -24,6 +24,7 @@ import itertools
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ from gssproxy_py.server.logs import (
 from gssproxy_py.server.namespaces import NamespaceSupport
 from gssproxy_py.server.notify import notify
 from gssproxy_py.server.p11kit import P11KitConnection, P11KitViews, load_p11kit_views
-from gssproxy_py.server.peer import selinux_enabled
+from gssproxy_py.server.peer import peer_credentials, selinux_enabled
 from gssproxy_py.server.privileges import (
     PrivilegeDropError,
     drop_privileges,
@@ -299,6 +300,17 @@ class GssProxyServer:
 
     # -- listeners ---------------------------------------------------------------
 
+    def needs_writer_credentials(self, sock: socket.socket) -> bool:
+        """Whether an accepted connection is read with the writer's
+        credentials on each message (`server.writers`): when its uid could
+        match a service that names a `program`, which the exec race could
+        otherwise fool (issue 14, item 7)."""
+        uid = peer_credentials(sock)[1]
+        return any(
+            s.program is not None and (s.allow_any_uid or s.euid == uid)
+            for s in self._config.services
+        )
+
     def _protocol_factory(self, path: str) -> Callable[[], RpcConnection]:
         return lambda: RpcConnection(self, path, next(self._numbers))
 
@@ -330,10 +342,16 @@ class GssProxyServer:
             for path in rpc_paths:
                 if path in passed:
                     item = passed[path]
-                    opened[path] = await adopt_listener(path, item, self._protocol_factory(path))
+                    opened[path] = await adopt_listener(
+                        path, item, self._protocol_factory(path), self.needs_writer_credentials
+                    )
                     _log.info("socket activation: %s is passed descriptor %d", path, item.fd)
                 elif path not in self._listeners:
-                    opened[path] = await open_listener(path, self._protocol_factory(path))
+                    opened[path] = await open_listener(
+                        path,
+                        self._protocol_factory(path),
+                        needs_writer=self.needs_writer_credentials,
+                    )
         except LocalError as exc:
             _log.error("%s", exc)
             for listener in opened.values():

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from gssproxy_py.config.model import Config
 from gssproxy_py.errors import LocalError
+from gssproxy_py.server.writers import Acceptor
 
 _log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Listener:
     """One listening socket, by the path services name it with."""
 
     path: str
-    server: asyncio.AbstractServer
+    server: Acceptor
     #: (st_dev, st_ino) of the socket file we bound
     identity: tuple[int, int]
 
@@ -248,14 +249,24 @@ def bind_socket(path: str, mode: int = SOCKET_MODE) -> tuple[socket.socket, tupl
     return sock, (st.st_dev, st.st_ino)
 
 
+def never_needs_writer(_conn: socket.socket) -> bool:
+    """No accepted connection is read with writer credentials."""
+    return False
+
+
 async def open_listener(
-    path: str, protocol_factory: Callable[[], asyncio.Protocol], mode: int = SOCKET_MODE
+    path: str,
+    protocol_factory: Callable[[], asyncio.Protocol],
+    mode: int = SOCKET_MODE,
+    needs_writer: Callable[[socket.socket], bool] = never_needs_writer,
 ) -> Listener:
-    """Bind `path` (file mode `mode`) and start accepting connections on it."""
+    """Bind `path` (file mode `mode`) and start accepting connections on it;
+    `needs_writer` says which accepted connections are read with writer
+    credentials (`writers.Acceptor`)."""
     sock, identity = bind_socket(path, mode)
     loop = asyncio.get_running_loop()
     try:
-        server = await loop.create_unix_server(protocol_factory, sock=sock, backlog=LISTEN_BACKLOG)
+        server = Acceptor(loop, sock, protocol_factory, needs_writer)
     except OSError as exc:
         sock.close()
         with contextlib.suppress(OSError):

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +30,7 @@ from gssproxy_py.testing.daemon import DaemonPaths, DaemonProcess
 from gssproxy_py.testing.net import wait_until
 from gssproxy_py.testing.peer import b64, client_argv, peer_env
 from gssproxy_py.testing.realm import StandardRealm
-from gssproxy_py.testing.users import LocalUser, popen_as
+from gssproxy_py.testing.users import LocalUser, popen_as, run_as
 from tests.conformance.kernel_client import KernelConnection, nfsd_checks_complete
 
 sys.path.insert(0, str(Path(__file__).parent / "clients"))
@@ -337,3 +339,64 @@ def test_strict_modes_refuses_start_and_reload(
     )
     assert proc.returncode == 1
     assert f"{daemon.config}: is writable by every user" in proc.stderr
+
+
+# -- item 7: the exec race ------------------------------------------------------------------
+
+EXEC_RACE_TRIES = 20
+
+
+def test_the_exec_race_is_attributed_to_the_process_that_wrote_the_call(
+    daemon_factory: Any,
+    realm: StandardRealm,
+    test_users: tuple[LocalUser, ...],
+    harness_dir: Path,
+) -> None:
+    """Connect, fork, the parent execs the configured program while the
+    child sends: the call is the child's (not the program's), 0 of N."""
+    user = test_users[0]
+    bindir = Path(tempfile.mkdtemp(prefix="execrace-", dir=harness_dir))
+    bindir.chmod(0o755)
+    program = bindir / "prog-python"
+    shutil.copy("/usr/bin/python3.11", program)
+    program.chmod(0o755)
+
+    def render(paths: DaemonPaths) -> str:
+        return f"""[gssproxy]
+  debug_level = 1
+  state_dir = {paths.workdir}/state
+
+[service/prog]
+  mechs = krb5
+  cred_store = keytab:{realm.service_keytab}
+  euid = {user.uid}
+  program = {program}
+"""
+
+    daemon: DaemonProcess = daemon_factory("py", render)
+    served = re.compile(r"xid (0x[0-9a-f]{8})\] GSSX_INDICATE_MECHS: service 'prog'")
+    # Control: the program itself writing its call is served as the program.
+    sender = (
+        "import socket, sys; sys.path.insert(0, sys.argv[2]); import execrace; "
+        "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+        "s.sendall(execrace.indicate_mechs_call(0x7e570001)); print(len(s.recv(65536)))"
+    )
+    clients = str(Path(__file__).parent / "clients")
+    proc = run_as(user, [str(program), "-c", sender, str(daemon.socket), clients], {})
+    assert proc.returncode == 0 and int(proc.stdout) > 0, proc.stderr
+    assert wait_until(lambda: "0x7e570001" in " ".join(served.findall(daemon.log_text())), 30)
+    # The attack, N times.
+    xids = [0x7E580000 + i for i in range(EXEC_RACE_TRIES)]
+    for xid in xids:
+        race = run_as(
+            user,
+            client_argv("execrace.py", str(daemon.socket), str(program), hex(xid)),
+            {},
+            timeout=60,
+        )
+        assert f"replied {xid:#010x}" in race.stdout, (race.stdout, race.stderr)
+    log = daemon.log_text()
+    answered = {int(x, 16) for x in re.findall(r"xid (0x[0-9a-f]{8})\] GSSX_INDICATE_MECHS", log)}
+    assert set(xids) <= answered, "every attack call was answered"
+    won = [x for x in served.findall(log) if int(x, 16) in xids]
+    assert won == [], f"{len(won)} of {EXEC_RACE_TRIES} served as the program"

@@ -22,6 +22,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 NULL_CALL = struct.pack(">I", 0x80000000 | 40) + struct.pack(
     ">10I", 0x1234, 0, 2, 400112, 1, 0, 0, 0, 0, 0
@@ -43,14 +44,25 @@ def answered(sock: socket.socket) -> bool:
         return False
 
 
-def closed_by_peer(sock: socket.socket) -> bool:
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
-        return False
-    try:
-        return sock.recv(4096, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
+def closed_by_peer(socks: list[socket.socket], wait: float = 3.0) -> int:
+    """How many of `socks` the peer closed, waiting up to `wait` seconds for
+    closes still on their way (the daemon closes after logging)."""
+    open_ = list(socks)
+    closed = 0
+    deadline = time.monotonic() + wait
+    while open_ and (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select(open_, [], [], left)
+        if not readable:
+            break
+        for s in readable:
+            try:
+                gone = s.recv(4096, socket.MSG_PEEK) == b""
+            except OSError:
+                gone = True
+            if gone:
+                closed += 1
+            open_.remove(s)
+    return closed
 
 
 def main() -> int:
@@ -97,7 +109,7 @@ def main() -> int:
         threading.Thread(target=trickle, daemon=True).start()
     print(f"held {len(held)}", flush=True)
     sys.stdin.read()
-    print(f"closed {sum(closed_by_peer(s) for s in held)}", flush=True)
+    print(f"closed {closed_by_peer(held)}", flush=True)
     return 0
 
 
