@@ -369,53 +369,17 @@ class ModuleWorker:
 
     def _ensure_session(self, st: _TokenState, access: ServiceAccess) -> Session:
         flags = st.info.flags
-        needs_login = bool(flags & TokenFlag.LOGIN_REQUIRED)
         pin = access.pin
         what = f"token {st.name}"
-        if pin is None and needs_login:
+        if pin is None and flags & TokenFlag.LOGIN_REQUIRED:
             why = access.pin_problem or f"service {access.service} has no pkcs11_pin"
             raise TokenFailure(TsStatus.TS_PIN_ERROR, f"{what} needs a login: {why}")
         if st.session is not None:
-            if st.pin is None and pin is None:
-                return st.session
-            if st.pin is not None and pin is not None and pin.same_as(st.pin):
-                return st.session
-            if st.pin is not None and pin is None:
-                # Not logged in ourselves, but the token's shared login would
-                # let us see private objects: refuse rather than borrow it.
-                raise TokenFailure(
-                    TsStatus.TS_PIN_ERROR,
-                    f"{what} is logged in for service {st.logged_in_by}; "
-                    f"service {access.service} has no pkcs11_pin",
-                )
-            raise TokenFailure(
-                TsStatus.TS_PIN_ERROR,
-                f"{what} is logged in with the PIN of service {st.logged_in_by}; "
-                f"the PIN of service {access.service} ({access.pin.source if access.pin else ''}) "
-                "differs",
-            )
+            return self._shared_session(st, st.session, access)
         if pin is not None:
-            for r in self._s.rejected.get(st.identity, ()):
-                if r.pin.same_as(pin):
-                    raise TokenFailure(
-                        r.failure.status,
-                        f"{r.failure.message} (not retried until the configuration is reloaded)",
-                        r.failure.ckr,
-                    )
+            self._refuse_rejected(st, pin)
             self._check_pin_flags(st, flags)
-        try:
-            session = st.slot.open(pin.reveal() if pin is not None else None)
-        except CkrError as e:
-            if e.ckr == "CKR_USER_ALREADY_LOGGED_IN":
-                # A session of ours we lost track of is still logged in; the
-                # login state is per application and token, so use it.
-                session = self._open_plain(st)
-            else:
-                failure = failure_from_ckr(e, f"logging in to {what}")
-                if e.ckr in PIN_CKRS and pin is not None:
-                    self._s.rejected.setdefault(st.identity, []).append(_Rejected(pin, failure))
-                log.error("pkcs11: %s (PIN from %s)", failure, pin.source if pin else "none")
-                raise failure from e
+        session = self._log_in(st, pin)
         try:
             mechanisms = st.slot.mechanisms()
         except CkrError as e:
@@ -431,6 +395,56 @@ class ModuleWorker:
             f" (logged in with the PIN from {pin.source})" if pin is not None else "",
         )
         return session
+
+    @staticmethod
+    def _shared_session(st: _TokenState, session: Session, access: ServiceAccess) -> Session:
+        """The token's open session, if this service may use it: the same
+        login (or none for both), never another service's."""
+        pin = access.pin
+        what = f"token {st.name}"
+        if st.pin is None and pin is None:
+            return session
+        if st.pin is not None and pin is not None and pin.same_as(st.pin):
+            return session
+        if st.pin is not None and pin is None:
+            # Not logged in ourselves, but the token's shared login would
+            # let us see private objects: refuse rather than borrow it.
+            raise TokenFailure(
+                TsStatus.TS_PIN_ERROR,
+                f"{what} is logged in for service {st.logged_in_by}; "
+                f"service {access.service} has no pkcs11_pin",
+            )
+        raise TokenFailure(
+            TsStatus.TS_PIN_ERROR,
+            f"{what} is logged in with the PIN of service {st.logged_in_by}; "
+            f"the PIN of service {access.service} ({pin.source if pin else ''}) "
+            "differs",
+        )
+
+    def _refuse_rejected(self, st: _TokenState, pin: Pin) -> None:
+        """A PIN the token rejected before is not tried again until a reload."""
+        for r in self._s.rejected.get(st.identity, ()):
+            if r.pin.same_as(pin):
+                raise TokenFailure(
+                    r.failure.status,
+                    f"{r.failure.message} (not retried until the configuration is reloaded)",
+                    r.failure.ckr,
+                )
+
+    def _log_in(self, st: _TokenState, pin: Pin | None) -> Session:
+        """A new session on the token, logged in with `pin` when there is one."""
+        try:
+            return st.slot.open(pin.reveal() if pin is not None else None)
+        except CkrError as e:
+            if e.ckr == "CKR_USER_ALREADY_LOGGED_IN":
+                # A session of ours we lost track of is still logged in; the
+                # login state is per application and token, so use it.
+                return self._open_plain(st)
+            failure = failure_from_ckr(e, f"logging in to token {st.name}")
+            if e.ckr in PIN_CKRS and pin is not None:
+                self._s.rejected.setdefault(st.identity, []).append(_Rejected(pin, failure))
+            log.error("pkcs11: %s (PIN from %s)", failure, pin.source if pin else "none")
+            raise failure from e
 
     @staticmethod
     def _open_plain(st: _TokenState) -> Session:

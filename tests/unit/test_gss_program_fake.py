@@ -498,3 +498,34 @@ def test_a_user_name_lookup_sends_an_inline_acquire_to_a_thread(
         outcome.close()
     finally:
         gss_engine.close()
+
+
+def test_reload_is_the_one_way_the_engine_changes(fake: FakeGss, tmp_path: Path) -> None:
+    """`GssEngine.reload`: cached credentials and inline verdicts are
+    forgotten, and the threads follow `worker_threads`."""
+    config = _config(tmp_path)
+    gss_engine = engine.GssEngine(config)
+    try:
+        req = procs.Request(
+            service=config.service("users"),
+            uid=1000,
+            config=config,
+            log=LOG,
+            steps=Steps(inline=False),
+        )
+        for _ in range(2):
+            run_to_end(procs.proc_acquire_cred(gss_engine, req, _acquire()))
+        assert fake.calls.count("acquire_cred_from") == 1  # the second came from the cache
+        assert gss_engine.inline.allowed(config.service("users"))
+        threads = gss_engine.executor_for(config)
+        bigger = dataclasses.replace(
+            config, globals=dataclasses.replace(config.globals, worker_threads=7)
+        )
+        gss_engine.reload(bigger)
+        assert len(gss_engine.credentials.acquired) == 0
+        run_to_end(procs.proc_acquire_cred(gss_engine, req, _acquire()))
+        assert fake.calls.count("acquire_cred_from") == 2
+        now = gss_engine.executor_for(bigger)
+        assert now is not threads and now.threads == 7 and now.name == "gss"
+    finally:
+        gss_engine.close()
