@@ -172,20 +172,41 @@ def run(
         if ns.list:
             _list(program, version, out)
             return EXIT_OK
-        if ns.procedure is None:
-            raise _UsageError("PROCEDURE is required (see --list)")
-        try:
-            proc = resolve_procedure(lookup_version(program, version), ns.procedure)
-        except KeyError as e:
-            raise _UsageError(str(e.args[0])) from e
-        arg = build_argument(proc, _load_json(ns, stdin))
+        proc, arg = _request(ns, program, version, stdin)
         if ns.dry_run:
             out.write(format_value(arg) + "\n")
             return EXIT_OK
     except _UsageError as e:
         err.write(f"{prog}: {e}\n")
         return EXIT_USAGE
+    return _call(ns, program, version, proc, arg, prog=prog, out=out, err=err)
 
+
+def _request(
+    ns: argparse.Namespace, program: Program, version: int, stdin: TextIO
+) -> tuple[Procedure, Any]:
+    """The procedure named on the command line and its argument; _UsageError if none."""
+    if ns.procedure is None:
+        raise _UsageError("PROCEDURE is required (see --list)")
+    try:
+        proc = resolve_procedure(lookup_version(program, version), ns.procedure)
+    except KeyError as e:
+        raise _UsageError(str(e.args[0])) from e
+    return proc, build_argument(proc, _load_json(ns, stdin))
+
+
+def _call(
+    ns: argparse.Namespace,
+    program: Program,
+    version: int,
+    proc: Procedure,
+    arg: Any,
+    *,
+    prog: str,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """Send the call, print the result; the exit status."""
     path = ns.socket or default_socket_path()
     try:
         with RpcClient(

@@ -48,6 +48,7 @@ from gssproxy_py.client.token_sign import (
 )
 from gssproxy_py.client.wire import DEFAULT_TIMEOUT
 from gssproxy_py.pkcs11.uri import UriError, parse_uri
+from gssproxy_py.proto.token_sign import TsMechanism
 from gssproxy_py.vocab.token_sign import MECHANISM_NAMES
 
 EXIT_OK: Final = 0
@@ -154,42 +155,55 @@ def _write_output(path: str | None, data: bytes) -> None:
             f.write(data)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = _parser()
-    args = ap.parse_args(argv)
+def _checked_mechanism(ap: argparse.ArgumentParser, args: argparse.Namespace) -> TsMechanism | None:
+    """Refuse option combinations that make no sense; the --mech given, if any."""
     if args.key is not None and args.mech is None:
         ap.error("--key needs --mech")
     if args.list and (args.mech or args.infile or args.out or args.digest):
         ap.error("--list takes no --mech, --in, --out or --digest")
     if args.pubkey_dir and not args.list:
         ap.error("--pubkey-dir goes with --list")
-    mech = None
-    if args.mech is not None:
-        try:
-            mech = mechanism_from_name(args.mech)
-        except ValueError as e:
-            ap.error(str(e))
+    if args.mech is None:
+        return None
+    try:
+        return mechanism_from_name(args.mech)
+    except ValueError as e:
+        ap.error(str(e))
+
+
+def _list(client: TokenSignClient, args: argparse.Namespace) -> int:
+    listing = client.list_keys()
+    for k in listing.keys:
+        print(_describe(k))
+    for p in listing.problems:
+        ckr = f" ({p.ckr})" if p.ckr else ""
+        print(f"{p.token}: {p.status.name}: {p.message}{ckr}", file=sys.stderr)
+    if args.pubkey_dir:
+        _write_pubkeys(args.pubkey_dir, listing.keys)
+    return EXIT_OK
+
+
+def _sign(client: TokenSignClient, args: argparse.Namespace, mech: TsMechanism) -> int:
+    try:
+        data = _read_input(args.infile)
+    except (OSError, ValueError) as e:
+        print(f"gssproxy-py-sign: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    signature = client.sign(args.key, mech, data, digest=args.digest)
+    _write_output(args.out, signature)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    mech = _checked_mechanism(ap, args)
     try:
         with TokenSignClient(args.socket, timeout=args.timeout) as client:
             if args.list:
-                listing = client.list_keys()
-                for k in listing.keys:
-                    print(_describe(k))
-                for p in listing.problems:
-                    ckr = f" ({p.ckr})" if p.ckr else ""
-                    print(f"{p.token}: {p.status.name}: {p.message}{ckr}", file=sys.stderr)
-                if args.pubkey_dir:
-                    _write_pubkeys(args.pubkey_dir, listing.keys)
-                return EXIT_OK
+                return _list(client, args)
             assert mech is not None
-            try:
-                data = _read_input(args.infile)
-            except (OSError, ValueError) as e:
-                print(f"gssproxy-py-sign: {e}", file=sys.stderr)
-                return EXIT_USAGE
-            signature = client.sign(args.key, mech, data, digest=args.digest)
-            _write_output(args.out, signature)
-            return EXIT_OK
+            return _sign(client, args, mech)
     except TokenSignError as e:
         print(f"gssproxy-py-sign: {e}", file=sys.stderr)
         return EXIT_REFUSED

@@ -346,6 +346,26 @@ def _prim_from_json(data: Any, desc: Prim, where: str) -> Any:
 def _bytes_from_json(data: Any, where: str) -> bytes:
     if isinstance(data, str):
         return data.encode("utf-8")
+    _check_bytes_object(data, where)
+    if "text" in data:
+        return bytes(data["text"].encode("utf-8"))
+    if "cstr" in data:
+        return bytes(data["cstr"].encode("utf-8") + b"\0")
+    out = _hex_from_json(data["hex"], where) if "hex" in data else None
+    if "oid" in data:
+        try:
+            oid = encode_oid(data["oid"])
+        except OidError as e:
+            raise JsonValueError(where, str(e)) from None
+        if out is not None and out != oid:
+            raise JsonValueError(where, f"oid {data['oid']} and hex {data['hex']} disagree")
+        out = oid
+    assert out is not None
+    return out
+
+
+def _check_bytes_object(data: Any, where: str) -> None:
+    """`data` is one of the object shapes bytes take, with string values."""
     if not isinstance(data, dict) or not data:
         raise JsonValueError(where, f'expected a string or {{"hex": ...}}, got {_kind(data)}')
     keys = set(data)
@@ -356,26 +376,13 @@ def _bytes_from_json(data: Any, where: str) -> bytes:
     for key, v in data.items():
         if not isinstance(v, str):
             raise JsonValueError(where, f'"{key}" needs a string, got {_kind(v)}')
-    out: bytes | None = None
-    if "hex" in data:
-        try:
-            out = bytes.fromhex(data["hex"])
-        except ValueError:
-            raise JsonValueError(where, f"not hex: {data['hex']!r}") from None
-    if "oid" in data:
-        try:
-            oid = encode_oid(data["oid"])
-        except OidError as e:
-            raise JsonValueError(where, str(e)) from None
-        if out is not None and out != oid:
-            raise JsonValueError(where, f"oid {data['oid']} and hex {data['hex']} disagree")
-        out = oid
-    if "text" in data:
-        out = data["text"].encode("utf-8")
-    if "cstr" in data:
-        out = data["cstr"].encode("utf-8") + b"\0"
-    assert out is not None
-    return out
+
+
+def _hex_from_json(text: str, where: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise JsonValueError(where, f"not hex: {text!r}") from None
 
 
 def _enum_from_json(data: Any, cls: type[enum.IntEnum], where: str) -> enum.IntEnum:

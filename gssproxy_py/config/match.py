@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
 
 from gssproxy_py.config.model import Config, SelinuxContext, Service
 from gssproxy_py.config.peer import Peer
@@ -47,61 +49,74 @@ class MatchMemo:
         self.reason: str | None = None
 
 
-def _failures(
-    service: Service,
-    peer: Peer,
-    socket_path: str,
-    default_socket: str,
-    selinux_enabled: bool,
-    netns_inodes: Mapping[str, int] | None,
-    *,
-    stop_at_first: bool,
-    p11kit: bool = False,
-) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """What a rule checks a service against, besides the peer."""
+
+    socket_path: str
+    default_socket: str
+    selinux_enabled: bool
+    netns_inodes: Mapping[str, int] | None
+    p11kit: bool
+
+
+def _uid_rule(service: Service, peer: Peer, where: _Where) -> str | None:
+    if service.allow_any_uid or service.euid == peer.uid:
+        return None
+    return f"requires euid {service.euid}"
+
+
+def _selinux_rule(service: Service, peer: Peer, where: _Where) -> str | None:
+    if not where.selinux_enabled or service.selinux_context is None:
+        return None
+    ctx = SelinuxContext.parse(peer.selinux_context) if peer.selinux_context is not None else None
+    if ctx is not None and service.selinux_context.admits(ctx):
+        return None
+    return f"requires selinux context {service.selinux_context}"
+
+
+def _program_rule(service: Service, peer: Peer, where: _Where) -> str | None:
+    if service.program is None or peer.program == service.program:
+        return None
+    return f"requires program {service.program}"
+
+
+def _socket_rule(service: Service, peer: Peer, where: _Where) -> str | None:
+    path = os.path.normpath(where.socket_path)
+    if where.p11kit:
+        if service.p11kit_socket is None:
+            return "has no p11kit_socket"
+        if path != service.p11kit_socket:
+            return f"serves p11-kit on {service.p11kit_socket}"
+        return None
+    wanted = service.socket if service.socket is not None else where.default_socket
+    if path != os.path.normpath(wanted):
+        return f"listens on {wanted}"
+    return None
+
+
+def _netns_rule(service: Service, peer: Peer, where: _Where) -> str | None:
+    if not service.netns or _in_netns(service, peer, where.netns_inodes):
+        return None
+    return f"requires network namespace {' or '.join(service.netns)}"
+
+
+#: The rules in the order gssproxy checks them (netns, ours, last).
+_RULES: Final = (_uid_rule, _selinux_rule, _program_rule, _socket_rule, _netns_rule)
+
+
+def _failures(service: Service, peer: Peer, where: _Where, *, stop_at_first: bool) -> list[str]:
     """Why `service` does not serve `peer`; empty when it does.
 
     Reasons are phrased to follow "service 'NAME' ...".
     """
     reasons: list[str] = []
-
-    if not service.allow_any_uid and service.euid != peer.uid:
-        reasons.append(f"requires euid {service.euid}")
-        if stop_at_first:
-            return reasons
-
-    if selinux_enabled and service.selinux_context is not None:
-        peer_ctx = (
-            SelinuxContext.parse(peer.selinux_context) if peer.selinux_context is not None else None
-        )
-        if peer_ctx is None or not service.selinux_context.admits(peer_ctx):
-            reasons.append(f"requires selinux context {service.selinux_context}")
+    for rule in _RULES:
+        reason = rule(service, peer, where)
+        if reason is not None:
+            reasons.append(reason)
             if stop_at_first:
-                return reasons
-
-    if service.program is not None and peer.program != service.program:
-        reasons.append(f"requires program {service.program}")
-        if stop_at_first:
-            return reasons
-
-    if p11kit:
-        if service.p11kit_socket is None:
-            reasons.append("has no p11kit_socket")
-            if stop_at_first:
-                return reasons
-        elif os.path.normpath(socket_path) != service.p11kit_socket:
-            reasons.append(f"serves p11-kit on {service.p11kit_socket}")
-            if stop_at_first:
-                return reasons
-    else:
-        wanted = service.socket if service.socket is not None else default_socket
-        if os.path.normpath(socket_path) != os.path.normpath(wanted):
-            reasons.append(f"listens on {wanted}")
-            if stop_at_first:
-                return reasons
-
-    if service.netns and not _in_netns(service, peer, netns_inodes):
-        reasons.append(f"requires network namespace {' or '.join(service.netns)}")
-
+                break
     return reasons
 
 
@@ -123,17 +138,9 @@ def match_service(
 ) -> Service | None:
     """The first service that serves `peer` on `socket_path` (a p11-kit
     socket with `p11kit`), or None."""
+    where = _Where(socket_path, default_socket, selinux_enabled, netns_inodes, p11kit)
     for service in config.services:
-        if not _failures(
-            service,
-            peer,
-            socket_path,
-            default_socket,
-            selinux_enabled,
-            netns_inodes,
-            stop_at_first=True,
-            p11kit=p11kit,
-        ):
+        if not _failures(service, peer, where, stop_at_first=True):
             return service
     return None
 
@@ -151,16 +158,9 @@ def first_failures(
     it (None: its rules all hold), as `match_service` checks them; the first
     with None is the one `match_service` picks (`gssproxy-py-ctl explain`)."""
     out: list[tuple[Service, str | None]] = []
+    where = _Where(socket_path, default_socket, selinux_enabled, netns_inodes, False)
     for service in config.services:
-        reasons = _failures(
-            service,
-            peer,
-            socket_path,
-            default_socket,
-            selinux_enabled,
-            netns_inodes,
-            stop_at_first=True,
-        )
+        reasons = _failures(service, peer, where, stop_at_first=True)
         out.append((service, reasons[0] if reasons else None))
     return out
 
@@ -191,17 +191,9 @@ def explain_no_match(
     """
     who = _describe_peer(peer, socket_path, selinux_enabled)
     best: tuple[Service, list[str]] | None = None
+    where = _Where(socket_path, default_socket, selinux_enabled, netns_inodes, p11kit)
     for service in config.services:
-        reasons = _failures(
-            service,
-            peer,
-            socket_path,
-            default_socket,
-            selinux_enabled,
-            netns_inodes,
-            stop_at_first=False,
-            p11kit=p11kit,
-        )
+        reasons = _failures(service, peer, where, stop_at_first=False)
         if not reasons:
             return f"service '{service.name}' matches {who}"
         if best is None or len(reasons) < len(best[1]):
