@@ -18,18 +18,21 @@ BINDIR   ?= $(PREFIX)/bin
 # the virtual environment
 LIBDIR   ?= $(PREFIX)/lib/gssproxy-py
 UNITDIR  ?= $(PREFIX)/lib/systemd/system
+USERUNITDIR ?= $(PREFIX)/lib/systemd/user
 MANDIR   ?= $(PREFIX)/share/man
 DOCDIR   ?= $(PREFIX)/share/doc/gssproxy-py
 
 # entry points (setup.cfg console_scripts) linked from the venv
-INSTALL_SBIN  := gssproxy-py
+INSTALL_SBIN  := gssproxy-py gssproxy-py-ctl
 INSTALL_BIN   := gssproxy-py-call gssproxy-py-sign gssproxy-py-xdrgen
 # systemd units; ExecStart's /usr/local/sbin/ becomes $(SBINDIR)/
 INSTALL_UNITS := contrib/gssproxy-py.service
+# user units (userproxy mode, `systemctl --user enable --now gssproxy-py.socket`)
+INSTALL_USER_UNITS := contrib/systemd/user/gssproxy-py.socket contrib/systemd/user/gssproxy-py.service
 INSTALL_MAN5  := man/gssproxy-py.conf.5
-INSTALL_MAN8  := man/gssproxy-py.8
+INSTALL_MAN8  := man/gssproxy-py.8 man/gssproxy-py-ctl.8
 # copied into $(DOCDIR) as they are
-INSTALL_DOCS  := README.md CHANGELOG.md LICENSE docs/INSTALL.md docs/CIFS.md
+INSTALL_DOCS  := README.md CHANGELOG.md LICENSE docs/INSTALL.md docs/CIFS.md docs/OPERATIONS.md
 INSTALL_EXAMPLES := $(wildcard conf/*.conf) contrib/acceptor-only.conf \
                     contrib/request-key.d/cifs.spnego.conf
 
@@ -57,10 +60,14 @@ install:
 	install -d '$(DESTDIR)$(SBINDIR)' '$(DESTDIR)$(BINDIR)'
 	for p in $(INSTALL_SBIN); do ln -sfn '$(LIBDIR)/bin/'$$p '$(DESTDIR)$(SBINDIR)/'$$p; done
 	for p in $(INSTALL_BIN); do ln -sfn '$(LIBDIR)/bin/'$$p '$(DESTDIR)$(BINDIR)/'$$p; done
-	install -d '$(DESTDIR)$(UNITDIR)'
+	install -d '$(DESTDIR)$(UNITDIR)' '$(DESTDIR)$(USERUNITDIR)'
 	for u in $(INSTALL_UNITS); do \
 	    sed 's|/usr/local/sbin/|$(SBINDIR)/|g' $$u > '$(DESTDIR)$(UNITDIR)/'$$(basename $$u); \
 	    chmod 0644 '$(DESTDIR)$(UNITDIR)/'$$(basename $$u); \
+	done
+	for u in $(INSTALL_USER_UNITS); do \
+	    sed 's|/usr/local/sbin/|$(SBINDIR)/|g' $$u > '$(DESTDIR)$(USERUNITDIR)/'$$(basename $$u); \
+	    chmod 0644 '$(DESTDIR)$(USERUNITDIR)/'$$(basename $$u); \
 	done
 	install -d '$(DESTDIR)$(MANDIR)/man5' '$(DESTDIR)$(MANDIR)/man8'
 	install -m 0644 $(INSTALL_MAN5) '$(DESTDIR)$(MANDIR)/man5/'
@@ -80,6 +87,7 @@ uninstall:
 	rm -f $(foreach p,$(INSTALL_SBIN),'$(DESTDIR)$(SBINDIR)/$(p)') \
 	      $(foreach p,$(INSTALL_BIN),'$(DESTDIR)$(BINDIR)/$(p)') \
 	      $(foreach u,$(INSTALL_UNITS),'$(DESTDIR)$(UNITDIR)/$(notdir $(u))') \
+	      $(foreach u,$(INSTALL_USER_UNITS),'$(DESTDIR)$(USERUNITDIR)/$(notdir $(u))') \
 	      $(foreach m,$(INSTALL_MAN5),'$(DESTDIR)$(MANDIR)/man5/$(notdir $(m))') \
 	      $(foreach m,$(INSTALL_MAN8),'$(DESTDIR)$(MANDIR)/man8/$(notdir $(m))')
 	@echo "If it was enabled: systemctl disable --now gssproxy-py.service; systemctl daemon-reload"

@@ -20,7 +20,14 @@ from gssproxy_py.testing.users import is_root
 pytestmark = [pytest.mark.integration]
 
 UNIT = "gssproxy-py.service"
-ENTRY_POINTS = ("gssproxy-py", "gssproxy-py-call", "gssproxy-py-sign", "gssproxy-py-xdrgen")
+ENTRY_POINTS = (
+    "gssproxy-py",
+    "gssproxy-py-ctl",
+    "gssproxy-py-call",
+    "gssproxy-py-sign",
+    "gssproxy-py-xdrgen",
+)
+SBIN = ("gssproxy-py", "gssproxy-py-ctl")
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None, reason="systemd-analyze missing: make deps installs systemd"
@@ -83,7 +90,7 @@ def test_destdir_install_has_final_paths_and_uninstall_removes_everything(
     installed = files_under(destdir)
     venv = destdir / "usr/local/lib/gssproxy-py"
     for name in ENTRY_POINTS:
-        where = "sbin" if name == "gssproxy-py" else "bin"
+        where = "sbin" if name in SBIN else "bin"
         link = destdir / "usr/local" / where / name
         assert os.readlink(link) == f"/usr/local/lib/gssproxy-py/bin/{name}"
         assert (venv / "bin" / name).read_text().startswith("#!/usr/local/lib/gssproxy-py/bin/")
@@ -93,8 +100,12 @@ def test_destdir_install_has_final_paths_and_uninstall_removes_everything(
             assert str(destdir) not in f.read_text(errors="replace"), f
     unit = (destdir / "usr/local/lib/systemd/system" / UNIT).read_text()
     assert "ExecStart=/usr/local/sbin/gssproxy-py -i --pid-file /run/gssproxy.pid" in unit
-    for page in ("man5/gssproxy-py.conf.5", "man8/gssproxy-py.8"):
+    for page in ("man5/gssproxy-py.conf.5", "man8/gssproxy-py.8", "man8/gssproxy-py-ctl.8"):
         assert (destdir / "usr/local/share/man" / page).is_file()
+    user_units = destdir / "usr/local/lib/systemd/user"
+    assert (user_units / "gssproxy-py.socket").is_file()
+    service = (user_units / "gssproxy-py.service").read_text()
+    assert "ExecStart=/usr/local/sbin/gssproxy-py -u -i" in service
     assert (destdir / "usr/local/share/doc/gssproxy-py/INSTALL.md").is_file()
     assert (destdir / "usr/local/share/doc/gssproxy-py/examples/acceptor-only.conf").is_file()
     # The production install has no test helpers.
@@ -122,6 +133,34 @@ def test_installed_unit_verifies(prefix: Path) -> None:
     )
     # Only complaints about this unit count (the host's other units are not ours).
     ours = [line for line in proc.stderr.splitlines() if line.startswith(UNIT)]
+    assert ours == [], proc.stderr
+
+
+@needs_systemd_analyze
+def test_installed_user_units_verify(prefix: Path, tmp_path: Path) -> None:
+    """The userproxy pair, as `systemctl --user` would load it."""
+    units = prefix / "lib/systemd/user"
+    assert (
+        f"ExecStart={prefix}/sbin/gssproxy-py -u -i" in (units / "gssproxy-py.service").read_text()
+    )
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    proc = subprocess.run(
+        [
+            str(SYSTEMD_ANALYZE),
+            "verify",
+            "--user",
+            str(units / "gssproxy-py.socket"),
+            str(units / "gssproxy-py.service"),
+        ],
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("gssproxy-py.")]
     assert ours == [], proc.stderr
 
 
@@ -221,7 +260,7 @@ test ! -e /run/gssproxy.pid
 
 
 def test_man_pages_render_without_warnings() -> None:
-    for page in ("gssproxy-py.8", "gssproxy-py.conf.5"):
+    for page in ("gssproxy-py.8", "gssproxy-py.conf.5", "gssproxy-py-ctl.8"):
         proc = subprocess.run(
             ["man", "--warnings", "-l", str(REPO_ROOT / "man" / page)],
             env={**os.environ, "MANWIDTH": "80", "MANPAGER": "cat", "PAGER": "cat"},
