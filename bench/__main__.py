@@ -9,7 +9,7 @@ and the latest table are in docs/PERFORMANCE.md. Nothing here asserts.
 
 Options: --rounds N, --quick (tiny sizes, for a smoke test), --py-args
 "--workers=2" (extra command-line flags for gssproxy-py only), --no-sign
-(skip the PKCS#11 SIGN section). Environment: BENCH_PY_TREE (gssproxy-py
+(skip the PKCS#11 SIGN and p11-kit C_Sign sections). Environment: BENCH_PY_TREE (gssproxy-py
 from another checkout), BENCH_PY_BEFORE_TREE (a second checkout measured in
 the same rounds, "py-before", with a before/after table), BENCH_ONLY
 (comma-separated workload names, e.g. accept_8,kernel_8; default all).
@@ -18,6 +18,7 @@ the same rounds, "py-before", with a before/after table), BENCH_ONLY
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -108,16 +109,18 @@ def _progress(r: dict[str, Any]) -> str:
     return f"  round {r['round'] + 1} {r['impl']:8s} " + ", ".join(parts)
 
 
-def sign_section(skip: bool) -> dict[str, Any]:
-    """The token-signing program's SIGN (bench.pkcs11_sign), when present."""
+def token_section(name: str, skip: bool) -> dict[str, Any]:
+    """One token benchmark module's `measure()` (bench.pkcs11_sign: the
+    TOKEN_SIGN program against in-process signing; bench.p11kit_sign: C_Sign
+    through p11-kit-client.so against `p11-kit server`), when present."""
     if skip:
         return {"skipped": "--no-sign"}
     try:
-        from bench import pkcs11_sign
+        module = importlib.import_module(f"bench.{name}")
     except ImportError as exc:
-        return {"skipped": f"bench.pkcs11_sign not available: {exc}"}
+        return {"skipped": f"bench.{name} not available: {exc}"}
     try:
-        return {"results": pkcs11_sign.measure()}
+        return {"results": module.measure()}
     except Exception as exc:
         return {"skipped": f"{type(exc).__name__}: {exc}"[:500]}
 
@@ -188,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = report.summarize(rounds)
     results["summary"] = summary
 
-    sign = sign_section(args.no_sign)
+    sign = token_section("pkcs11_sign", args.no_sign)
     results["pkcs11_sign"] = sign
+    p11kit = token_section("p11kit_sign", args.no_sign)
+    results["p11kit_sign"] = p11kit
     results["elapsed_s"] = round(time.monotonic() - started, 1)
 
     print()
@@ -205,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {k:24s} {v:10.2f}")
     else:
         print(f"\nPKCS#11 SIGN: {sign.get('skipped')}")
+    if "results" in p11kit:
+        print()
+        print("C_Sign through p11-kit-client.so (bench.p11kit_sign), signatures/s")
+        for k, v in p11kit["results"].items():
+            print(f"  {k:24s} {v:10.2f}")
+    else:
+        print(f"\np11-kit C_Sign: {p11kit.get('skipped')}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {args.out} ({results['elapsed_s']} s)")

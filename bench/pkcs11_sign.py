@@ -111,9 +111,10 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(token: Token) -> Iterator[Daemon]:
+def running_daemon(token: Token, service_extra: str = "") -> Iterator[Daemon]:
     """gssproxy-py with one TOKEN_SIGN service for the token's key, at debug
-    level 0 (as deployed); ready when a SIGN succeeds."""
+    level 0 (as deployed); ready when a SIGN succeeds. `service_extra` is
+    appended to the service section (bench.p11kit_sign adds its socket)."""
     d = token.directory
     sock = str(d / "gssproxy.sock")
     conf = d / "gssproxy.conf"
@@ -127,7 +128,7 @@ def running_daemon(token: Token) -> Iterator[Daemon]:
         f"  socket = {sock}\n"
         f"  pkcs11_module = {MODULE}\n"
         f"  pkcs11_uri = pkcs11:token={TOKEN_LABEL};object={KEY_LABEL}\n"
-        f"  pkcs11_pin = file:{token.pin_file}\n"
+        f"  pkcs11_pin = file:{token.pin_file}\n" + service_extra
     )
     conf.chmod(0o600)
     argv = [sys.executable, "-m", "gssproxy_py.server.cli", "-i", "--debug-level=0"]
@@ -268,9 +269,11 @@ def worker_main(spec: dict[str, Any]) -> None:
 # -- the parent ------------------------------------------------------------------------
 
 
-def _start_worker(spec: dict[str, Any], env: dict[str, str]) -> subprocess.Popen[str]:
+def _start_worker(
+    spec: dict[str, Any], env: dict[str, str], module: str = "bench.pkcs11_sign"
+) -> subprocess.Popen[str]:
     p = subprocess.Popen(
-        [sys.executable, "-m", "bench.pkcs11_sign", "worker", json.dumps(spec)],
+        [sys.executable, "-m", module, "worker", json.dumps(spec)],
         env={**env, "PYTHONPATH": str(REPO_ROOT)},
         cwd=REPO_ROOT,
         stdin=subprocess.PIPE,
@@ -288,7 +291,12 @@ def _start_worker(spec: dict[str, Any], env: dict[str, str]) -> subprocess.Popen
     return p
 
 
-def _workers(specs: list[dict[str, Any]], env: dict[str, str], duration: float) -> float:
+def _workers(
+    specs: list[dict[str, Any]],
+    env: dict[str, str],
+    duration: float,
+    module: str = "bench.pkcs11_sign",
+) -> float:
     """Start the workers, release them together, return signatures per second.
 
     They are set up one after the other: SoftHSM processes that initialise
@@ -298,7 +306,7 @@ def _workers(specs: list[dict[str, Any]], env: dict[str, str], duration: float) 
     try:
         for spec in specs:
             # One by one, each in `procs` at once: a failed start still stops the others.
-            procs.append(_start_worker(spec, env))  # noqa: PERF401
+            procs.append(_start_worker(spec, env, module))  # noqa: PERF401
         end = time.monotonic() + duration
         for p in procs:
             assert p.stdin is not None

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Protocol, cast
+from collections.abc import Coroutine
+from typing import Any, Protocol, cast
 
 from gssproxy_py.config.match import explain_no_match, match_service
 from gssproxy_py.config.model import Config, Service
@@ -40,6 +41,30 @@ from gssproxy_py.server.connection import PrefixLog
 from gssproxy_py.server.peer import PeerCredentialsError, read_peer
 
 __all__ = ["P11KitConnection", "P11KitHost", "P11KitViews", "load_p11kit_views"]
+
+
+async def _drive(coro: Coroutine[Any, Any, bytes], waiting: object) -> bytes:
+    """Run a coroutine that was started by hand and is waiting on
+    `waiting` (what its first step yielded) to its end, as a task would."""
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                # What a task does with a future its coroutine yields: the
+                # flag says "yielded by an await", and it is ours to clear.
+                waiting._asyncio_future_blocking = False  # type: ignore[attr-defined]
+                await waiting  # type: ignore[misc]
+        except asyncio.CancelledError:
+            coro.close()
+            raise
+        except BaseException:  # noqa: S110 -- the coroutine sees it when resumed
+            pass
+        try:
+            waiting = coro.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
 
 _log = logging.getLogger(__name__)
 
@@ -187,9 +212,7 @@ class P11KitConnection(asyncio.Protocol):
         if frames:
             self._partial_since = None
             self._queue.extend(frames)
-            self._update_reading()
-            if self._task is None:
-                self._task = asyncio.get_running_loop().create_task(self._serve())
+            self._pump()
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -247,32 +270,62 @@ class P11KitConnection(asyncio.Protocol):
         self._config = config
         return self._cryptoki
 
-    async def _serve(self) -> None:
+    def _pump(self) -> None:
+        """Answer queued requests in order. Each is started at once on the
+        loop (no task): most never wait and are answered here, the replies
+        of one read leaving in one write; the first that waits (a signature
+        on the module's thread) continues as the connection's one task, and
+        the queue behind it waits for it."""
+        out: list[bytes] = []
         try:
-            while self._queue and not self._stopped:
+            while self._queue and not self._stopped and self._task is None:
                 frame = self._queue.popleft()
-                self._update_reading()
-                cryptoki = self._cryptoki_now(frame)
                 # Request bodies are never logged, not even at level 3: a
                 # consumer's C_Login carries its PIN.
+                coro = dispatch(self._cryptoki_now(frame), frame.body)
                 try:
-                    body = await dispatch(cryptoki, frame.body)
-                except ProtocolError as exc:
-                    self._abandon(f"closing: call {call_id(frame.body)}: {exc}")
+                    waiting = coro.send(None)
+                except StopIteration as done:
+                    out.append(encode_frame(frame.code, done.value))
+                    continue
+                except Exception as exc:
+                    self._failed(frame, exc)
                     return
-                except Exception:
-                    self.log.exception("call %d: internal error", call_id(frame.body))
-                    self._abandon("closing after an internal error")
-                    return
-                transport = self._transport
-                if transport is None or transport.is_closing():
-                    return
-                transport.write(encode_frame(frame.code, body))
+                self._task = asyncio.get_running_loop().create_task(
+                    self._resume(coro, waiting, frame)
+                )
         finally:
-            self._task = None
+            transport = self._transport
+            if out and transport is not None and not transport.is_closing():
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
             self._update_reading()
-            if self._eof and not self._queue:
+            if self._eof and not self._queue and self._task is None:
                 self.close()
+
+    async def _resume(
+        self, coro: Coroutine[Any, Any, bytes], waiting: object, frame: Frame
+    ) -> None:
+        try:
+            body = await _drive(coro, waiting)
+        except asyncio.CancelledError:
+            self._task = None
+            raise
+        except Exception as exc:
+            self._task = None
+            self._failed(frame, exc)
+            return
+        self._task = None
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(encode_frame(frame.code, body))
+        self._pump()
+
+    def _failed(self, frame: Frame, exc: Exception) -> None:
+        if isinstance(exc, ProtocolError):
+            self._abandon(f"closing: call {call_id(frame.body)}: {exc}")
+            return
+        self.log.error("call %d: internal error", call_id(frame.body), exc_info=exc)
+        self._abandon("closing after an internal error")
 
     # -- reading and closing ---------------------------------------------------
 
