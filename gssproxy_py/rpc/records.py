@@ -91,37 +91,38 @@ class RecordReader:
             raise self._spent
         view = memoryview(data).cast("B")
         records: list[bytes] = []
-        pos, end = 0, len(view)
+        pos = 0
         if self._fragment_left is None and not self._header and not self._record:
-            # At a record boundary (the usual case): whole single-fragment
-            # records are sliced out of the chunk without the reassembly buffer.
-            while end - pos >= HEADER_SIZE:
-                (word,) = _HEADER.unpack_from(view, pos)
-                length = word & FRAGMENT_LENGTH_MASK
-                if not word & LAST_FRAGMENT or pos + HEADER_SIZE + length > end:
-                    break
-                if length > self._max:
-                    self._spent = RecordTooLargeError(length, self._max)
-                    raise self._spent
-                start = pos + HEADER_SIZE
-                records.append(bytes(view[start : start + length]))
-                pos = start + length
+            pos = self._whole_records(view, records)
+        self._reassemble(view, pos, records)
+        return records
+
+    def _whole_records(self, view: memoryview, records: list[bytes]) -> int:
+        """At a record boundary (the usual case): slice whole single-fragment
+        records out of the chunk without the reassembly buffer. Returns where
+        the rest of the chunk starts."""
+        pos, end = 0, len(view)
+        while end - pos >= HEADER_SIZE:
+            (word,) = _HEADER.unpack_from(view, pos)
+            length = word & FRAGMENT_LENGTH_MASK
+            if not word & LAST_FRAGMENT or pos + HEADER_SIZE + length > end:
+                break
+            if length > self._max:
+                self._spent = RecordTooLargeError(length, self._max)
+                raise self._spent
+            start = pos + HEADER_SIZE
+            records.append(bytes(view[start : start + length]))
+            pos = start + length
+        return pos
+
+    def _reassemble(self, view: memoryview, pos: int, records: list[bytes]) -> None:
+        """Feed view[pos:] through the reassembly buffer, fragment by fragment."""
+        end = len(view)
         while pos < end:
             if self._fragment_left is None:
-                take = min(HEADER_SIZE - len(self._header), end - pos)
-                self._header += view[pos : pos + take]
-                pos += take
-                if len(self._header) < HEADER_SIZE:
-                    break
-                (word,) = _HEADER.unpack(self._header)
-                self._header.clear()
-                length = word & FRAGMENT_LENGTH_MASK
-                total = len(self._record) + length
-                if total > self._max:
-                    self._spent = RecordTooLargeError(total, self._max)
-                    raise self._spent
-                self._fragment_left = length
-                self._is_last = bool(word & LAST_FRAGMENT)
+                pos = self._take_header(view, pos)
+                if self._fragment_left is None:
+                    return  # the header continues in the next chunk
             take = min(self._fragment_left, end - pos)
             if take:
                 self._record += view[pos : pos + take]
@@ -132,7 +133,24 @@ class RecordReader:
                 if self._is_last:
                     records.append(bytes(self._record))
                     self._record.clear()
-        return records
+
+    def _take_header(self, view: memoryview, pos: int) -> int:
+        """Read (the rest of) a fragment header; once whole, start its fragment."""
+        take = min(HEADER_SIZE - len(self._header), len(view) - pos)
+        self._header += view[pos : pos + take]
+        pos += take
+        if len(self._header) < HEADER_SIZE:
+            return pos
+        (word,) = _HEADER.unpack(self._header)
+        self._header.clear()
+        length = word & FRAGMENT_LENGTH_MASK
+        total = len(self._record) + length
+        if total > self._max:
+            self._spent = RecordTooLargeError(total, self._max)
+            raise self._spent
+        self._fragment_left = length
+        self._is_last = bool(word & LAST_FRAGMENT)
+        return pos
 
 
 def frame(record: bytes | bytearray | memoryview) -> bytes:

@@ -15,6 +15,7 @@ import keyword
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Final
 
 from gssproxy_py.xdrgen.ast import (
     ConstDef,
@@ -169,30 +170,35 @@ class Model:
 
     def min_size(self, s: Shape, _seen: frozenset[str] = frozenset()) -> int:
         """The fewest bytes any value of this shape encodes to."""
-        k = s.kind
-        if k in (Kind.INT, Kind.UINT, Kind.FLOAT, Kind.BOOL, Kind.ENUM):
-            return 4
-        if k in (Kind.HYPER, Kind.UHYPER, Kind.DOUBLE):
-            return 8
-        if k in (Kind.VAR_OPAQUE, Kind.STRING, Kind.VAR_ARRAY, Kind.OPTIONAL):
-            return 4
-        if k == Kind.VOID:
-            return 0
-        if k == Kind.FIXED_OPAQUE:
+        fixed = _FIXED_MIN_SIZE.get(s.kind)
+        if fixed is not None:
+            return fixed
+        if s.kind == Kind.FIXED_OPAQUE:
             assert s.size is not None
             return s.size + (-s.size) % 4
-        if k == Kind.FIXED_ARRAY:
+        if s.kind == Kind.FIXED_ARRAY:
             assert s.size is not None and s.elem is not None
             return s.size * self.min_size(s.elem, _seen)
         assert s.name is not None
         if s.name in _seen:
             return 0
         seen = _seen | {s.name}
-        if k == Kind.STRUCT:
+        if s.kind == Kind.STRUCT:
             return sum(self.min_size(f.shape, seen) for f in self.structs[s.name].fields)
         u = self.unions[s.name]
         arms = [*u.arms, *([u.default] if u.default else [])]
         return 4 + min(self.min_size(a.field.shape, seen) if a.field else 0 for a in arms)
+
+
+#: Kinds whose smallest encoding does not depend on the model: one word for
+#: the 32-bit scalars and for the length or flag that starts variable data,
+#: two for 64-bit scalars, nothing for void.
+_FIXED_MIN_SIZE: Final = {
+    **dict.fromkeys((Kind.INT, Kind.UINT, Kind.FLOAT, Kind.BOOL, Kind.ENUM), 4),
+    **dict.fromkeys((Kind.HYPER, Kind.UHYPER, Kind.DOUBLE), 8),
+    **dict.fromkeys((Kind.VAR_OPAQUE, Kind.STRING, Kind.VAR_ARRAY, Kind.OPTIONAL), 4),
+    Kind.VOID: 0,
+}
 
 
 def python_name(xdr_name: str) -> str:
