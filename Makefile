@@ -11,7 +11,7 @@ SYSPY   := /usr/bin/python3
 APT_PKGS := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gssproxy krb5-gss-samples \
             krb5-pkinit softhsm2 opensc p11-kit p11-kit-modules gnutls-bin libengine-pkcs11-openssl \
             openssh-client openssh-server keyutils iproute2 python3-venv python3-dev \
-            util-linux slapd ldap-utils krb5-kdc-ldap systemd man-db
+            util-linux slapd ldap-utils krb5-kdc-ldap systemd man-db faketime
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 IDL     := $(wildcard idl/*.x)
 STUBS   := $(patsubst idl/%.x,gssproxy_py/proto/%.py,$(IDL))

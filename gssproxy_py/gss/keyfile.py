@@ -47,7 +47,7 @@ __all__ = [
     "rotate",
 ]
 
-#: The key file's name in `state_dir`.
+#: The key file's name in `state_dir` (the engine's sealing reads the same name).
 HANDLE_KEYS_FILE = "handle-keys"
 KEY_LEN = 32
 MAX_OLD_KEYS = 4

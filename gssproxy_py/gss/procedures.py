@@ -560,12 +560,18 @@ def _local_creds(name: api.Name, exported: bytes) -> tuple[bytes, LinuxCreds]:
         raise GssFailure(GSS_S_FAILURE, ENOENT, str(exc)) from None
 
 
+def _shown_name(name: api.Name | None) -> str:
+    if name is None:
+        return "(no initiator name)"
+    try:
+        return api.display_name(name)[0].decode("utf-8", "replace")
+    except GssFailure:
+        return "(undisplayable name)"
+
+
 def _describe_linux_creds(name: api.Name, user: bytes, creds: LinuxCreds) -> str:
     """`linux_creds_v1 for PRINCIPAL (local user U): uid=N gid=N groups=[...]`."""
-    try:
-        shown = api.display_name(name)[0].decode("utf-8", "replace")
-    except GssFailure:
-        shown = "(undisplayable name)"
+    shown = _shown_name(name)
     local = user.decode("utf-8", "replace")
     if creds == UNMAPPED:
         why = f"local user {local} unknown" if local else "no local user"
@@ -594,6 +600,13 @@ async def proc_accept_sec_context(
             _bindings(arg.input_cb),
         )
         complete = not step.continue_needed
+        if complete:
+            # Debug level 1 is an audit trail: who authenticated, to which service.
+            req.log.info(
+                "accepted a context from %s for service '%s'",
+                _shown_name(step.initiator),
+                req.service.name,
+            )
         extra: list[GssxOption] = []
         if types.creds is options.CredsExport.LINUX_CREDS_V1 and complete:
             # After the accept consumed its token: a lookup that must wait

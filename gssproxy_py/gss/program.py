@@ -54,7 +54,6 @@ from gssproxy_py.gss.status import (
     GSS_S_NO_CRED,
     GssFailure,
     status_for_exception,
-    status_from_failure,
 )
 from gssproxy_py.netns.executors import NetnsExecutors
 from gssproxy_py.proto.gss_proxy import GSSPROXY_PROGRAM, GSSPROXYVERS
@@ -75,14 +74,13 @@ def _closer(engine: GssEngine, namespaced: NamespacedCalls) -> Callable[[], None
 def _refusal(proc: GssProcedure[Any, Any], call: CallInfo) -> Any:
     """The answer to a caller that matched no service."""
     reason = call.no_match_reason or "no matching service"
-    call.log.warning("%s refused: %s", GSSPROXY_PROGRAM_NAMES[proc.number], reason)
-    failure = GssFailure(GSS_S_NO_CRED, EACCES, reason)
-    return proc.failure(status_from_failure(failure, oids.KRB5))
+    failure = GssFailure(GSS_S_NO_CRED, EACCES, reason, explanation=reason)
+    return proc.failure(status_for_exception(failure, oids.KRB5, call.log, call=call))
 
 
 def _failed(proc: GssProcedure[Any, Any], exc: Exception, call: CallInfo) -> Any:
     """The one catch-all: everything raised in a call becomes a GSS status."""
-    return proc.failure(status_for_exception(exc, oids.KRB5, call.log))
+    return proc.failure(status_for_exception(exc, oids.KRB5, call.log, call=call))
 
 
 def _request(call: CallInfo, service: Service, *, inline: bool) -> Request:

@@ -21,13 +21,14 @@ Status strings are NUL-terminated and their length includes the NUL, as
 gssproxy sends them (`gp_conv_err_to_gssx_string`); a string is sent only for
 a non-zero code.
 
-The log line for a failure also says *why* when we can tell, in words an
-administrator can act on: `GssFailure.explanation` when the layer that raised
-it knew more (`policy.explaining`: which keytab or ccache of which uid), else
+Every failure is logged once, as a warning, by `failure_log`: the caller,
+the service, the codes with their texts, and *why* in words an
+administrator can act on: what the acceptor's keytab shows, else
+`GssFailure.explanation` when the layer that raised it knew more
+(`policy.explaining`: which keytab or ccache of which uid), else
 `explain_failure` from the krb5 code alone (KDC unreachable, principal
-unknown). Such lines are warnings; unexplained failures stay at info level
-(clients cause plenty of ordinary ones). The status sent to the client keeps
-the mechanism's own texts.
+unknown), else what the major code means. Repeats are rate-limited. The
+status sent to the client keeps the mechanism's own texts.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any, Final
 
 from gssproxy_py.errors import GssProxyError, LocalError, PeerError
 from gssproxy_py.proto.gss_proxy import GssxStatus
+from gssproxy_py.rpc.dispatch import CallInfo
 
 __all__ = [
     "GSS_S_BAD_MECH",
@@ -283,25 +285,25 @@ def _failure_for(
 
 
 def status_for_exception(
-    exc: BaseException, mech: bytes, log: logging.LoggerAdapter[logging.Logger] | logging.Logger
+    exc: BaseException,
+    mech: bytes,
+    log: logging.LoggerAdapter[logging.Logger] | logging.Logger,
+    *,
+    call: CallInfo | None = None,
 ) -> GssxStatus:
-    """The one mapping from anything raised inside a procedure to a `GssxStatus`."""
+    """The one mapping from anything raised inside a procedure to a `GssxStatus`.
+
+    A failure is logged once, as a WARNING naming the caller, the service and
+    why (`failure_log`), and the same line goes to syslog with `syslog_status`.
+    """
+    # failure_log builds on this module (codes, texts): imported when used.
+    from gssproxy_py.gss import failure_log
+
     failure = _failure_for(exc, log)
     if failure.major & _ROUTINE_MASK or failure.major >> 24:
-        why = failure.explanation or explain_failure(failure)
-        args: tuple[object, ...] = (
-            failure.major,
-            failure.major_message or major_messages(failure.major),
-            failure.minor,
-            failure.message,
-        )
-        fmt = "GSS failure: major 0x%08x (%s), minor %d (%s)"
-        if why:
-            # Something an administrator can fix: visible at debug level 0.
-            fmt += "; why: %s"
-            args += (why,)
-        log.log(logging.WARNING if why else logging.INFO, fmt, *args)
-        # syslog_status: the same line, with the caller's prefix, for syslog only.
-        msg, _ = log.process(fmt, {}) if isinstance(log, logging.LoggerAdapter) else (fmt, {})
-        _status_log.info(msg, *args)
+        line = failure_log.log_failure(failure, log, call)
+        if line is not None:
+            # syslog_status: the same line, with the caller's prefix, for syslog only.
+            msg, _ = log.process(line, {}) if isinstance(log, logging.LoggerAdapter) else (line, {})
+            _status_log.info("%s", msg)
     return status_from_failure(failure, mech)

@@ -11,8 +11,9 @@ one local user from starving root, the kernel or another user.
   One uid may hold `input_budget_per_uid` of them; beyond the global
   `input_budget`, the connections of the uid holding the most are dropped,
   heaviest first, until the total fits again.
-* `RateLimitedLog`: a refusal is logged at most once per interval, with how
-  many were refused silently since the last line.
+
+Refusals are logged at most once per interval, with how many were refused
+silently since the last line (`gssproxy_py.ratelimit.RateLimitedLog`).
 
 The server owns one of each; `connection.RpcConnection` reports its peer's
 uid and its buffered bytes.
@@ -171,27 +172,6 @@ class InputBudget(Generic[K]):
             self._held[key] = (uid, size)
             self._total += size
             self._per_uid[uid] += size
-
-
-class RateLimitedLog:
-    """Lets one line through per `interval` seconds and counts the rest."""
-
-    __slots__ = ("_next", "_suppressed", "interval")
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._next = float("-inf")
-        self._suppressed = 0
-
-    def admit(self, now: float) -> int | None:
-        """None if this event stays silent; else how many events were kept
-        silent since the last line (the caller logs this one now)."""
-        if now < self._next:
-            self._suppressed += 1
-            return None
-        suppressed, self._suppressed = self._suppressed, 0
-        self._next = now + self.interval
-        return suppressed
 
 
 def raise_fd_limit() -> tuple[int, int]:

@@ -37,6 +37,7 @@ from gssproxy_py.netns.errors import NetnsError
 from gssproxy_py.netns.named import NETNS_DIR, configured_names, inode_map
 from gssproxy_py.rpc.dispatch import CallInfo, Pending
 from gssproxy_py.rpc.messages import OversizedReplyError, Routed, encode_reply, reply_system_err
+from gssproxy_py.rpc.redact import describe
 from gssproxy_py.server.connection import ConnectionInfo, PrefixLog
 
 #: Where `ip netns` keeps named network namespaces (for services' `netns`).
@@ -130,9 +131,12 @@ class CallStarter:
             config, conn, default_socket=self.default_socket, selinux_enabled=self.selinux_enabled
         )
         if service is None:
-            log.info("%s: %s", name, reason)
+            # Why not is in the program's failure line: one line per refusal.
+            log.info("%s: no service matched", name)
         else:
             log.info("%s: service '%s'", name, service.name)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s arguments: %s", name, describe(routed.arg))
         info = CallInfo(
             xid=call.xid,
             program=call.prog,
@@ -224,6 +228,8 @@ async def _run(info: CallInfo, routed: Routed, run: Callable[[], Awaitable[Any]]
 
 
 def _encode(info: CallInfo, routed: Routed, result: Any) -> bytes:
+    if info.log.isEnabledFor(logging.DEBUG):
+        info.log.debug("%s result: %s", routed.procedure.name, describe(result))
     try:
         return encode_reply(routed, result, max_record_size=info.config.globals.max_record_size)
     except (XdrEncodeError, OversizedReplyError) as exc:

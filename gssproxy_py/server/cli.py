@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import logging
 import os
+import pwd
 import sys
 from collections.abc import Callable, Sequence
 
@@ -47,6 +48,7 @@ from gssproxy_py.errors import ConfigError
 from gssproxy_py.server.activation import ActivationError, InheritedSocket, inherited_sockets
 from gssproxy_py.server.daemon import ServerOptions, serve
 from gssproxy_py.server.krb5_defaults import krb5_defaults
+from gssproxy_py.server.krb5trace import start_trace_bridge
 from gssproxy_py.server.logs import (
     DEBUG_LEVEL_HELP,
     configure_logging,
@@ -211,6 +213,15 @@ def absolute_paths(args: argparse.Namespace) -> None:
     args.pid_file = _absolute(args.pid_file)
 
 
+def _uid_of(user: str | None) -> int | None:
+    if user is None:
+        return None
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None  # run_as_user reports it
+
+
 def _pid_file(args: argparse.Namespace) -> str | None:
     if args.userproxy:
         return None
@@ -263,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PidFileError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
+    if effective_debug_level(cli_level, config.globals.debug_level) >= 3:
+        # After detach() (threads do not survive a fork), before any other thread.
+        start_trace_bridge(_uid_of(config.globals.run_as_user))
     options = ServerOptions(
         config_file=args.config,
         config_dir=args.configdir,

@@ -36,8 +36,9 @@ from gssproxy_py.config.load import load_config
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.errors import ConfigError, LocalError
-from gssproxy_py.gss import keyfile
+from gssproxy_py.gss import keyfile, keytabs
 from gssproxy_py.p11kit.model import Backend
+from gssproxy_py.ratelimit import RateLimitedLog
 from gssproxy_py.rpc.dispatch import ProgramService
 from gssproxy_py.server.activation import InheritedSocket, adopt_listener, assign
 from gssproxy_py.server.admin import AdminEndpoint
@@ -46,7 +47,6 @@ from gssproxy_py.server.admission import (
     BudgetLimits,
     ConnectionCaps,
     InputBudget,
-    RateLimitedLog,
     open_fd_count,
     raise_fd_limit,
 )
@@ -429,6 +429,8 @@ class GssProxyServer:
             return False
         for warning in config.warnings:
             _log.warning("%s", warning)
+        for warning in keytabs.check_services(config):
+            _log.warning("%s", warning)
         if not await self._listen(config):
             _log.error("configuration not reloaded, keeping the old one: a socket failed")
             self.last_reload_error = "a socket failed (see the daemon log)"
@@ -664,6 +666,9 @@ async def serve(
         await server.shutdown()
         namespaces.close()
         return 1
+    # As the daemon's final user: what it cannot read now, no call will.
+    for warning in keytabs.check_services(config):
+        _log.warning("%s", warning)
     if handle_signals:
         loop.add_signal_handler(signal.SIGHUP, server.request_reload)
         for signum in _STOP_SIGNALS:

@@ -2,10 +2,13 @@
 
 | debug level | what is logged                                                   |
 |-------------|------------------------------------------------------------------|
-| 0           | warnings and errors                                              |
-| 1           | + one line per connection, call, reload and milestone            |
-| 2           | + decoded structures and policy decisions, never secret bytes    |
-| 3           | + whole records and everything else: tokens, keys, cred handles  |
+| 0           | warnings and errors, among them one line per failed call         |
+| 1           | + a line per connection, call, reload and milestone, and the     |
+|             |   initiator of every accepted context (an audit trail)           |
+| 2           | + decoded arguments and results (`rpc/redact`: no secret bytes)  |
+|             |   and policy decisions                                           |
+| 3           | + whole records and the Kerberos library's trace                 |
+|             |   (`server/krb5trace`): tokens, keys, cred handles               |
 
 Levels map onto `logging` as INFO (1), DEBUG (2) and `SECRETS_LOG_LEVEL` (3),
 so any layer logs with a plain logger and the threshold decides. Level 3 is
@@ -37,10 +40,10 @@ READY_MESSAGE = "Initialization complete."
 RELOADED_MESSAGE = "New config loaded successfully."
 
 DEBUG_LEVEL_HELP = (
-    "0: warnings and errors only; 1: one line per connection and call (-d); "
-    "2: also decoded requests and policy decisions, without secret bytes; "
-    "3: everything, INCLUDING SECRETS (tokens, session keys, credential handles) "
-    "- never use 3 outside a test system"
+    "0: warnings and errors, with one line per failed call; 1 (-d): also a line per "
+    "connection and call and who authenticated to which service; 2: also decoded "
+    "requests and results, secrets left out; 3: everything, INCLUDING SECRETS (whole "
+    "records, the Kerberos library's KRB5_TRACE) - never use 3 outside a test system"
 )
 
 _FORMAT = "%(asctime)s gssproxy-py[%(process)d]: %(levelname)s: %(message)s"

@@ -200,4 +200,5 @@ def test_program_and_socket_select_the_service(
     assert not refused["ok"], refused
     if impl == "py":
         log = daemon.log_text()[mark:]
-        assert "GSSX_ACQUIRE_CRED refused: no service matched uid" in log, log
+        assert "GSSX_ACQUIRE_CRED failed for uid" in log, log
+        assert "no service: major 0x00070000" in log and "why: no service matched uid" in log

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from gssproxy_py.config.model import CredUsage, Mech, Service
-from gssproxy_py.gss import policy
+from gssproxy_py.gss import failure_log, policy
 from gssproxy_py.gss.policy import CredRequest
 from gssproxy_py.gss.status import (
     GSS_S_BAD_MECH,
@@ -169,6 +169,12 @@ def test_explaining_sets_the_explanation_once() -> None:
 # -- the log line ------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _no_repeats() -> None:
+    """Each test starts with no failure seen (repeats are rate-limited)."""
+    failure_log.forget_repeats()
+
+
 def test_explained_failure_is_a_warning_with_why(caplog: pytest.LogCaptureFixture) -> None:
     log = logging.getLogger("test.explain")
     failure = GssFailure(GSS_S_FAILURE, KRB5_KDC_UNREACH, REALM_MSG)
@@ -176,7 +182,7 @@ def test_explained_failure_is_a_warning_with_why(caplog: pytest.LogCaptureFixtur
         status_for_exception(failure, oids.KRB5, log)
     (record,) = caplog.records
     assert record.levelno == logging.WARNING
-    assert record.getMessage().startswith("GSS failure: major 0x000d0000 (")
+    assert record.getMessage().startswith("GSS call failed: major 0x000d0000 (")
     assert record.getMessage().endswith(
         f"minor {KRB5_KDC_UNREACH} ({REALM_MSG}); why: KDC unreachable ({REALM_MSG}): "
         "check that the KDC is running and that krb5.conf names its address for the realm"
@@ -193,9 +199,13 @@ def test_explanation_from_the_raiser_wins(caplog: pytest.LogCaptureFixture) -> N
     assert st.minor_status_string == b"x\0"
 
 
-def test_unexplained_failure_stays_info(caplog: pytest.LogCaptureFixture) -> None:
+def test_every_failure_is_a_warning_with_a_why(caplog: pytest.LogCaptureFixture) -> None:
+    """Without anything more precise, the why says what the major code means."""
     log = logging.getLogger("test.explain")
     with caplog.at_level(logging.INFO, logger="test.explain"):
         status_for_exception(GssFailure(GSS_S_BAD_MECH, 2, "only krb5"), oids.KRB5, log)
     (record,) = caplog.records
-    assert record.levelno == logging.INFO and "why:" not in record.getMessage()
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().endswith(
+        "minor 2 (only krb5); why: the client asked for a mechanism other than krb5"
+    )

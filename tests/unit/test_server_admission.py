@@ -6,13 +6,13 @@ import resource
 
 import pytest
 
+from gssproxy_py.ratelimit import RateLimitedLog
 from gssproxy_py.server.admission import (
     ROOT_UID,
     Admission,
     BudgetLimits,
     ConnectionCaps,
     InputBudget,
-    RateLimitedLog,
     raise_fd_limit,
 )
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gssproxy_py.gss import failure_log
 from gssproxy_py.gss.status import GssFailure, status_for_exception
 from gssproxy_py.server.logs import set_status_syslog
 
@@ -18,6 +19,7 @@ KRB5 = bytes.fromhex("2a864886f712010202")
 
 @pytest.fixture
 def syslog_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    failure_log.forget_repeats()  # each test's failure is a first one
     path = str(tmp_path / "log")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     s.bind(path)
@@ -37,7 +39,7 @@ def test_failure_goes_to_syslog_as_authpriv(syslog_socket: tuple[socket.socket, 
     assert status.major_status == GSS_S_NO_CRED
     datagram = sock.recv(4096).decode()
     assert datagram.startswith("<86>")  # LOG_AUTHPRIV (10 << 3) | LOG_INFO (6)
-    assert "GSS failure: major 0x00070000" in datagram and "no keytab for uid 1000" in datagram
+    assert "GSS call failed: major 0x00070000" in datagram and "no keytab for uid 1000" in datagram
 
 
 def test_nothing_when_off(syslog_socket: tuple[socket.socket, str]) -> None:
