@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from gssproxy_py.config.options import (
@@ -87,18 +88,26 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+def splice_block(document: str, begin: str, end: str, block: str) -> str:
+    """`document` with what lies from `begin` to `end` replaced by `block`
+    (which carries the markers itself)."""
+    head, found, rest = document.partition(begin)
+    _, found_end, tail = rest.partition(end)
+    if not found or not found_end:
+        raise ValueError("the generated block's markers are missing")
+    return head + block.rstrip("\n") + tail
+
+
 def splice(document: str) -> str:
     """`document` with its generated block replaced by `render()`."""
-    head, found, rest = document.partition(BEGIN)
-    _, found_end, tail = rest.partition(END)
-    if not found or not found_end:
-        raise ValueError("the option reference markers are missing")
-    return head + render().rstrip("\n") + tail
+    return splice_block(document, BEGIN, END, render())
 
 
-def main(argv: list[str] | None = None) -> int:
+def generator_main(
+    doc: str, render: Callable[[], str], splice: Callable[[str], str], argv: list[str] | None
+) -> int:
     """Print the block, or rewrite it in place in the file given by --write."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--write", metavar="FILE", help="update FILE between the markers")
     args = parser.parse_args(argv)
     if args.write is None:
@@ -107,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.write)
     path.write_text(splice(path.read_text()))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return generator_main(__doc__, render, splice, argv)
 
 
 if __name__ == "__main__":

@@ -40,30 +40,19 @@ __all__ = ["REPEAT_INTERVAL", "failure_line", "log_failure", "why_failed"]
 REPEAT_INTERVAL: Final = 10.0
 _repeats = RepeatLimits(REPEAT_INTERVAL)
 
-_KRB5_BASE: Final = -1765328384
-KRB5KRB_AP_ERR_BAD_INTEGRITY: Final = (_KRB5_BASE + 31) & 0xFFFFFFFF
-KRB5KRB_AP_ERR_NOT_US: Final = (_KRB5_BASE + 35) & 0xFFFFFFFF
-KRB5KRB_AP_ERR_SKEW: Final = (_KRB5_BASE + 37) & 0xFFFFFFFF
-KRB5KRB_AP_ERR_BADKEYVER: Final = (_KRB5_BASE + 44) & 0xFFFFFFFF
-KRB5KRB_AP_ERR_NOKEY: Final = (_KRB5_BASE + 45) & 0xFFFFFFFF
-KRB5_KT_IOERR: Final = (_KRB5_BASE + 184) & 0xFFFFFFFF
-KRB5_KEYTAB_BADVNO: Final = (_KRB5_BASE + 213) & 0xFFFFFFFF
-KRB5_KT_KVNONOTFOUND: Final = (_KRB5_BASE + 230) & 0xFFFFFFFF
-KRB5_KT_FORMAT: Final = (_KRB5_BASE + 235) & 0xFFFFFFFF
-
 #: Failures the acceptor's keytab explains (besides a clock skew).
 KEYTAB_CODES: Final = frozenset(
     {
         status.KRB5_KT_NOTFOUND,
         status.KRB5_KT_END,
-        KRB5KRB_AP_ERR_BAD_INTEGRITY,
-        KRB5KRB_AP_ERR_NOT_US,
-        KRB5KRB_AP_ERR_BADKEYVER,
-        KRB5KRB_AP_ERR_NOKEY,
-        KRB5_KT_IOERR,
-        KRB5_KEYTAB_BADVNO,
-        KRB5_KT_KVNONOTFOUND,
-        KRB5_KT_FORMAT,
+        status.KRB5KRB_AP_ERR_BAD_INTEGRITY,
+        status.KRB5KRB_AP_ERR_NOT_US,
+        status.KRB5KRB_AP_ERR_BADKEYVER,
+        status.KRB5KRB_AP_ERR_NOKEY,
+        status.KRB5_KT_IOERR,
+        status.KRB5_KEYTAB_BADVNO,
+        status.KRB5_KT_KVNONOTFOUND,
+        status.KRB5_KT_FORMAT,
     }
 )
 
@@ -117,7 +106,7 @@ def _keytab_why(failure: status.GssFailure, call: CallInfo) -> str | None:
     minor = failure.minor & 0xFFFFFFFF
     if service is None:
         return None
-    if minor == KRB5KRB_AP_ERR_SKEW:
+    if minor == status.KRB5KRB_AP_ERR_SKEW:
         return (
             f"the clocks of the client (uid {call.peer.uid}, pid {call.peer.pid}) and of this "
             "host differ by more than krb5.conf's clockskew (300 s by default): check time "
@@ -142,7 +131,7 @@ def _keytab_why(failure: status.GssFailure, call: CallInfo) -> str | None:
             return found
     if not paths:
         return None
-    if minor == KRB5KRB_AP_ERR_BAD_INTEGRITY:
+    if minor == status.KRB5KRB_AP_ERR_BAD_INTEGRITY:
         return (
             f"the keytab {paths[0]} holds {principal or 'the service principal'} with the "
             "ticket's kvno, but its key does not decrypt the ticket: the key changed on the "

@@ -240,7 +240,7 @@ def test_no_service_matched_names_the_nearest(
     daemon = start(daemon_factory, "py", cifs_realm, service(clients, "/usr/sbin/cifs.upcall"))
     reply = cifs_gss(daemon, cifs_realm, user)
     assert not reply["ok"], reply
-    refused = [line for line in daemon.log_text().splitlines() if "refused" in line]
+    refused = [line for line in daemon.log_text().splitlines() if ", no service: " in line]
     expected = f"no service matched uid {user.uid}, program {CLIENT_PROGRAM}"
     assert refused and all(
         expected in line
