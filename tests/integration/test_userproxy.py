@@ -10,6 +10,7 @@ at descriptor 3 and `LISTEN_FDS=1`, `-u -i -d --debug-level=1 -s SOCKET
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -34,7 +35,7 @@ from gssproxy_py.testing.peer import (
     peer_env,
 )
 from gssproxy_py.testing.realm import StandardRealm
-from gssproxy_py.testing.users import LocalUser, popen_as
+from gssproxy_py.testing.users import LocalUser, popen_as, run_as
 
 DAEMON = [str(VENV_PYTHON), "-m", "gssproxy_py.server"]
 #: upstream's userproxytest sleeps 6 s, then requires a clean exit
@@ -279,6 +280,17 @@ def test_interposer_user_through_own_userproxy(
         ):
             establish(init, acc)
         assert "service 'user-proxy'" in log.read_text()
+        # The user administers their own daemon; its admin socket is theirs alone.
+        status = run_as(
+            user,
+            [str(VENV_PYTHON), "-m", "gssproxy_py.admin.ctl", "status", "-u"],
+            {"PYTHONPATH": str(REPO_ROOT), "XDG_RUNTIME_DIR": str(runtime)},
+        )
+        assert status.returncode == 0, status.stderr
+        assert "(userproxy mode)" in status.stdout
+        assert re.search(r"user-proxy\s+gssproxy\s+GSSX_INIT_SEC_CONTEXT\s+[1-9]", status.stdout)
+        admin = runtime / "gssproxy" / "default-admin.sock"
+        assert admin.stat().st_mode & 0o777 == 0o600 and admin.stat().st_uid == user.uid
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
