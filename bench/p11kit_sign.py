@@ -44,6 +44,8 @@ from bench.pkcs11_sign import (
     Token,
     _workers,
     make_token,
+    print_results,
+    run_worker,
     running_daemon,
 )
 
@@ -72,11 +74,7 @@ def _worker(spec: dict[str, Any]) -> Generator[int, float, None]:
 
 
 def worker_main(spec: dict[str, Any]) -> None:
-    gen = _worker(spec)
-    next(gen)
-    print("ready", flush=True)
-    end = float(sys.stdin.readline())
-    print(gen.send(end), flush=True)
+    run_worker(_worker(spec))
 
 
 @contextlib.contextmanager
@@ -136,12 +134,8 @@ def main(argv: Sequence[str]) -> int:
         worker_main(json.loads(argv[1]))
         return 0
     started = time.monotonic()
-    results = measure()
-    print("ECDSA P-256 C_Sign per second through p11-kit-client.so (SoftHSM2)")
-    for key, value in results.items():
-        shown = f"{value:10.3f}" if key.startswith("ratio") else f"{value:10.0f}"
-        print(f"  {key:22s} {shown}")
-    print(f"({time.monotonic() - started:.1f} s)")
+    title = "ECDSA P-256 C_Sign per second through p11-kit-client.so (SoftHSM2)"
+    print_results(title, measure(), started)
     return 0
 
 

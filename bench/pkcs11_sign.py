@@ -254,16 +254,20 @@ def _inproc_worker(spec: dict[str, Any]) -> Generator[int, float, None]:
     yield sum(counts)
 
 
-def worker_main(spec: dict[str, Any]) -> None:
-    """One worker: set up, print "ready", wait for the go line (the end time
-    on this machine's monotonic clock), sign until then, print the count."""
-    kind = spec["kind"]
-    gen = _client_worker(spec) if kind == "client" else _inproc_worker(spec)
+def run_worker(gen: Generator[int, float, None]) -> None:
+    """Set up (the generator's first step), print "ready", wait for the go
+    line (the end time on this machine's monotonic clock), sign until then,
+    print the count."""
     next(gen)
     print("ready", flush=True)
     end = float(sys.stdin.readline())
-    count = gen.send(end)
-    print(count, flush=True)
+    print(gen.send(end), flush=True)
+
+
+def worker_main(spec: dict[str, Any]) -> None:
+    """One worker of this module's workloads (see `run_worker`)."""
+    kind = spec["kind"]
+    run_worker(_client_worker(spec) if kind == "client" else _inproc_worker(spec))
 
 
 # -- the parent ------------------------------------------------------------------------
@@ -351,17 +355,22 @@ def measure(duration: float = 2.0, clients: Sequence[int] = (1, 8)) -> dict[str,
     return results
 
 
+def print_results(title: str, results: dict[str, float], started: float) -> None:
+    """The table `python -m bench.pkcs11_sign` (and bench.p11kit_sign) print."""
+    print(title)
+    for key, value in results.items():
+        shown = f"{value:10.3f}" if key.startswith("ratio") else f"{value:10.0f}"
+        print(f"  {key:22s} {shown}")
+    print(f"({time.monotonic() - started:.1f} s)")
+
+
 def main(argv: Sequence[str]) -> int:
     if argv[:1] == ["worker"]:
         worker_main(json.loads(argv[1]))
         return 0
     started = time.monotonic()
-    results = measure()
-    print("ECDSA P-256 signatures per second (SoftHSM2), TOKEN_SIGN vs in-process python-pkcs11")
-    for key, value in results.items():
-        shown = f"{value:10.3f}" if key.startswith("ratio") else f"{value:10.0f}"
-        print(f"  {key:22s} {shown}")
-    print(f"({time.monotonic() - started:.1f} s)")
+    title = "ECDSA P-256 signatures per second (SoftHSM2), TOKEN_SIGN vs in-process python-pkcs11"
+    print_results(title, measure(), started)
     return 0
 
 

@@ -371,12 +371,23 @@ class Cryptoki:
     async def c_sign_init(self, r: Reader, w: Writer) -> None:
         self._init_op(Operation.SIGN, r)
 
-    async def c_sign(self, r: Reader, w: Writer) -> None:
+    async def _single_part(self, kind: Operation, r: Reader, w: Writer) -> None:
+        """C_Sign and C_Decrypt: the input, the room, one output."""
         handle = r.ulong()
         data = r.input_bytes()
         room = r.room()
-        s, op = self._op(handle, Operation.SIGN)
+        s, op = self._op(handle, kind)
         w.output_bytes(await self._finish(s, op, self._single(s, op, data), room))
+
+    async def _final(self, kind: Operation, r: Reader, w: Writer) -> None:
+        """C_SignFinal and C_DecryptFinal: the output for the gathered parts."""
+        handle = r.ulong()
+        room = r.room()
+        s, op = self._op(handle, kind)
+        w.output_bytes(await self._finish(s, op, bytes(op.parts or b""), room))
+
+    async def c_sign(self, r: Reader, w: Writer) -> None:
+        await self._single_part(Operation.SIGN, r, w)
 
     async def c_sign_update(self, r: Reader, w: Writer) -> None:
         handle = r.ulong()
@@ -385,20 +396,13 @@ class Cryptoki:
         self._update(s, op, data)
 
     async def c_sign_final(self, r: Reader, w: Writer) -> None:
-        handle = r.ulong()
-        room = r.room()
-        s, op = self._op(handle, Operation.SIGN)
-        w.output_bytes(await self._finish(s, op, bytes(op.parts or b""), room))
+        await self._final(Operation.SIGN, r, w)
 
     async def c_decrypt_init(self, r: Reader, w: Writer) -> None:
         self._init_op(Operation.DECRYPT, r)
 
     async def c_decrypt(self, r: Reader, w: Writer) -> None:
-        handle = r.ulong()
-        data = r.input_bytes()
-        room = r.room()
-        s, op = self._op(handle, Operation.DECRYPT)
-        w.output_bytes(await self._finish(s, op, self._single(s, op, data), room))
+        await self._single_part(Operation.DECRYPT, r, w)
 
     async def c_decrypt_update(self, r: Reader, w: Writer) -> None:
         handle = r.ulong()
@@ -414,10 +418,7 @@ class Cryptoki:
         w.output_bytes(b"")
 
     async def c_decrypt_final(self, r: Reader, w: Writer) -> None:
-        handle = r.ulong()
-        room = r.room()
-        s, op = self._op(handle, Operation.DECRYPT)
-        w.output_bytes(await self._finish(s, op, bytes(op.parts or b""), room))
+        await self._final(Operation.DECRYPT, r, w)
 
     async def c_verify_init(self, r: Reader, w: Writer) -> None:
         self._init_op(Operation.VERIFY, r)

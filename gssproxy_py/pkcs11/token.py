@@ -723,18 +723,7 @@ class ModuleWorker:
             target = key
             if retried:
                 # The old handle died with the old session: find it again.
-                again = [
-                    k
-                    for k in session.objects(
-                        ObjectClass.PRIVATE_KEY,
-                        label=key.label or None,
-                        key_id=key.key_id or None,
-                    )
-                    if k.label == key.label and k.key_id == key.key_id
-                ]
-                if len(again) != 1:
-                    raise Refusal(TsStatus.TS_UNKNOWN_KEY, f"{what}: the key is gone")
-                target = again[0]
+                target = _private_key(session, key.label, key.key_id, what)
             raw = session.sign(target, plan.mechanism, plan.param, plan.data)
             try:
                 signature = finish_signature(plan, raw)
@@ -845,20 +834,13 @@ class ModuleWorker:
             self._rescan()
 
         def op(session: Session, _retried: bool) -> bytes:
-            st = self._s.tokens[ident]
-            found = [
-                k
-                for k in session.objects(
-                    ObjectClass.PRIVATE_KEY, label=label or None, key_id=key_id or None
-                )
-                if k.label == label and k.key_id == key_id and self._permitted(access, st, k)
-            ]
-            if len(found) != 1:
-                raise Refusal(TsStatus.TS_UNKNOWN_KEY, f"the key {label!r} is gone")
+            key = _private_key(session, label, key_id, f"using {label!r}")
+            if not self._permitted(access, self._s.tokens[ident], key):
+                raise Refusal(TsStatus.TS_KEY_NOT_PERMITTED, f"the key {label!r} is not permitted")
             if len(self._s.op_keys) >= _RESOLVED_MAX:
                 self._s.op_keys.clear()
-            self._s.op_keys[cache_key] = (session, found[0])
-            return session.operate(found[0], operation, mechanism, param, data)
+            self._s.op_keys[cache_key] = (session, key)
+            return session.operate(key, operation, mechanism, param, data)
 
         return self._with_session(ident, access, op)
 
@@ -934,6 +916,20 @@ class ModuleWorker:
             except CkrError as e:
                 problems.append(TokenProblem(ident.uri(), failure_from_ckr(e, ident.uri())))
         return found, problems
+
+
+def _private_key(session: Session, label: str, key_id: bytes, what: str) -> ObjectView:
+    """The one private key with exactly this label and id on `session`."""
+    found = [
+        k
+        for k in session.objects(
+            ObjectClass.PRIVATE_KEY, label=label or None, key_id=key_id or None
+        )
+        if k.label == label and k.key_id == key_id
+    ]
+    if len(found) != 1:
+        raise Refusal(TsStatus.TS_UNKNOWN_KEY, f"{what}: the key is gone")
+    return found[0]
 
 
 def _cert_spki(der: bytes) -> bytes | None:

@@ -295,9 +295,8 @@ class P11KitConnection(asyncio.Protocol):
                     self._resume(coro, waiting, frame)
                 )
         finally:
-            transport = self._transport
-            if out and transport is not None and not transport.is_closing():
-                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if out:
+                self._write(out[0] if len(out) == 1 else b"".join(out))
             self._update_reading()
             if self._eof and not self._queue and self._task is None:
                 self.close()
@@ -315,10 +314,13 @@ class P11KitConnection(asyncio.Protocol):
             self._failed(frame, exc)
             return
         self._task = None
+        self._write(encode_frame(frame.code, body))
+        self._pump()
+
+    def _write(self, data: bytes) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.write(encode_frame(frame.code, body))
-        self._pump()
+            transport.write(data)
 
     def _failed(self, frame: Frame, exc: Exception) -> None:
         if isinstance(exc, ProtocolError):
