@@ -93,6 +93,11 @@ class Cryptoki:
         self._sessions: dict[int, _Session] = {}
         self._next_session = FIRST_SESSION
 
+    def rebind(self, backend: Backend | None) -> None:
+        """Serve the next calls with `backend` (the same service after a
+        configuration reload: its policy may have changed)."""
+        self._backend = backend
+
     # -- shared helpers --------------------------------------------------------
 
     async def _slots(self) -> tuple[VirtualToken, ...]:

@@ -263,12 +263,21 @@ class P11KitConnection(asyncio.Protocol):
                 )
             else:
                 self.log.info("service %s", service.name)
-            who = f"uid {peer.uid} pid {peer.pid} program {peer.program or '(unknown)'}"
-            backend = host.p11kit_backend(service, who) if service is not None else None
-            self._cryptoki = Cryptoki(backend)
+            self._cryptoki = Cryptoki(self._backend_for(service))
             self._service_name = name
+        elif service is not None:
+            # The same service, reloaded: its new policy from the next call
+            # (the objects and handles this connection knows stay).
+            self._cryptoki.rebind(self._backend_for(service))
         self._config = config
         return self._cryptoki
+
+    def _backend_for(self, service: Service | None) -> Backend | None:
+        if service is None or self._peer is None:
+            return None
+        p = self._peer
+        who = f"uid {p.uid} pid {p.pid} program {p.program or '(unknown)'}"
+        return self._host.p11kit_backend(service, who)
 
     def _pump(self) -> None:
         """Answer queued requests in order. Each is started at once on the
@@ -289,6 +298,10 @@ class P11KitConnection(asyncio.Protocol):
                     out.append(encode_frame(frame.code, done.value))
                     continue
                 except Exception as exc:
+                    # The answers before the bad request still leave.
+                    if out:
+                        self._write(b"".join(out))
+                        out.clear()
                     self._failed(frame, exc)
                     return
                 self._task = asyncio.get_running_loop().create_task(

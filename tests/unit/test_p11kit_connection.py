@@ -6,6 +6,7 @@ malformed frame closing only this connection, and matching by service."""
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,7 +84,7 @@ class Host:
     backend: Backend | None
     config: Config = field(
         default_factory=lambda: load_config_text(
-            f"[service/s]\n  mechs = krb5\n  euid = {__import__('os').getuid()}\n"
+            f"[service/s]\n  mechs = krb5\n  euid = {os.getuid()}\n"
             f"  pkcs11_module = /m.so\n  pkcs11_uri = pkcs11:token=t\n  p11kit_socket = {SOCK}\n"
         )
     )
@@ -191,3 +192,25 @@ def test_no_service_on_another_socket_sees_no_slot() -> None:
         assert host.services == []
 
     asyncio.run(go())
+
+
+def test_a_reload_rebinds_the_same_service_and_keeps_the_sessions() -> None:
+    async def go() -> None:
+        host = Host(FakeBackend())
+        conn, t = _connect(host)
+        conn.data_received(b"\x00" + _frame(0x10, initialize()))
+        conn.data_received(_frame(0x11, Request(10, "uu").u(0x11).u(Ckf.SERIAL_SESSION).body()))
+        session = response(t.frames()[-1][1])[2].ulong()
+        host.config = load_config_text(TEXT_RELOADED.format(uid=os.getuid()))
+        host.backend = FakeBackend(allowed=frozenset())
+        conn.data_received(_frame(0x12, Request(13, "u").u(session).body()))
+        assert error_of(t.frames()[-1][1]) is None  # the session survived
+        assert host.services == ["s", "s"]  # the new policy is in use
+
+    asyncio.run(go())
+
+
+TEXT_RELOADED = (
+    "[service/s]\n  mechs = krb5\n  euid = {uid}\n  pkcs11_module = /m.so\n"
+    f"  pkcs11_uri = pkcs11:token=t\n  p11kit_socket = {SOCK}\n  p11kit_mechanisms = ECDSA\n"
+)
