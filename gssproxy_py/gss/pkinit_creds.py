@@ -12,12 +12,17 @@ TOKEN_SIGN program.
 The seam between the two layers:
 
 * `TgtSource` (this module) is the one thing the GSS layer needs from the
-  token layer: `await pkinit_tgt(service, ccache=NAME)` puts a fresh TGT for
-  the service's `krb5_principal` into the ccache NAME, or raises a
-  `GssProxyError` whose text is fit for the client (it names the token, the
-  PIN *source*, the principal; never a PIN). The PKCS#11 layer's
-  `TokenSignBackend` provides it (it logs in through its own module worker
-  first, so a wrong PIN is reported as such, then runs libkrb5 in a child).
+  token layer: `pkinit_tgt_blocking(service, ccache=NAME, time_limit=S)`
+  puts a fresh TGT for the service's `krb5_principal` into the ccache NAME,
+  blocking the calling executor thread, or raises a `GssProxyError` whose
+  text is fit for the client (it names the token, the PIN *source*, the
+  principal; never a PIN), or `TimeoutError`. The PKCS#11 layer's
+  `TokenSignBackend` provides it: it hands its login check to the module's
+  executor and waits for it (a wrong PIN is reported as such), then runs
+  libkrb5 in a child; no event loop is involved on the way. A source that
+  only has the coroutine `pkinit_tgt(service, ccache=NAME)`
+  (`CoroutineTgtSource`, such as a stand-in in a test) is run on a private
+  event loop of the calling thread instead.
 * `server/programs.py` builds the TOKEN_SIGN program first and hands its
   backend to `gss.program.gss_proxy_service(config, tgt_source=...)`, so
   both programs share one backend (one module load, one login per token).
@@ -52,12 +57,12 @@ child-process storm while the KDC is down; a token PIN the token rejected is
 never retried by the token layer anyway until a reload, which also clears
 this memory).
 
-Threads: `ensure` blocks (the source's coroutine runs to the end on a
-private event loop of the calling thread), so the engine calls it from its
-executor threads only (a PKINIT service never runs inline, see
-`gss.inline`); called on a thread whose event loop is running it refuses
-with a GSS error rather than block that loop. The token layer's own work
-still goes to its module thread and a child process.
+Threads: `ensure` blocks, so the engine calls it from its executor threads
+only (a PKINIT service never runs inline, see `gss.inline`); called on a
+thread whose event loop is running it refuses with a GSS error rather than
+block that loop, before the token layer is asked. The token layer's own work
+goes to its module's executor (`pkcs11.token.ModuleWorker.call`) and a child
+process.
 """
 
 from __future__ import annotations
@@ -71,10 +76,9 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 from gssproxy_py.config.model import Config, CredUsage, Service
 from gssproxy_py.errors import GssProxyError
@@ -84,6 +88,7 @@ from gssproxy_py.vocab import oids
 
 __all__ = [
     "FAILURE_HOLD",
+    "CoroutineTgtSource",
     "PkinitCreds",
     "PkinitPlan",
     "TgtSource",
@@ -100,12 +105,22 @@ WAIT_LIMIT: Final = 60.0
 PKINIT_DIR: Final = "pkinit"
 
 
+@runtime_checkable
 class TgtSource(Protocol):
     """What the GSS layer needs from the token layer (see the module docstring)."""
 
+    def pkinit_tgt_blocking(self, service: Service, *, ccache: str, time_limit: float) -> None:
+        """A fresh TGT for `service.krb5_principal` into `ccache`, blocking
+        this (executor) thread at most about `time_limit` s; a GssProxyError
+        with a client-fit message (no PIN) or TimeoutError when not."""
+        ...
+
+
+class CoroutineTgtSource(Protocol):
+    """A TGT source with a coroutine only (a stand-in token layer)."""
+
     async def pkinit_tgt(self, service: Service, *, ccache: str) -> None:
-        """A fresh TGT for `service.krb5_principal` into `ccache`; a
-        GssProxyError with a client-fit message (no PIN) when not."""
+        """As `TgtSource.pkinit_tgt_blocking`, awaited."""
         ...
 
 
@@ -154,7 +169,7 @@ class _Slot:
 class PkinitCreds:
     """The GSS side of PKINIT from the token (see the module docstring)."""
 
-    def __init__(self, source: TgtSource | None) -> None:
+    def __init__(self, source: TgtSource | CoroutineTgtSource | None) -> None:
         self.source = source
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
@@ -277,7 +292,7 @@ class PkinitCreds:
         )
         started = time.monotonic()
         try:
-            self._call(self.source.pkinit_tgt(plan.service, ccache=target), what)
+            self._call(self.source, plan.service, target, what)
             if temp is not None and file_path is not None:
                 os.chmod(temp, 0o600)
                 os.replace(temp, file_path)
@@ -293,9 +308,12 @@ class PkinitCreds:
             (time.monotonic() - started) * 1000,
         )
 
-    def _call(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+    @staticmethod
+    def _call(
+        source: TgtSource | CoroutineTgtSource, service: Service, ccache: str, what: str
+    ) -> None:
         try:
-            _run_blocking(coro, WAIT_LIMIT)
+            _obtain(source, service, ccache)
         except TimeoutError:
             raise GssFailure(
                 GSS_S_NO_CRED, 0, f"{what}: PKINIT did not finish within {WAIT_LIMIT:g} s"
@@ -314,21 +332,27 @@ class _OnTheLoopError(RuntimeError):
     """`ensure` was called on a thread whose event loop runs (a bug of ours)."""
 
 
-def _run_blocking(coro: Coroutine[Any, Any, None], limit: float) -> None:
-    """Run the token layer's coroutine to the end from an executor thread,
-    on a private event loop of that thread; the daemon's loop is never
-    involved, and never waited for."""
+def _obtain(source: TgtSource | CoroutineTgtSource, service: Service, ccache: str) -> None:
+    """Ask `source` for the TGT from this thread, which must not be running
+    an event loop (blocking it would stop every call the loop serves)."""
+    if _loop_running():
+        raise _OnTheLoopError("PKINIT asked for on an event loop's thread; it would block it")
+    if isinstance(source, TgtSource):
+        source.pkinit_tgt_blocking(service, ccache=ccache, time_limit=WAIT_LIMIT)
+        return
 
     async def bounded() -> None:
-        await asyncio.wait_for(coro, limit)
+        await asyncio.wait_for(source.pkinit_tgt(service, ccache=ccache), WAIT_LIMIT)
 
+    asyncio.run(bounded())
+
+
+def _loop_running() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(bounded())
-        return
-    coro.close()
-    raise _OnTheLoopError("PKINIT asked for on an event loop's thread; it would block that loop")
+        return False
+    return True
 
 
 def _private_dir(path: Path) -> None:

@@ -18,7 +18,7 @@ Why in a child process. pkinit loads the PKCS#11 module itself and calls
 C_Initialize(NULL), which fails with CKR_CRYPTOKI_ALREADY_INITIALIZED in a
 process that already initialised that module (ours does, on its worker
 thread), and its cleanup calls C_Finalize, which would pull the module out
-from under the worker. So `obtain_tgt` runs `python -m
+from under the worker. So `obtain_tgt` (and `obtain_tgt_sync`) runs `python -m
 gssproxy_py.pkcs11.pkinit` with a clean PKCS#11 state: the request as one
 JSON line on stdin, the PIN as the second line (never argv or the
 environment), a one-line reason on stderr when it fails.
@@ -34,6 +34,7 @@ import asyncio
 import ctypes
 import json
 import os
+import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from typing import Final
@@ -213,7 +214,8 @@ class _Responder:
 
 def get_tgt_here(request: PkinitRequest, pin: Pin) -> None:
     """Get the TGT in this process. Only safe where the PKCS#11 module is not
-    loaded yet (the child); `obtain_tgt` is the daemon's entry point."""
+    loaded yet (the child); `obtain_tgt` and `obtain_tgt_sync` are the
+    daemon's entry points."""
     lib = _krb5()
     ctx = ctypes.c_void_p()
     code = lib.krb5_init_context(ctypes.byref(ctx))
@@ -334,9 +336,8 @@ def obtain_tgt_sync(
     env: dict[str, str] | None = None,
     time_limit: float = DEFAULT_TIMEOUT,
 ) -> None:
-    """obtain_tgt for callers without an event loop (a worker thread)."""
-    import subprocess
-
+    """obtain_tgt for a thread that may block (a GSS executor thread; never
+    an event loop's)."""
     try:
         proc = subprocess.run(
             _child_argv(),

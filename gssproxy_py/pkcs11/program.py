@@ -28,6 +28,7 @@ import asyncio
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -38,7 +39,13 @@ from gssproxy_py.pkcs11.errors import PinSourceError, Refusal, SignFailure, Toke
 from gssproxy_py.pkcs11.keys import KeyKind, KeyRecord
 from gssproxy_py.pkcs11.mechanisms import MECHANISMS, mechanisms_for_key
 from gssproxy_py.pkcs11.pin import Pin, read_pin
-from gssproxy_py.pkcs11.pkinit import PkinitRequest, obtain_tgt, token_identity
+from gssproxy_py.pkcs11.pkinit import (
+    DEFAULT_TIMEOUT,
+    PkinitRequest,
+    obtain_tgt,
+    obtain_tgt_sync,
+    token_identity,
+)
 from gssproxy_py.pkcs11.token import ModuleWorker, ServiceAccess, TokenProblem
 from gssproxy_py.pkcs11.uri import ObjectType, Pkcs11Uri, UriError, parse_uri
 from gssproxy_py.proto.token_sign import (
@@ -66,6 +73,10 @@ from gssproxy_py.rpc.dispatch import CallInfo, Handler, ProgramService
 __all__ = ["TokenSignBackend", "build_token_sign", "parse_service_uris", "token_sign_service"]
 
 log = logging.getLogger("gssproxy_py.pkcs11")
+
+#: Default bound on one blocking PKINIT: the login check queued behind the
+#: module's other calls, then the child (itself bounded by DEFAULT_TIMEOUT).
+PKINIT_TIME_LIMIT: Final = 2 * DEFAULT_TIMEOUT
 
 _KEY_TYPES: Final = {
     KeyKind.RSA: TsKeyType.TS_KEY_RSA,
@@ -276,12 +287,44 @@ class TokenSignBackend:
         key its first `pkcs11_uri` selects, the PIN from its `pkcs11_pin`,
         into `ccache` (default: the service's `cred_store` ccache, which must
         then be a fixed name). PkinitError or SignFailure when it cannot,
-        with a message fit for the client (never the PIN).
+        with a message fit for the client (never the PIN). For callers on an
+        event loop; the GSS layer uses `pkinit_tgt_blocking`."""
+        access, pin, worker, request = self._pkinit_request(service, ccache)
+        await worker.run(worker.check_login, access)
+        await obtain_tgt(request, pin, env=env)
+        _log_pkinit(service, request)
+
+    def pkinit_tgt_blocking(
+        self,
+        service: Service,
+        *,
+        ccache: str | None = None,
+        env: dict[str, str] | None = None,
+        time_limit: float = PKINIT_TIME_LIMIT,
+    ) -> None:
+        """`pkinit_tgt` for a thread that may block: the login check goes to
+        the module's executor and this thread waits for it, then the PKINIT
+        child runs from this thread; TimeoutError when the login check or the
+        child takes the thread past `time_limit` s.
 
         This is `gssproxy_py.gss.pkinit_creds.TgtSource`: the GSS layer
-        calls it (from its executor threads, on a private event loop) before
+        calls it from its executor threads (no event loop in between) before
         it initiates as such a service without a valid TGT; the server hands
         this backend to the GSS program (`server/programs.py`)."""
+        deadline = time.monotonic() + time_limit
+        access, pin, worker, request = self._pkinit_request(service, ccache)
+        worker.call(worker.check_login, access, timeout=time_limit)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"PKINIT for {request.principal}: no time left after the login")
+        obtain_tgt_sync(request, pin, env=env, time_limit=min(DEFAULT_TIMEOUT, left))
+        _log_pkinit(service, request)
+
+    def _pkinit_request(
+        self, service: Service, ccache: str | None
+    ) -> tuple[ServiceAccess, Pin, ModuleWorker, PkinitRequest]:
+        """What a PKINIT for `service` needs, or the reason it cannot run:
+        the token access, the PIN, the module's worker and the request."""
         access = self._access(service)
         if service.krb5_principal is None:
             raise _not_configured(f"service {service.name}: PKINIT needs krb5_principal")
@@ -295,21 +338,16 @@ class TokenSignBackend:
         if access.pin is None:
             why = access.pin_problem or f"service {service.name} has no pkcs11_pin"
             raise TokenFailure(TsStatus.TS_PIN_ERROR, why)
-        # Log in through our own worker first: a wrong or locked PIN is then
-        # reported precisely (libkrb5 only says "preauthentication failed")
-        # and falls under the never-retry rule instead of reaching the token
-        # again from the child.
-        worker = self._worker(access)
-        await worker.run(worker.check_login, access)
+        # The caller logs in through our own worker first (check_login): a
+        # wrong or locked PIN is then reported precisely (libkrb5 only says
+        # "preauthentication failed") and falls under the never-retry rule
+        # instead of reaching the token again from the child.
         request = PkinitRequest(
             principal=service.krb5_principal,
             identity=token_identity(access.configured_module or access.module, access.uris[0]),
             ccache=ccache,
         )
-        await obtain_tgt(request, access.pin, env=env)
-        log.info(
-            "pkcs11: service %s: PKINIT TGT for %s in %s", service.name, request.principal, ccache
-        )
+        return access, access.pin, self._worker(access), request
 
     # -- shutdown ------------------------------------------------------------
 
@@ -335,6 +373,15 @@ class TokenSignBackend:
         self.close()
         for worker in workers:
             await asyncio.to_thread(worker.join)
+
+
+def _log_pkinit(service: Service, request: PkinitRequest) -> None:
+    log.info(
+        "pkcs11: service %s: PKINIT TGT for %s in %s",
+        service.name,
+        request.principal,
+        request.ccache,
+    )
 
 
 # -- wire conversion ---------------------------------------------------------

@@ -202,8 +202,9 @@ class _WorkerState:
 
 
 class ModuleWorker:
-    """One module, one thread. Methods not starting with `async` or `run`
-    must only be called on the worker thread (through `run`)."""
+    """One module, one thread. Other methods than `run`, `call`, `submit`,
+    `sessions`, `retire` and `join` must only be called on the worker thread
+    (through one of the first three)."""
 
     def __init__(self, path: str, loader: Callable[[str], Library]) -> None:
         self.path = path
@@ -215,12 +216,26 @@ class ModuleWorker:
         self._executor = Executor(f"pkcs11-{name}", 1, batch=True)
         self._retired = False
 
-    # -- async side --------------------------------------------------------
+    # -- ways in (any thread) ------------------------------------------------
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         if self._retired:
             raise RuntimeError(f"the worker of {self.path} is retired")
         return await self._executor.run(functools.partial(fn, *args))
+
+    def call(self, fn: Callable[..., T], *args: object, timeout: float) -> T:
+        """fn(*args) on the worker thread, waited for by the calling thread,
+        which must not be an event loop's (a GSS executor thread asking for
+        PKINIT's login check). TimeoutError after `timeout` s; the call is
+        then cancelled if it has not started."""
+        if self._retired:
+            raise RuntimeError(f"the worker of {self.path} is retired")
+        future = self._executor.submit(fn, *args)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def submit(self, fn: Callable[..., object], *args: object) -> None:
         """Queue work without waiting (startup warm-up, reload, shutdown)."""

@@ -33,10 +33,11 @@ from gssproxy_py.pkcs11.adapter import (
     TokenFlag,
     TokenInfo,
 )
-from gssproxy_py.pkcs11.errors import CkrError, ModuleLoadError, PinSourceError
+from gssproxy_py.pkcs11.errors import CkrError, ModuleLoadError, PinSourceError, SignFailure
 from gssproxy_py.pkcs11.keys import KeyKind
 from gssproxy_py.pkcs11.mechanisms import MECHANISMS, Ckm, Mgf, PssParams
 from gssproxy_py.pkcs11.pin import Pin
+from gssproxy_py.pkcs11.pkinit import PkinitRequest
 from gssproxy_py.pkcs11.program import TokenSignBackend, build_token_sign
 from gssproxy_py.proto.token_sign import (
     TOKEN_SIGN,
@@ -850,3 +851,94 @@ def test_verify_helper_rejects_a_bad_signature(h: Harness) -> None:
     sig = h.ok("signer", key.uri.decode(), TsMechanism.TS_MECH_ED25519, b"m")
     with pytest.raises(InvalidSignature):
         verify(key.spki, TsMechanism.TS_MECH_ED25519, b"n", sig)
+
+
+# -- PKINIT's blocking entry (the GSS layer's TgtSource) -------------------------------
+
+PKINIT_SERVICE = """[service/pk]
+  mechs = krb5
+  euid = 1007
+  krb5_principal = pk@EXAMPLE.TEST
+  cred_store = ccache:FILE:/nonexistent/pk.ccache
+  pkcs11_module = {module}
+  pkcs11_uri = pkcs11:token=main;object=rsa
+  pkcs11_pin = keyring:{pin}
+"""
+
+
+class ChildRecorder:
+    """Stands in for the PKINIT child: records what it would have been given."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[PkinitRequest, str, float]] = []
+
+    def __call__(
+        self,
+        request: PkinitRequest,
+        pin: Pin,
+        *,
+        env: dict[str, str] | None = None,
+        time_limit: float,
+    ) -> None:
+        self.requests.append((request, threading.current_thread().name, time_limit))
+
+
+@pytest.fixture
+def child(monkeypatch: pytest.MonkeyPatch) -> ChildRecorder:
+    recorder = ChildRecorder()
+    monkeypatch.setattr("gssproxy_py.pkcs11.program.obtain_tgt_sync", recorder)
+    return recorder
+
+
+def _no_event_loops(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse() -> asyncio.AbstractEventLoop:
+        raise AssertionError("an event loop was made on the way to the token")
+
+    monkeypatch.setattr(asyncio.events, "new_event_loop", refuse)
+
+
+def test_pkinit_blocking_logs_in_on_the_module_thread_without_a_loop(
+    env: Env, child: ChildRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(env, CONFIG + PKINIT_SERVICE.format(module=MODULE, pin="main-pin"))
+    try:
+        _no_event_loops(monkeypatch)
+        env.libs[MODULE].calls.clear()
+        h.backend.pkinit_tgt_blocking(h.config.service("pk"))
+        ((request, thread, limit),) = child.requests
+        assert request.principal == "pk@EXAMPLE.TEST"
+        assert request.ccache == "FILE:/nonexistent/pk.ccache"
+        assert request.identity.startswith(f"PKCS11:module_name={MODULE}:")
+        # The login check ran on the module's thread; the child from ours.
+        assert env.libs[MODULE].calls and threading.current_thread().name not in set(
+            env.libs[MODULE].calls
+        )
+        assert thread == threading.current_thread().name
+        assert 0 < limit <= 30
+    finally:
+        monkeypatch.undo()
+        h.close()
+
+
+def test_pkinit_blocking_wrong_pin_never_reaches_the_child(env: Env, child: ChildRecorder) -> None:
+    h = Harness(env, CONFIG + PKINIT_SERVICE.format(module=MODULE, pin="wrong-pin"))
+    try:
+        with pytest.raises(SignFailure) as e:
+            h.backend.pkinit_tgt_blocking(h.config.service("pk"))
+        assert e.value.status is TsStatus.TS_PIN_ERROR and "9999" not in str(e.value)
+        assert not child.requests
+    finally:
+        h.close()
+
+
+def test_pkinit_blocking_gives_up_behind_a_stuck_module(env: Env, child: ChildRecorder) -> None:
+    h = Harness(env, CONFIG + PKINIT_SERVICE.format(module=MODULE, pin="main-pin"))
+    release = threading.Event()
+    try:
+        h.backend._workers[MODULE].submit(release.wait)  # the module's one thread is busy
+        with pytest.raises(TimeoutError):
+            h.backend.pkinit_tgt_blocking(h.config.service("pk"), time_limit=0.2)
+        assert not child.requests
+    finally:
+        release.set()
+        h.close()
