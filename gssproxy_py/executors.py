@@ -355,8 +355,10 @@ class Executor(concurrent.futures.Executor):
                 self._written_off.append(slot)
                 self._spawn()
                 done.append(stuck[slot.name])
+        # The caller logs the stall once (gss.stalls); one line per thread
+        # would repeat it for every stuck call.
         for gone in done:
-            _log.warning(
+            _log.debug(
                 "executor %s: thread %s written off after %.1fs in one call; replaced",
                 self.name,
                 gone.thread,

@@ -3,9 +3,13 @@
 `GssEngine` is created once per daemon (by `program.gss_proxy_service`) and
 outlives configuration reloads. It holds, each in its own module:
 
-* the worker threads every blocking GSSAPI call runs in (an
-  `executors.Executor` named `gss`), sized from
-  `config.globals.worker_threads` and re-created when a reload changes it;
+* the worker threads every blocking GSSAPI call runs in: one
+  `executors.Executor` per service (`gss-NAME`), each of
+  `config.globals.worker_threads` threads started on first use, so a
+  service whose KDC hangs only takes its own threads (issue 14, item 1);
+  re-created when a reload changes the count, dropped with their service;
+  threads stuck past the call deadline are written off and replaced
+  (`gss.stalls`);
 * `credentials`: acquisition with its cache, sealing with the handle keys,
   pooled credential objects, PKINIT (`gss.credentials`, `gss.sealing`);
 * `inline`: which calls are tried on the event loop, and the guard that
@@ -19,12 +23,11 @@ the end.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from gssproxy_py.config.model import Config
+from gssproxy_py.config.model import Config, Service
 from gssproxy_py.executors import Executor
 from gssproxy_py.gss import api
 from gssproxy_py.gss.credcache import TtlCache
@@ -32,6 +35,7 @@ from gssproxy_py.gss.credentials import Credentials
 from gssproxy_py.gss.inline import InlineCalls
 from gssproxy_py.gss.krb5cc import hold_profile
 from gssproxy_py.gss.linux_creds import LinuxCreds
+from gssproxy_py.gss.stalls import StallWatch
 from gssproxy_py.gss.status import ENOENT, GSS_S_BAD_MECH, GssFailure
 from gssproxy_py.proto.gss_proxy import GssxOIDSet
 from gssproxy_py.vocab import oids
@@ -63,7 +67,9 @@ class GssEngine:
     def __init__(self, config: Config) -> None:
         self._executor_lock = threading.Lock()
         self._workers = max(1, config.globals.worker_threads)
-        self._executor = Executor("gss", self._workers)
+        #: one executor per service name
+        self._executors: dict[str, Executor] = {}
+        self.stalls = StallWatch()
         self._closed = False
         self.credentials = Credentials(self._workers)
         self.inline = InlineCalls()
@@ -80,7 +86,17 @@ class GssEngine:
         credentials acquired under the old service definitions (their keys
         would never match again anyway), PKINIT failures, inline verdicts and
         linux_creds."""
-        self.executor_for(config)
+        with self._executor_lock:
+            names = {s.name for s in config.services}
+            if max(1, config.globals.worker_threads) != self._workers:
+                names = set()  # every executor is made anew at its next call
+            gone = [self._executors.pop(n) for n in list(self._executors) if n not in names]
+            if not names:
+                self._workers = max(1, config.globals.worker_threads)
+                self.credentials.resize(self._workers)
+        for executor in gone:
+            self.stalls.forget(executor)
+            executor.shutdown(wait=False)
         self.credentials.forget()
         self.inline.forget()
         self.local_creds.clear()
@@ -89,27 +105,51 @@ class GssEngine:
         """Stop the worker threads (queued work is cancelled) and drop cached creds."""
         with self._executor_lock:
             self._closed = True
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            executors, self._executors = list(self._executors.values()), {}
+        for executor in executors:
+            executor.shutdown(wait=False, cancel_futures=True)
         self.credentials.forget()
 
     # -- threads ------------------------------------------------------------------
 
-    def executor_for(self, config: Config) -> Executor:
-        """The threads for `config`'s `worker_threads` (made anew when it changed)."""
+    def executor_for(self, config: Config, service: Service) -> Executor:
+        """The threads of `service` under `config`: made on first use, anew
+        when `worker_threads` changed; those of services no longer
+        configured are shut down (work already queued finishes on them)."""
         wanted = max(1, config.globals.worker_threads)
+        retired: list[Executor] = []
         with self._executor_lock:
             if wanted != self._workers and not self._closed:
-                # Work already queued finishes on the old pool.
-                self._executor.shutdown(wait=False)
-                self._executor = Executor("gss", wanted)
+                retired = list(self._executors.values())
+                self._executors = {}
                 self._workers = wanted
                 self.credentials.resize(wanted)
-            return self._executor
+            executor = self._executors.get(service.name)
+            if executor is None:
+                names = {s.name for s in config.services}
+                for gone in [n for n in self._executors if n not in names]:
+                    retired.append(self._executors.pop(gone))
+                executor = Executor(f"gss-{service.name}", wanted)
+                if not self._closed:
+                    self._executors[service.name] = executor
+        for old in retired:
+            self.stalls.forget(old)
+            old.shutdown(wait=False)
+        return executor
 
     async def run(
-        self, config: Config, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+        self,
+        config: Config,
+        service: Service,
+        fn: Callable[[], _T],
+        executor: Executor | None = None,
     ) -> _T:
-        return await self.executor_for(config).run(functools.partial(fn, *args, **kwargs))
+        """`fn()` on `executor` (default: the service's own threads), after
+        giving back threads stuck past the call deadline."""
+        if executor is None:
+            executor = self.executor_for(config, service)
+        self.stalls.check(executor, service.name, config.globals.call_timeout)
+        return await executor.run(fn)
 
     # -- mechanisms ---------------------------------------------------------------
 

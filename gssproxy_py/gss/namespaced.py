@@ -6,9 +6,10 @@ the whole procedure runs on a thread inside the peer's network namespace:
 `NetnsExecutors.executor_for_inode(peer.netns_inode)`. That is the
 namespace of the connection (`server.peer`), so a service matched through
 `netns = NAME` runs in NAME, and a `netns = all` service in whichever named
-namespace the peer is in. Everything else keeps the engine's own threads
-(`GssEngine.run`): calls of services without `netns`, and calls whose peer
-is in the daemon's own namespace or its namespace is unknown.
+namespace the peer is in. Everything else keeps the service's own threads
+(`GssEngine.run`, which runs both kinds and writes off stuck threads): calls
+of services without `netns`, and calls whose peer is in the daemon's own
+namespace or its namespace is unknown.
 
 Unnamed namespaces (no entry under /run/netns) cannot be re-entered without
 pinning them; `executor_for_inode` gives those the daemon's own namespace,
@@ -25,10 +26,7 @@ is made on first use and shut down with the program.
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
 
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.config.peer import Peer
@@ -36,9 +34,6 @@ from gssproxy_py.executors import Executor
 from gssproxy_py.netns.executors import NetnsExecutors
 
 __all__ = ["NamespacedCalls", "is_namespaced"]
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 
 def is_namespaced(service: Service) -> bool:
@@ -77,20 +72,6 @@ class NamespacedCalls:
         if inode is None or inode == executors.own_inode:
             return None
         return executors.executor_for_inode(inode)
-
-    @staticmethod
-    async def run(
-        executor: Executor,
-        fn: Callable[_P, _T],
-        *args: _P.args,
-        **kwargs: _P.kwargs,
-    ) -> _T:
-        """`fn(*args, **kwargs)` on `executor`.
-
-        A worker that could not enter its namespace raises
-        `executors.BrokenExecutorError` here.
-        """
-        return await executor.run(functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
         """Shut our private executors down (the shared ones are the server's)."""

@@ -105,10 +105,16 @@ def _handler(
         req = _request(call, call.service, inline=False)
         try:
             executor = namespaced.executor_for(call.service, call.peer, call.config)
-            if executor is None:
-                return await engine.run(call.config, lambda: run_to_end(handler(engine, req, arg)))
-            call.log.debug("running in the network namespace of inode %s", call.peer.netns_inode)
-            return await namespaced.run(executor, lambda: run_to_end(handler(engine, req, arg)))
+            if executor is not None:
+                call.log.debug(
+                    "running in the network namespace of inode %s", call.peer.netns_inode
+                )
+            return await engine.run(
+                call.config,
+                call.service,
+                lambda: run_to_end(handler(engine, req, arg)),
+                executor,
+            )
         except Exception as exc:
             return _failed(proc, exc, call)
 
@@ -149,7 +155,8 @@ async def _continue(
     """The rest of a call that stopped at a wait point, on the engine's threads."""
     call.log.debug("continuing in a thread: %s", rest.reason)
     try:
-        return await engine.run(call.config, rest.finish)
+        assert call.service is not None  # only a matched call continues
+        return await engine.run(call.config, call.service, rest.finish)
     except Exception as exc:
         return _failed(proc, exc, call)
 

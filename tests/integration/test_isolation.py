@@ -10,10 +10,12 @@ step took.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,12 +27,14 @@ from typing import Any
 import gssapi
 import pytest
 
-from gssproxy_py.client import GssProxyClient
+from gssproxy_py.client import GssProxyClient, RemoteSystemError
+from gssproxy_py.proto import gss_proxy as gp
 from gssproxy_py.testing.daemon import DaemonPaths, DaemonProcess
 from gssproxy_py.testing.net import wait_until
 from gssproxy_py.testing.peer import b64, client_argv, peer_env
 from gssproxy_py.testing.realm import StandardRealm
 from gssproxy_py.testing.users import LocalUser, popen_as, run_as
+from gssproxy_py.vocab import oids
 from tests.conformance.kernel_client import KernelConnection, nfsd_checks_complete
 
 sys.path.insert(0, str(Path(__file__).parent / "clients"))
@@ -400,3 +404,115 @@ def test_the_exec_race_is_attributed_to_the_process_that_wrote_the_call(
     assert set(xids) <= answered, "every attack call was answered"
     won = [x for x in served.findall(log) if int(x, 16) in xids]
     assert won == [], f"{len(won)} of {EXEC_RACE_TRIES} served as the program"
+
+
+# -- item 1: a hung KDC for one service ---------------------------------------------------
+
+
+def _blackhole_keytab(path: Path) -> None:
+    """A keytab for bob@BLACKHOLE.TEST, made without any KDC."""
+    script = (
+        "addent -password -p bob@BLACKHOLE.TEST -k 1 -e aes256-cts-hmac-sha1-96\n"
+        "bobpw\n"
+        f"wkt {path}\n"
+        "quit\n"
+    )
+    subprocess.run(["ktutil"], input=script.encode(), check=True, capture_output=True)
+
+
+def _init_arg() -> Any:
+    cc = gp.GssxCallCtx(b"", b"", ())
+    target = gp.GssxName(b"host@localhost", oids.NT_HOSTBASED_SERVICE, b"", b"", (), ())
+    return gp.GssxArgInitSecContext(cc, None, None, target, oids.KRB5, 2, 0, None, None, ())
+
+
+def _init(socket_path: Path) -> str:
+    """One INIT_SEC_CONTEXT: "complete", "continue" or "system_err"."""
+    with GssProxyClient(socket_path, timeout=60) as client:
+        try:
+            res = client.init_sec_context(_init_arg())
+        except RemoteSystemError:
+            return "system_err"
+    return "continue" if res.status.major_status == 1 else f"major {res.status.major_status}"
+
+
+def test_a_hung_kdc_takes_only_its_own_services_threads(
+    daemon_factory: Any,
+    realm: StandardRealm,
+    initiator_env: None,
+    harness_dir: Path,
+) -> None:
+    """The finding: eight INITs for a service whose KDC accepts TCP and never
+    answers held every worker; an INIT of another service and a kernel-style
+    ACCEPT then timed out. Here each service has its own threads; the stuck
+    ones are written off and the stall is logged once, naming the KDC."""
+    work = Path(tempfile.mkdtemp(prefix="hungkdc-", dir=harness_dir))
+    work.chmod(0o755)
+    blackhole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(32)
+    port = blackhole.getsockname()[1]
+    extra_conf = work / "blackhole.conf"
+    extra_conf.write_text(
+        f"[realms]\n    BLACKHOLE.TEST = {{\n        kdc = 127.0.0.1:{port}\n    }}\n"
+    )
+    bob_keytab = work / "bob.keytab"
+    _blackhole_keytab(bob_keytab)
+    alice_keytab = realm.realm.ktadd(realm.alice, work / "alice.keytab")
+
+    def render(paths: DaemonPaths) -> str:
+        return f"""[gssproxy]
+  debug_level = 1
+  state_dir = {paths.workdir}/state
+  worker threads = 2
+  call_timeout = 2
+
+[service/nfs-server]
+  mechs = krb5
+  cred_store = keytab:{realm.nfs_keytab}
+  trusted = yes
+  euid = 0
+
+[service/slow]
+  mechs = krb5
+  cred_store = client_keytab:{bob_keytab}
+  cred_usage = initiate
+  socket = {paths.workdir}/slow.sock
+  euid = 0
+
+[service/good]
+  mechs = krb5
+  cred_store = client_keytab:{alice_keytab}
+  cred_usage = initiate
+  socket = {paths.workdir}/good.sock
+  euid = 0
+"""
+
+    env = {"KRB5_CONFIG": f"{realm.env()['KRB5_CONFIG']}:{extra_conf}"}
+    daemon: DaemonProcess = daemon_factory("py", render, env=env)
+    slow, good = daemon.socket.parent / "slow.sock", daemon.socket.parent / "good.sock"
+    held: list[socket.socket] = []
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            stuck = [pool.submit(_init, slow) for _ in range(8)]
+            blackhole.settimeout(30)
+            held.append(blackhole.accept()[0])  # an AS-REQ reached "the KDC"
+            # While slow's threads wait on its KDC, the others are served.
+            assert _init(good) == "continue"
+            kernel_accept(daemon.socket)
+            assert [f.result(timeout=60) for f in stuck] == ["system_err"] * 8
+        # Past the deadline: the next calls find slow's threads written off
+        # (and replaced); the stall is logged once, with the KDC.
+        line = "service 'slow': "
+        for _ in range(3):
+            assert _init(slow) == "system_err"
+            assert _init(good) == "continue"
+            kernel_accept(daemon.socket)
+        log = daemon.log_text()
+        stalls = [x for x in log.splitlines() if line in x and "written off and replaced" in x]
+        assert len(stalls) == 1, log
+        assert f"127.0.0.1:{port} (realm BLACKHOLE.TEST)" in stalls[0]
+    finally:
+        for conn in held:
+            conn.close()
+        blackhole.close()

@@ -517,7 +517,9 @@ def test_reload_is_the_one_way_the_engine_changes(fake: FakeGss, tmp_path: Path)
             run_to_end(procs.proc_acquire_cred(gss_engine, req, _acquire()))
         assert fake.calls.count("acquire_cred_from") == 1  # the second came from the cache
         assert gss_engine.inline.allowed(config.service("users"))
-        threads = gss_engine.executor_for(config)
+        users = config.service("users")
+        assert users is not None
+        threads = gss_engine.executor_for(config, users)
         bigger = dataclasses.replace(
             config, globals=dataclasses.replace(config.globals, worker_threads=7)
         )
@@ -525,7 +527,11 @@ def test_reload_is_the_one_way_the_engine_changes(fake: FakeGss, tmp_path: Path)
         assert len(gss_engine.credentials.acquired) == 0
         run_to_end(procs.proc_acquire_cred(gss_engine, req, _acquire()))
         assert fake.calls.count("acquire_cred_from") == 2
-        now = gss_engine.executor_for(bigger)
-        assert now is not threads and now.threads == 7 and now.name == "gss"
+        now = gss_engine.executor_for(bigger, users)
+        assert now is not threads and now.threads == 7 and now.name == "gss-users"
+        # Each service has its own threads.
+        web = bigger.service("web")
+        assert web is not None
+        assert gss_engine.executor_for(bigger, web) is not now
     finally:
         gss_engine.close()
