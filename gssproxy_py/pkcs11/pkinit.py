@@ -36,6 +36,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Final
 
@@ -50,6 +51,7 @@ __all__ = [
     "obtain_tgt",
     "obtain_tgt_sync",
     "token_identity",
+    "why_no_tgt",
 ]
 
 _LIBKRB5: Final = "libkrb5.so.3"
@@ -212,74 +214,128 @@ class _Responder:
         return 0
 
 
+class _Context:
+    """A krb5 context and what `get_tgt_here` makes in it, freed by `close`."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib
+        self.ctx = ctypes.c_void_p()
+        code = lib.krb5_init_context(ctypes.byref(self.ctx))
+        if code:
+            raise PkinitError(f"krb5_init_context failed ({code})")
+        self.princ = ctypes.c_void_p()
+        self.opt = ctypes.c_void_p()
+        self.cc = ctypes.c_void_p()
+        self.creds = ctypes.create_string_buffer(_CREDS_SIZE)
+        self.got_creds = False
+
+    def error(self, what: str, code: int) -> PkinitError:
+        """`what`, then libkrb5's own text for `code`."""
+        ptr = self.lib.krb5_get_error_message(self.ctx, code)
+        text = ctypes.string_at(ptr).decode("utf-8", "replace") if ptr else str(code)
+        if ptr:
+            self.lib.krb5_free_error_message(self.ctx, ptr)
+        return PkinitError(f"{what}: {text}")
+
+    def check(self, what: str, code: int) -> None:
+        if code:
+            raise self.error(what, code)
+
+    def prepare(self, request: PkinitRequest, responder: _Responder) -> None:
+        """The principal, and options that ask pkinit for the token identity,
+        answer its PIN question with `responder` and store the TGT in the
+        request's ccache."""
+        lib, ctx, ref = self.lib, self.ctx, ctypes.byref
+        principal = request.principal.encode()
+        self.check(
+            f"principal {request.principal!r}", lib.krb5_parse_name(ctx, principal, ref(self.princ))
+        )
+        self.check(
+            "krb5_get_init_creds_opt_alloc", lib.krb5_get_init_creds_opt_alloc(ctx, ref(self.opt))
+        )
+        identity = request.identity.encode()
+        self.check(
+            "X509_user_identity",
+            lib.krb5_get_init_creds_opt_set_pa(ctx, self.opt, b"X509_user_identity", identity),
+        )
+        self.check(
+            "krb5_get_init_creds_opt_set_responder",
+            lib.krb5_get_init_creds_opt_set_responder(ctx, self.opt, responder.callback, None),
+        )
+        self.check(
+            f"ccache {request.ccache!r}",
+            lib.krb5_cc_resolve(ctx, request.ccache.encode(), ref(self.cc)),
+        )
+        self.check(
+            "krb5_get_init_creds_opt_set_out_ccache",
+            lib.krb5_get_init_creds_opt_set_out_ccache(ctx, self.opt, self.cc),
+        )
+
+    def get_init_creds(self) -> int:
+        code: int = self.lib.krb5_get_init_creds_password(
+            self.ctx, self.creds, self.princ, None, None, None, 0, None, self.opt
+        )
+        self.got_creds = code == 0
+        return code
+
+    def close(self) -> None:
+        lib, ctx = self.lib, self.ctx
+        if self.got_creds:
+            lib.krb5_free_cred_contents(ctx, self.creds)
+        if self.cc:
+            lib.krb5_cc_close(ctx, self.cc)
+        if self.opt:
+            lib.krb5_get_init_creds_opt_free(ctx, self.opt)
+        if self.princ:
+            lib.krb5_free_principal(ctx, self.princ)
+        lib.krb5_free_context(ctx)
+
+
+def why_no_tgt(
+    principal: str, *, refused: str | None, asked: Sequence[str], answered: Sequence[str]
+) -> tuple[str, bool]:
+    """Why krb5_get_init_creds_password failed, from what the responder was
+    asked and answered: the message, and whether libkrb5's own error text
+    belongs after it (not when our responder refused, which says why)."""
+    if refused:
+        return f"PKINIT for {principal}: {refused}", False
+    if _QUESTION_PKINIT.decode() not in asked:
+        return (
+            f"PKINIT for {principal} was not attempted (no pkinit question; "
+            "does the principal require preauthentication and the KDC offer PKINIT?)",
+            True,
+        )
+    if not answered:
+        return f"PKINIT for {principal}: no identity in the module", True
+    # pkinit reports a failed C_Login, a certificate the KDC refuses and the
+    # like all as "preauthentication failed".
+    return (
+        f"PKINIT for {principal} with {', '.join(answered)} "
+        "(PIN supplied; a wrong PIN or a certificate the KDC does not accept end here)",
+        True,
+    )
+
+
 def get_tgt_here(request: PkinitRequest, pin: Pin) -> None:
     """Get the TGT in this process. Only safe where the PKCS#11 module is not
     loaded yet (the child); `obtain_tgt` and `obtain_tgt_sync` are the
     daemon's entry points."""
     lib = _krb5()
-    ctx = ctypes.c_void_p()
-    code = lib.krb5_init_context(ctypes.byref(ctx))
-    if code:
-        raise PkinitError(f"krb5_init_context failed ({code})")
-    princ = ctypes.c_void_p()
-    opt = ctypes.c_void_p()
-    cc = ctypes.c_void_p()
-    creds = ctypes.create_string_buffer(_CREDS_SIZE)
-    got_creds = False
-
-    def fail(what: str, code: int) -> PkinitError:
-        ptr = lib.krb5_get_error_message(ctx, code)
-        text = ctypes.string_at(ptr).decode("utf-8", "replace") if ptr else str(code)
-        if ptr:
-            lib.krb5_free_error_message(ctx, ptr)
-        return PkinitError(f"{what}: {text}")
-
+    k = _Context(lib)
     try:
-        if code := lib.krb5_parse_name(ctx, request.principal.encode(), ctypes.byref(princ)):
-            raise fail(f"principal {request.principal!r}", code)
-        if code := lib.krb5_get_init_creds_opt_alloc(ctx, ctypes.byref(opt)):
-            raise fail("krb5_get_init_creds_opt_alloc", code)
-        if code := lib.krb5_get_init_creds_opt_set_pa(
-            ctx, opt, b"X509_user_identity", request.identity.encode()
-        ):
-            raise fail("X509_user_identity", code)
         responder = _Responder(lib, _module_of(request.identity), pin)
-        if code := lib.krb5_get_init_creds_opt_set_responder(ctx, opt, responder.callback, None):
-            raise fail("krb5_get_init_creds_opt_set_responder", code)
-        if code := lib.krb5_cc_resolve(ctx, request.ccache.encode(), ctypes.byref(cc)):
-            raise fail(f"ccache {request.ccache!r}", code)
-        if code := lib.krb5_get_init_creds_opt_set_out_ccache(ctx, opt, cc):
-            raise fail("krb5_get_init_creds_opt_set_out_ccache", code)
-        code = lib.krb5_get_init_creds_password(ctx, creds, princ, None, None, None, 0, None, opt)
+        k.prepare(request, responder)
+        code = k.get_init_creds()
         if code:
-            if responder.refused:
-                raise PkinitError(f"PKINIT for {request.principal}: {responder.refused}")
-            if _QUESTION_PKINIT.decode() not in responder.asked:
-                raise fail(
-                    f"PKINIT for {request.principal} was not attempted (no pkinit question; "
-                    "does the principal require preauthentication and the KDC offer PKINIT?)",
-                    code,
-                )
-            if not responder.answered:
-                raise fail(f"PKINIT for {request.principal}: no identity in the module", code)
-            # pkinit reports a failed C_Login, a certificate the KDC refuses
-            # and the like all as "preauthentication failed".
-            raise fail(
-                f"PKINIT for {request.principal} with {', '.join(responder.answered)} "
-                "(PIN supplied; a wrong PIN or a certificate the KDC does not accept end here)",
-                code,
+            why, krb5_text = why_no_tgt(
+                request.principal,
+                refused=responder.refused,
+                asked=responder.asked,
+                answered=responder.answered,
             )
-        got_creds = True
+            raise k.error(why, code) if krb5_text else PkinitError(why)
     finally:
-        if got_creds:
-            lib.krb5_free_cred_contents(ctx, creds)
-        if cc:
-            lib.krb5_cc_close(ctx, cc)
-        if opt:
-            lib.krb5_get_init_creds_opt_free(ctx, opt)
-        if princ:
-            lib.krb5_free_principal(ctx, princ)
-        lib.krb5_free_context(ctx)
+        k.close()
 
 
 # -- the daemon's side ------------------------------------------------------------
