@@ -323,47 +323,20 @@ class GssProxyServer:
         fails, the ones just opened are closed and nothing else changes."""
         rpc_paths = socket_paths(config, self._options.default_socket)
         p11kit_paths = p11kit_socket_paths(config)
-        wanted = rpc_paths + p11kit_paths
         opened: dict[str, Listener] = {}
         try:
             both = set(rpc_paths) & set(p11kit_paths)
             if both:
                 raise LocalError(f"{sorted(both)[0]}: both a socket and a p11kit_socket")
-            for path in p11kit_paths:
-                if not self._kinds.get(path, True):
-                    raise LocalError(f"{path}: cannot turn a socket into a p11kit_socket")
-                if path not in self._listeners:
-                    opened[path] = await open_listener(path, self._p11kit_factory(path))
-            for path in rpc_paths:
-                if self._kinds.get(path, False):
-                    raise LocalError(f"{path}: cannot turn a p11kit_socket into a socket")
-            passed = assign(self._inherited, rpc_paths, self._options.default_socket)
-            self._inherited = []
-            for path in rpc_paths:
-                if path in passed:
-                    item = passed[path]
-                    opened[path] = await adopt_listener(
-                        path, item, self._protocol_factory(path), self.needs_writer_credentials
-                    )
-                    _log.info("socket activation: %s is passed descriptor %d", path, item.fd)
-                elif path not in self._listeners:
-                    opened[path] = await open_listener(
-                        path,
-                        self._protocol_factory(path),
-                        needs_writer=self.needs_writer_credentials,
-                    )
+            await self._open_p11kit(p11kit_paths, opened)
+            await self._open_rpc(rpc_paths, opened)
         except LocalError as exc:
             _log.error("%s", exc)
             for listener in opened.values():
                 listener.stop()
                 listener.remove_file()
             return False
-        for path in [p for p in self._listeners if p not in wanted]:
-            self._kinds.pop(path, None)
-            listener = self._listeners.pop(path)
-            listener.stop()
-            listener.remove_file()
-            _log.info("stopped listening on %s", path)
+        self._stop_listening_but_on(rpc_paths + p11kit_paths)
         for path in opened:
             self._kinds[path] = path in p11kit_paths
             _log.info("listening on %s%s", path, " (p11-kit)" if self._kinds[path] else "")
@@ -371,6 +344,46 @@ class GssProxyServer:
         for warning in unreachable_sockets(config, self._options.default_socket):
             _log.warning("%s", warning)
         return True
+
+    async def _open_p11kit(self, paths: list[str], opened: dict[str, Listener]) -> None:
+        """Open the p11kit_socket listeners not open yet, into `opened`."""
+        for path in paths:
+            if not self._kinds.get(path, True):
+                raise LocalError(f"{path}: cannot turn a socket into a p11kit_socket")
+            if path not in self._listeners:
+                opened[path] = await open_listener(path, self._p11kit_factory(path))
+
+    async def _open_rpc(self, paths: list[str], opened: dict[str, Listener]) -> None:
+        """Open the RPC listeners not open yet, into `opened`: on the socket
+        the service manager passed for a path if there is one (the first
+        time only), else bound here."""
+        for path in paths:
+            if self._kinds.get(path, False):
+                raise LocalError(f"{path}: cannot turn a p11kit_socket into a socket")
+        passed = assign(self._inherited, paths, self._options.default_socket)
+        self._inherited = []
+        for path in paths:
+            if path in passed:
+                item = passed[path]
+                opened[path] = await adopt_listener(
+                    path, item, self._protocol_factory(path), self.needs_writer_credentials
+                )
+                _log.info("socket activation: %s is passed descriptor %d", path, item.fd)
+            elif path not in self._listeners:
+                opened[path] = await open_listener(
+                    path,
+                    self._protocol_factory(path),
+                    needs_writer=self.needs_writer_credentials,
+                )
+
+    def _stop_listening_but_on(self, wanted: list[str]) -> None:
+        """Close and unlink every listener whose path is not `wanted`."""
+        for path in [p for p in self._listeners if p not in wanted]:
+            self._kinds.pop(path, None)
+            listener = self._listeners.pop(path)
+            listener.stop()
+            listener.remove_file()
+            _log.info("stopped listening on %s", path)
 
     async def start(self) -> None:
         """Listen on every configured socket. Raises `LocalError` if one fails."""
@@ -499,9 +512,20 @@ class GssProxyServer:
         if self._timeout_timer is not None:
             self._timeout_timer.cancel()
         notify("STOPPING=1")
-        # A reload in progress finishes first (none starts once stopping), so
-        # no listener is being opened while the others are closed. A reload
-        # stuck in a user lookup must not hold the shutdown up for ever.
+        await self._let_reload_finish()
+        for listener in self._listeners.values():
+            listener.stop()
+        await self._let_calls_finish()
+        for listener in self._listeners.values():
+            listener.remove_file()
+        self._listeners.clear()
+        await self._close_connections()
+        self._close_programs()
+
+    async def _let_reload_finish(self) -> None:
+        """A reload in progress finishes first (none starts once stopping), so
+        no listener is being opened while the others are closed. A reload
+        stuck in a user lookup must not hold the shutdown up for ever."""
         try:
             await asyncio.wait_for(
                 self._reload_lock.acquire(), timeout=self._options.shutdown_grace
@@ -510,25 +534,27 @@ class GssProxyServer:
             _log.warning("shutting down while a reload is still running")
         else:
             self._reload_lock.release()
-        for listener in self._listeners.values():
-            listener.stop()
+
+    async def _let_calls_finish(self) -> None:
+        """Drop the calls received and not started; give the running ones
+        `shutdown_grace` seconds."""
         dropped = sum(conn.stop_accepting_calls() for conn in self._connections)
         if dropped:
             _log.info("shutting down: %d received calls not started", dropped)
         waits = [
             asyncio.ensure_future(c.wait_calls()) for c in self._connections if c.calls_in_flight
         ]
-        if waits:
-            _, late = await asyncio.wait(waits, timeout=self._options.shutdown_grace)
-            if late:
-                _log.warning(
-                    "shutting down with calls still running after %gs", self._options.shutdown_grace
-                )
-                for waiting in late:
-                    waiting.cancel()
-        for listener in self._listeners.values():
-            listener.remove_file()
-        self._listeners.clear()
+        if not waits:
+            return
+        _, late = await asyncio.wait(waits, timeout=self._options.shutdown_grace)
+        if late:
+            _log.warning(
+                "shutting down with calls still running after %gs", self._options.shutdown_grace
+            )
+            for waiting in late:
+                waiting.cancel()
+
+    async def _close_connections(self) -> None:
         for conn in list(self._connections):
             conn.close()
         if self._connections:
@@ -538,6 +564,8 @@ class GssProxyServer:
                 await with_grace
             except TimeoutError:
                 _log.warning("%d connections did not close in time", len(self._connections))
+
+    def _close_programs(self) -> None:
         for program in self._programs.values():
             if program.close is not None:
                 try:
@@ -569,6 +597,71 @@ def handle_key_problem(state_dir: str) -> str | None:
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+async def _listen_with_admin(
+    server: GssProxyServer,
+    config: Config,
+    options: ServerOptions,
+    namespaces: NamespaceSupport,
+    parts: dict[str, object],
+) -> AdminEndpoint | None:
+    """Listen on every call socket, then on the admin socket; None (logged,
+    the server shut down) if one of them fails."""
+    try:
+        await server.start()
+    except LocalError as exc:
+        _log.error("cannot start: %s", exc)
+        await server.shutdown()
+        return None
+    admin = AdminEndpoint(
+        server,
+        admin_socket_path(config.globals.admin_socket, options.default_socket),
+        allowed_uids=frozenset({0, os.geteuid()} if options.userproxy else {0}),
+        namespaces=namespaces,
+        tokens=getattr(parts.get("token_backend"), "sessions", None),
+    )
+    try:
+        await admin.open()
+    except LocalError as exc:
+        _log.error("cannot start: %s", exc)
+        await server.shutdown()
+        return None
+    return admin
+
+
+def _become_configured_user(config: Config) -> bool:
+    """With run_as_user: give it the state directory and drop privileges
+    (after the sockets exist and before any call is served, as gssproxy);
+    False (logged) if that fails. Without it, as root: take the state
+    directory back if an earlier run_as_user had it."""
+    user = config.globals.run_as_user
+    if not user:
+        if os.geteuid() == 0:
+            _reclaim_state_dir(config.globals.state_dir)
+        return True
+    try:
+        give_state_dir(config.globals.state_dir, user)
+        uid, _ = drop_privileges(user)
+    except (PrivilegeDropError, KeyError, OSError) as exc:
+        _log.error("cannot run as %s: %s", user, exc)
+        return False
+    _log.info("running as %s (uid %d), keeping only CAP_SYS_PTRACE", user, uid)
+    return True
+
+
+def _reclaim_state_dir(state_dir: str) -> None:
+    try:
+        previous = reclaim_state_dir(state_dir)
+    except OSError as exc:
+        previous = None
+        _log.warning("cannot take %s back: %s", state_dir, exc)
+    if previous is not None:
+        _log.warning(
+            "run_as_user is off: %s belonged to uid %d (run_as_user was on); it is root's again",
+            state_dir,
+            previous,
+        )
 
 
 async def serve(
@@ -609,56 +702,18 @@ async def serve(
             # The p11-kit token service rides on the TOKEN_SIGN backend.
             p11kit_tokens = load_p11kit_views(parts.get("token_backend"))
     server = GssProxyServer(config, programs, options, inherited, p11kit_tokens=p11kit_tokens)
-    try:
-        await server.start()
-    except LocalError as exc:
-        _log.error("cannot start: %s", exc)
-        await server.shutdown()
-        namespaces.close()
-        return 1
-    admin = AdminEndpoint(
-        server,
-        admin_socket_path(config.globals.admin_socket, options.default_socket),
-        allowed_uids=frozenset({0, os.geteuid()} if options.userproxy else {0}),
-        namespaces=namespaces,
-        tokens=getattr(parts.get("token_backend"), "sessions", None),
-    )
-    try:
-        await admin.open()
-    except LocalError as exc:
-        _log.error("cannot start: %s", exc)
-        await server.shutdown()
+    admin = await _listen_with_admin(server, config, options, namespaces, parts)
+    if admin is None:
         namespaces.close()
         return 1
     # Listening, not yet dropped privileges or ready (see server.namespaces).
     await namespaces.start(config)
     server.reload_hooks.append(namespaces.apply)
-    user = config.globals.run_as_user
-    if user:
-        # After the sockets exist and before any call is served, as gssproxy.
-        try:
-            give_state_dir(config.globals.state_dir, user)
-            uid, _ = drop_privileges(user)
-        except (PrivilegeDropError, KeyError, OSError) as exc:
-            _log.error("cannot run as %s: %s", user, exc)
-            await server.shutdown()
-            await admin.close()
-            namespaces.close()
-            return 1
-        _log.info("running as %s (uid %d), keeping only CAP_SYS_PTRACE", user, uid)
-    elif os.geteuid() == 0:
-        try:
-            previous = reclaim_state_dir(config.globals.state_dir)
-        except OSError as exc:
-            previous = None
-            _log.warning("cannot take %s back: %s", config.globals.state_dir, exc)
-        if previous is not None:
-            _log.warning(
-                "run_as_user is off: %s belonged to uid %d (run_as_user was on); "
-                "it is root's again",
-                config.globals.state_dir,
-                previous,
-            )
+    if not _become_configured_user(config):
+        await server.shutdown()
+        await admin.close()
+        namespaces.close()
+        return 1
     problem = handle_key_problem(config.globals.state_dir)
     if problem is not None:
         # Fail now, not with every call that needs a credential handle.
