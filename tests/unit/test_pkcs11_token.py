@@ -39,6 +39,7 @@ from gssproxy_py.pkcs11.mechanisms import MECHANISMS, Ckm, Mgf, PssParams
 from gssproxy_py.pkcs11.pin import Pin
 from gssproxy_py.pkcs11.pkinit import PkinitRequest
 from gssproxy_py.pkcs11.program import TokenSignBackend, build_token_sign
+from gssproxy_py.pkcs11.token import ModuleWorker, ServiceAccess
 from gssproxy_py.proto.token_sign import (
     TOKEN_SIGN,
     TsKeyInfo,
@@ -901,18 +902,23 @@ def test_pkinit_blocking_logs_in_on_the_module_thread_without_a_loop(
     env: Env, child: ChildRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = Harness(env, CONFIG + PKINIT_SERVICE.format(module=MODULE, pin="main-pin"))
+    login_threads: list[str] = []
+    check_login = ModuleWorker.check_login
+
+    def recorded(worker: ModuleWorker, access: ServiceAccess) -> None:
+        login_threads.append(threading.current_thread().name)
+        check_login(worker, access)
+
     try:
+        monkeypatch.setattr(ModuleWorker, "check_login", recorded)
         _no_event_loops(monkeypatch)
-        env.libs[MODULE].calls.clear()
         h.backend.pkinit_tgt_blocking(h.config.service("pk"))
         ((request, thread, limit),) = child.requests
         assert request.principal == "pk@EXAMPLE.TEST"
         assert request.ccache == "FILE:/nonexistent/pk.ccache"
         assert request.identity.startswith(f"PKCS11:module_name={MODULE}:")
         # The login check ran on the module's thread; the child from ours.
-        assert env.libs[MODULE].calls and threading.current_thread().name not in set(
-            env.libs[MODULE].calls
-        )
+        assert login_threads == ["pkcs11-fake-p11.so"]
         assert thread == threading.current_thread().name
         assert 0 < limit <= 30
     finally:
