@@ -3,7 +3,7 @@
 Every failed call (a refusal for want of a matching service included) gets
 one WARNING line, written by `status.status_for_exception`:
 
-    ACCEPT_SEC_CONTEXT failed for uid 0 pid 4242 program /usr/sbin/rpc.gssd,
+    GSSX_ACCEPT_SEC_CONTEXT failed for uid 0 pid 4242 program /usr/sbin/rpc.gssd,
     service 'nfs-server': major 0x000d0000 (Unspecified GSS failure...),
     minor 2529638947 (Request ticket server nfs/h@R not found in keytab
     (ticket kvno 2)); why: the keytab /etc/krb5.keytab holds nfs/h@R with
@@ -15,7 +15,7 @@ principal, an old kvno), or the clock-skew advice; then what the layer that
 raised the failure knew (`GssFailure.explanation`); then what the krb5 code
 alone says (`status.explain_failure`); then what the GSS major code means.
 
-Repeats of the same (uid, service, major, minor) within
+Repeats of the same (uid, service, major, minor, explanation) within
 `REPEAT_INTERVAL` seconds are counted instead of logged; the next line says
 "and N more like it in the last 10 s".
 """
@@ -31,7 +31,7 @@ from typing import Final
 from gssproxy_py.config.expand import expand_cred_store_value
 from gssproxy_py.config.model import Service
 from gssproxy_py.gss import keytabs, status
-from gssproxy_py.proto.gss_proxy import GSSPROXY_PROGRAM, GSSPROXYVERS
+from gssproxy_py.proto.gss_proxy import GSSPROXY_PROGRAM, GSSPROXYVERS, GSSX_ACCEPT_SEC_CONTEXT
 from gssproxy_py.ratelimit import RepeatLimits
 from gssproxy_py.rpc.dispatch import CallInfo
 
@@ -55,8 +55,6 @@ KEYTAB_CODES: Final = frozenset(
         status.KRB5_KT_FORMAT,
     }
 )
-
-_ACCEPT_SEC_CONTEXT: Final = 9
 
 #: MIT's texts name the ticket's server and kvno: "Request ticket server
 #: P kvno 2 not found in keytab; ..." or "... not found in keytab (ticket kvno 2)".
@@ -113,7 +111,7 @@ def _keytab_why(failure: status.GssFailure, call: CallInfo) -> str | None:
             "synchronisation (chrony or ntpd) on both"
         )
     if minor not in KEYTAB_CODES or (
-        call.procedure != _ACCEPT_SEC_CONTEXT and "eytab" not in failure.message
+        call.procedure != GSSX_ACCEPT_SEC_CONTEXT and "eytab" not in failure.message
     ):
         return None
     principal = service.krb5_principal
