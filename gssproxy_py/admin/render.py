@@ -93,7 +93,23 @@ def render_text(st: AdmStatus) -> str:
         + f"; calls in flight: {st.calls_in_flight}",
         "",
         "calls (latency: the bucket bound under which 50 % / 99 % of calls ended):",
+        *_calls_table(st.calls),
+        "",
+        "worker pools:",
+        *_pools(st),
+        "",
+        "kernel upcall (use-gss-proxy):",
+        *_upcalls(st),
+        "",
+        "token sessions:",
+        *_tokens(st),
     ]
+    return "\n".join(lines) + "\n"
+
+
+def _calls_table(calls: Iterable[AdmCallStats]) -> list[str]:
+    """One aligned line per (service, program, procedure); the errors column
+    last and not padded."""
     header = ("service", "program", "procedure", "calls", "p50", "p99", "errors")
     rows = [header]
     rows.extend(
@@ -106,37 +122,41 @@ def render_text(st: AdmStatus) -> str:
             _us(quantile(row.latency_buckets, 0.99)),
             _errors(row),
         )
-        for row in st.calls
+        for row in calls
     )
     if len(rows) == 1:
-        lines.append("  none yet")
-    else:
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-        for r in rows:
-            cells = [c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)]
-            lines.append("  " + "  ".join(cells) + "  " + r[-1])
-    lines += ["", "worker pools:"]
+        return ["  none yet"]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)]
+        lines.append("  " + "  ".join(cells) + "  " + r[-1])
+    return lines
+
+
+def _pools(st: AdmStatus) -> list[str]:
+    lines = []
     for p in st.pools:
         state = " BROKEN" if p.broken else ""
         lines.append(
             f"  {_s(p.name)}: {p.threads} threads, {p.busy} busy, {p.queued} queued, "
             f"{p.written_off} written off{state}"
         )
-    if not st.pools:
-        lines.append("  none started")
-    lines += ["", "kernel upcall (use-gss-proxy):"]
+    return lines or ["  none started"]
+
+
+def _upcalls(st: AdmStatus) -> list[str]:
+    lines = []
     for u in st.upcalls:
         where = _s(u.netns) or "own network namespace"
         retry = ", retrying" if u.retrying else ""
         lines.append(f"  {where}: {_s(u.outcome)}{retry} - {_s(u.detail)}")
-    if not st.upcalls:
-        lines.append("  not used (no kernel_nfsd service)")
-    lines += ["", "token sessions:"]
-    for t in st.tokens:
-        lines.append(f"  {_s(t.module)} {_s(t.token)}: {'open' if t.open else 'closed'}")
-    if not st.tokens:
-        lines.append("  none")
-    return "\n".join(lines) + "\n"
+    return lines or ["  not used (no kernel_nfsd service)"]
+
+
+def _tokens(st: AdmStatus) -> list[str]:
+    lines = [f"  {_s(t.module)} {_s(t.token)}: {'open' if t.open else 'closed'}" for t in st.tokens]
+    return lines or ["  none"]
 
 
 def _label(value: str) -> str:

@@ -1,0 +1,86 @@
+"""`gssproxy-py-ctl status` as text, whole: every section filled, and every
+section empty (what each says when there is nothing to list)."""
+
+from __future__ import annotations
+
+from gssproxy_py.admin.render import render_text
+from gssproxy_py.admin.stats import SYSTEM_ERR_CODE, CallCounters
+from gssproxy_py.proto.admin import (
+    AdmPool,
+    AdmStatus,
+    AdmTokenSession,
+    AdmUidConnections,
+    AdmUpcall,
+)
+from gssproxy_py.proto.gss_proxy import GSSPROXY
+from gssproxy_py.proto.token_sign import TOKEN_SIGN
+
+
+def test_every_section_filled() -> None:
+    c = CallCounters()
+    for us in (10, 10, 10, 3000):
+        c.record("svc", GSSPROXY, "GSSX_WRAP", us * 1000, 0)
+    c.record("svc", GSSPROXY, "GSSX_WRAP", 5_000, 13 << 16)
+    c.record("", TOKEN_SIGN, "TS_SIGN", 1, SYSTEM_ERR_CODE)
+    status = AdmStatus(
+        version=b"0.1.0",
+        mode=b"system",
+        uptime_ms=90_061_000,
+        generation=3,
+        files=(b"/etc/gssproxy/gssproxy.conf", b"/etc/gssproxy/24-nfs.conf"),
+        connections=(AdmUidConnections(0, 2), AdmUidConnections(1000, 1)),
+        calls_in_flight=1,
+        calls=c.snapshot(),
+        pools=(AdmPool(b"gss", 4, 1, 0, 0, False), AdmPool(b"pkcs11-softhsm", 1, 0, 2, 1, True)),
+        upcalls=(
+            AdmUpcall(b"", b"enabled", b"written", False),
+            AdmUpcall(b"blue", b"failed", b"ENOENT", True),
+        ),
+        tokens=(
+            AdmTokenSession(b"/usr/lib/softhsm/libsofthsm2.so", b"tok", True),
+            AdmTokenSession(b"/m.so", b"t2", False),
+        ),
+    )
+    assert render_text(status) == (
+        "gssproxy-py 0.1.0 (system mode), up 1d 1h 1m 1s\n"
+        "configuration generation 3: /etc/gssproxy/gssproxy.conf, /etc/gssproxy/24-nfs.conf\n"
+        "connections: uid 0: 2, uid 1000: 1; calls in flight: 1\n"
+        "\n"
+        "calls (latency: the bucket bound under which 50 % / 99 % of calls ended):\n"
+        "  service       program     procedure  calls  p50    p99       errors\n"
+        "  (no service)  token_sign  TS_SIGN    1      <1us   <1us      1 (SYSTEM_ERR 1)\n"
+        "  svc           gssproxy    GSSX_WRAP  5      <16us  <4.096ms  1 (GSS_S_FAILURE 1)\n"
+        "\n"
+        "worker pools:\n"
+        "  gss: 4 threads, 1 busy, 0 queued, 0 written off\n"
+        "  pkcs11-softhsm: 1 threads, 0 busy, 2 queued, 1 written off BROKEN\n"
+        "\n"
+        "kernel upcall (use-gss-proxy):\n"
+        "  own network namespace: enabled - written\n"
+        "  blue: failed, retrying - ENOENT\n"
+        "\n"
+        "token sessions:\n"
+        "  /usr/lib/softhsm/libsofthsm2.so tok: open\n"
+        "  /m.so t2: closed\n"
+    )
+
+
+def test_every_section_empty() -> None:
+    status = AdmStatus(b"0.1.0", b"userproxy", 5_000, 1, (), (), 0, (), (), (), ())
+    assert render_text(status) == (
+        "gssproxy-py 0.1.0 (userproxy mode), up 5s\n"
+        "configuration generation 1: (synthesised)\n"
+        "connections: none; calls in flight: 0\n"
+        "\n"
+        "calls (latency: the bucket bound under which 50 % / 99 % of calls ended):\n"
+        "  none yet\n"
+        "\n"
+        "worker pools:\n"
+        "  none started\n"
+        "\n"
+        "kernel upcall (use-gss-proxy):\n"
+        "  not used (no kernel_nfsd service)\n"
+        "\n"
+        "token sessions:\n"
+        "  none\n"
+    )
