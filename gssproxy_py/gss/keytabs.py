@@ -187,15 +187,26 @@ def diagnose(
 ) -> str | None:
     """What is wrong with keytab `path` for `principal` (and ticket `kvno`),
     with the fix; None when nothing is (as far as the file shows)."""
-    euid = os.geteuid()
     try:
         entries = read_entries(path)
-    except FileNotFoundError:
+    except (OSError, KeytabFormatError) as exc:
+        return _unreadable(path, kind, exc)
+    if not entries:
+        return f"the {kind} {path} holds no keys: export the service's keys into it ({_EXPORT})"
+    if principal is None:
+        return None
+    return _key_problem(path, kind, entries, principal, kvno)
+
+
+def _unreadable(path: str, kind: str, exc: OSError | KeytabFormatError) -> str:
+    """Why the keytab could not be read, with the fix."""
+    if isinstance(exc, FileNotFoundError):
         return (
             f"the {kind} {path} does not exist: export the keys into it ({_EXPORT}) "
             "or fix cred_store"
         )
-    except PermissionError:
+    if isinstance(exc, PermissionError):
+        euid = os.geteuid()
         try:
             st = os.stat(path)
             owner = f"mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}"
@@ -205,17 +216,18 @@ def diagnose(
             f"the {kind} {path} is not readable by the daemon's uid {euid} ({owner}): "
             f"chown it to uid {euid} (run_as_user), or turn run_as_user off"
         )
-    except OSError as exc:
+    if isinstance(exc, OSError):
         return f"the {kind} {path} cannot be read: {os.strerror(exc.errno or errno.EIO)}"
-    except KeytabFormatError as exc:
-        return (
-            f"the {kind} {path} is not a valid keytab ({exc}): it is corrupt or another "
-            f"kind of file; export the keys again ({_EXPORT})"
-        )
-    if not entries:
-        return f"the {kind} {path} holds no keys: export the service's keys into it ({_EXPORT})"
-    if principal is None:
-        return None
+    return (
+        f"the {kind} {path} is not a valid keytab ({exc}): it is corrupt or another "
+        f"kind of file; export the keys again ({_EXPORT})"
+    )
+
+
+def _key_problem(
+    path: str, kind: str, entries: Sequence[KeytabEntry], principal: str, kvno: int | None
+) -> str | None:
+    """What the keytab's entries lack for `principal` (and `kvno`), with the fix."""
     mine = [e for e in entries if _same_principal(e.principal, principal)]
     if not mine:
         return (

@@ -3,6 +3,8 @@ with one, as the start-up check and the failure line do."""
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 from pathlib import Path
 
@@ -101,3 +103,23 @@ def test_check_services_warns_with_the_service(tmp_path: Path) -> None:
         warnings[1].startswith("service 'good': the keytab ")
         and "no key for nfs/h@R" in warnings[1]
     )
+
+
+def test_unreadable_keytab_reasons(tmp_path: Path) -> None:
+    """The reasons only another uid or a failing disk produce (the tests run
+    as root, which reads everything), from the exception `read_entries`
+    would raise."""
+    path = tmp_path / "k"
+    path.write_bytes(b"")
+    path.chmod(0o640)
+    euid = os.geteuid()
+    denied = keytabs._unreadable(str(path), "client keytab", PermissionError(errno.EACCES, "no"))
+    assert denied == (
+        f"the client keytab {path} is not readable by the daemon's uid {euid} "
+        f"(mode 0640, owner uid {path.stat().st_uid}): chown it to uid {euid} (run_as_user), "
+        "or turn run_as_user off"
+    )
+    hidden = keytabs._unreadable(str(tmp_path / "x" / "k"), "keytab", PermissionError())
+    assert "(a directory above it is closed)" in hidden
+    failing = keytabs._unreadable(str(path), "keytab", OSError(errno.EIO, "I/O error"))
+    assert failing == f"the keytab {path} cannot be read: {os.strerror(errno.EIO)}"
