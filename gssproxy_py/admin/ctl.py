@@ -5,7 +5,7 @@ configuration before a reload, and explain which service a caller gets.
     gssproxy-py-ctl reload | stop
     gssproxy-py-ctl check-config [-c FILE] [-C DIR] [-s SOCKET]
     gssproxy-py-ctl explain --uid U [--gid G] [--program PATH] [--socket PATH]
-                            [--netns NAME] [--selinux-context CTX]
+                            [--netns NAME] [--selinux-context CTX] [-s DEFAULT]
     gssproxy-py-ctl pin set|clear --service NAME
 
 `status`, `reload` and `stop` speak the admin program (`idl/admin.x`) on the
@@ -52,12 +52,13 @@ PROG = "gssproxy-py-ctl"
 CALL_TIMEOUT = 10.0
 
 
-def _config_options(p: argparse.ArgumentParser) -> None:
+def _config_options(p: argparse.ArgumentParser, socket_flag: str = "--socket") -> None:
     p.add_argument("-c", "--config", metavar="FILE", help="main configuration file")
     p.add_argument("-C", "--configdir", metavar="DIR", help="configuration directory")
     p.add_argument(
         "-s",
-        "--socket",
+        socket_flag,
+        dest="socket",
         metavar="PATH",
         help=f"the daemon's default socket (default {DEFAULT_SOCKET})",
     )
@@ -87,12 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(check)
 
     exp = sub.add_parser("explain", help="which service would serve a caller, and why not others")
-    _config_options(exp)
+    # --socket is the caller's socket here (as the issue spells it); -s stays the default one.
+    _config_options(exp, socket_flag="--default-socket")
     exp.add_argument("--uid", type=int, required=True, help="the caller's uid")
     exp.add_argument("--gid", type=int, help="the caller's gid (default: the uid)")
     exp.add_argument("--program", metavar="PATH", help="the caller's executable")
     exp.add_argument(
-        "--connect", metavar="PATH", dest="connect", help="the socket it connects to (default -s)"
+        "--socket",
+        "--connect",
+        metavar="PATH",
+        dest="connect",
+        help="the socket it connects to (default: the default socket, -s)",
     )
     exp.add_argument("--netns", metavar="NAME", help="the caller's named network namespace")
     exp.add_argument("--selinux-context", metavar="CTX", help="the caller's SELinux context")

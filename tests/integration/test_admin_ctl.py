@@ -152,7 +152,7 @@ def test_status_counts_the_calls_made(
         str(user.uid),
         "--program",
         program.group(1),
-        "--connect",
+        "--socket",
         str(acceptor_sock),
     )
     assert explained.returncode == 0, explained.stdout + explained.stderr
