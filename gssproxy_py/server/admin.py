@@ -44,7 +44,7 @@ from gssproxy_py.proto.admin import (
 )
 from gssproxy_py.rpc.dispatch import CallInfo, Handler, ProgramService
 from gssproxy_py.rpc.messages import Routed
-from gssproxy_py.server.calls import finish_call
+from gssproxy_py.server.calls import call_info, finish_call
 from gssproxy_py.server.connection import ConnectionInfo, ConnectionLimits, PrefixLog, RpcConnection
 from gssproxy_py.server.listeners import Listener, open_listener
 from gssproxy_py.server.namespaces import NamespaceSupport
@@ -153,19 +153,9 @@ class AdminEndpoint:
     def start_call(
         self, conn: ConnectionInfo, routed: Routed
     ) -> bytes | Coroutine[Any, Any, bytes]:
-        call = routed.call
-        info = CallInfo(
-            xid=call.xid,
-            program=call.prog,
-            version=call.vers,
-            procedure=call.proc,
-            peer=conn.peer,
-            socket_path=conn.socket_path,
-            service=None,
-            no_match_reason=None,
-            config=self._server.config,
-            log=PrefixLog(_log, f"[admin {conn.number} xid {call.xid:#010x}]"),
-        )
+        xid = routed.call.xid
+        log = PrefixLog(_log, f"[admin {conn.number} xid {xid:#010x}]")
+        info = call_info(conn, routed, self._server.config, log)
         info.log.info("%s from uid %d", routed.procedure.name, conn.peer.uid)
         return finish_call(info, routed, lambda: routed.handler(info, routed.arg))
 

@@ -137,18 +137,7 @@ class CallStarter:
             log.info("%s: service '%s'", name, service.name)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s arguments: %s", name, describe(routed.arg))
-        info = CallInfo(
-            xid=call.xid,
-            program=call.prog,
-            version=call.vers,
-            procedure=call.proc,
-            peer=conn.peer,
-            socket_path=conn.socket_path,
-            service=service,
-            no_match_reason=reason,
-            config=config,
-            log=log,
-        )
+        info = call_info(conn, routed, config, log, service=service, reason=reason)
         count = _Count(self.counters, info, name, started)
         immediate = routed.immediate
         if immediate is None:
@@ -163,6 +152,31 @@ class CallStarter:
             return finish_call(info, routed, result.run, count)
         count(outcome_code(result))
         return _encode(info, routed, result)
+
+
+def call_info(
+    conn: ConnectionInfo,
+    routed: Routed,
+    config: Config,
+    log: logging.LoggerAdapter[logging.Logger],
+    *,
+    service: Service | None = None,
+    reason: str | None = None,
+) -> CallInfo:
+    """What a handler is told about this call (also for the admin socket's)."""
+    call = routed.call
+    return CallInfo(
+        xid=call.xid,
+        program=call.prog,
+        version=call.vers,
+        procedure=call.proc,
+        peer=conn.peer,
+        socket_path=conn.socket_path,
+        service=service,
+        no_match_reason=reason,
+        config=config,
+        log=log,
+    )
 
 
 class _Count:

@@ -72,36 +72,14 @@ def test_pin_set_unlocks_the_token_and_pin_clear_removes_it(
     daemon = daemon_factory("py", render, env=hsm.env(), start=False)  # type: ignore[operator]
     conf = str(daemon.config)
     assert find_user_key(DESCRIPTION, KEY_SPEC_SESSION_KEYRING) is None
-    stored = ctl(
-        "pin",
-        "set",
-        "--service",
-        "signer",
-        "-c",
-        conf,
-        "--keyring",
-        "session",
-        "--stdin",
-        stdin=MAIN.pin + "\n",
-    )
+    pin_set = ("pin", "set", "--service", "signer", "-c", conf, "--keyring", "session", "--stdin")
+    stored = ctl(*pin_set, stdin=MAIN.pin + "\n")
     assert stored.returncode == 0, stored.stderr
     assert f"stored key '{DESCRIPTION}' in the session keyring" in stored.stdout
     assert MAIN.pin not in stored.stdout + stored.stderr
     assert read_user_key(DESCRIPTION) == MAIN.pin.encode()
     # --if-missing does not ask again (no input: it would read an empty PIN).
-    again = ctl(
-        "pin",
-        "set",
-        "--service",
-        "signer",
-        "-c",
-        conf,
-        "--keyring",
-        "session",
-        "--stdin",
-        "--if-missing",
-        stdin="",
-    )
+    again = ctl(*pin_set, "--if-missing", stdin="")
     assert again.returncode == 0 and again.stdout == ""
 
     daemon.start()
