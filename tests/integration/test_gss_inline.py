@@ -23,7 +23,6 @@ import pytest
 
 from gssproxy_py.config.load import load_config_text
 from gssproxy_py.config.model import Config
-from gssproxy_py.config.peer import Peer
 from gssproxy_py.gss.inline import inline_safe_service
 from gssproxy_py.gss.program import gss_proxy_service
 from gssproxy_py.gss.status import GSS_S_COMPLETE
@@ -31,6 +30,7 @@ from gssproxy_py.proto import gss_proxy as gp
 from gssproxy_py.rpc.dispatch import CallInfo, Pending, ProgramService
 from gssproxy_py.testing.realm import StandardRealm
 from gssproxy_py.vocab import oids
+from tests.support.calls import gss_call_info
 
 pytestmark = pytest.mark.integration
 
@@ -49,18 +49,7 @@ TARGET = gp.GssxName(b"host@localhost", oids.NT_HOSTBASED_SERVICE, b"", b"", (),
 
 
 def _info(config: Config, service: str, proc: int) -> CallInfo:
-    return CallInfo(
-        xid=1,
-        program=gp.GSSPROXY,
-        version=1,
-        procedure=proc,
-        peer=Peer(pid=1, uid=0, gid=0, program="/usr/bin/test"),
-        socket_path="/test.sock",
-        service=config.service(service),
-        no_match_reason=None,
-        config=config,
-        log=LOG,
-    )
+    return gss_call_info(config, proc, service=service, log=LOG)
 
 
 async def _call(svc: ProgramService, config: Config, service: str, proc: int, arg: Any) -> Any:

@@ -22,14 +22,14 @@ import pytest
 
 from gssproxy_py.config.load import load_config_text
 from gssproxy_py.config.model import Config
-from gssproxy_py.config.peer import Peer
 from gssproxy_py.gss.lucid import parse_linux_lucid_v1
 from gssproxy_py.gss.program import gss_proxy_service
 from gssproxy_py.gss.status import GSS_S_COMPLETE, GSS_S_NO_CRED
 from gssproxy_py.proto import gss_proxy as gp
-from gssproxy_py.rpc.dispatch import CallInfo, ProgramService
+from gssproxy_py.rpc.dispatch import ProgramService
 from gssproxy_py.testing.realm import StandardRealm
 from gssproxy_py.vocab import oids
+from tests.support.calls import gss_call_info
 
 pytestmark = pytest.mark.integration
 
@@ -54,19 +54,7 @@ class Daemonless:
         self.service: ProgramService = gss_proxy_service(config)
 
     def call(self, proc: int, arg: Any, *, uid: int = 0, service: str | None = "t") -> Any:
-        svc = self.config.service(service) if service else None
-        info = CallInfo(
-            xid=1,
-            program=gp.GSSPROXY,
-            version=1,
-            procedure=proc,
-            peer=Peer(pid=1, uid=uid, gid=uid, program="/usr/bin/test"),
-            socket_path="/test.sock",
-            service=svc,
-            no_match_reason=None if svc else "no service for this uid",
-            config=self.config,
-            log=LOG,
-        )
+        info = gss_call_info(self.config, proc, service=service, uid=uid, log=LOG)
         handler = self.service.handler(1, proc)
         assert handler is not None
         return asyncio.run(handler(info, arg))
@@ -216,7 +204,7 @@ def test_no_service_is_no_cred_with_reason(d: Daemonless) -> None:
     ]:
         res = d.call(proc, arg, service=None)
         assert res.status.major_status == GSS_S_NO_CRED
-        assert res.status.minor_status_string == b"no service for this uid\0"
+        assert res.status.minor_status_string == b"no service for uid 0\0"
         assert res.status.mech == oids.KRB5
 
 

@@ -23,7 +23,6 @@ import pytest
 
 from gssproxy_py.config.load import load_config_text
 from gssproxy_py.config.model import Config, CredUsage
-from gssproxy_py.config.peer import Peer
 from gssproxy_py.gss import api, engine, localname, options
 from gssproxy_py.gss import procedures as procs
 from gssproxy_py.gss.inline import Continuation, Steps, run_to_end, start
@@ -40,6 +39,7 @@ from gssproxy_py.proto import gss_proxy as gp
 from gssproxy_py.rpc.dispatch import CallInfo, Pending, ProgramService
 from gssproxy_py.vocab import oids
 from gssproxy_py.xdr.runtime import Encoder
+from tests.support.calls import gss_call_info
 
 LOG = logging.LoggerAdapter(logging.getLogger("test.gss.fake"), {})
 IDL = gp.GSSPROXY_PROGRAM.versions[gp.GSSPROXYVERS].procedures
@@ -201,19 +201,7 @@ class Program:
         self.service: ProgramService = gss_proxy_service(config)
 
     def info(self, proc: int, service: str | None, uid: int) -> CallInfo:
-        svc = self.config.service(service) if service else None
-        return CallInfo(
-            xid=1,
-            program=gp.GSSPROXY,
-            version=1,
-            procedure=proc,
-            peer=Peer(pid=1, uid=uid, gid=uid, program="/usr/bin/test"),
-            socket_path="/test.sock",
-            service=svc,
-            no_match_reason=None if svc else "no service for uid 4242",
-            config=self.config,
-            log=LOG,
-        )
+        return gss_call_info(self.config, proc, service=service, uid=uid, log=LOG)
 
     def threaded(self, proc: int, arg: Any, *, service: str | None, uid: int = 0) -> Any:
         handler = self.service.handler(1, proc)
