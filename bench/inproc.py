@@ -20,9 +20,14 @@ Modes:
 * `--count` (default): the child runs under `valgrind --tool=callgrind`
   twice, with `--small` and `--large` accepts after the same warm-up; the
   figure is (instructions(large) - instructions(small)) / (large - small),
-  so start-up, imports and warm-up cancel out. Instructions, not time: the
-  number is the same on a busy machine (within ~1%: token sizes and the
-  replay cache differ a little between runs);
+  so start-up, imports and warm-up cancel out (the heap is collected and
+  frozen before the loop, so no full collection of the start-up's objects
+  falls into one run and not the other). Instructions, not time: the number
+  is the same on a busy machine (within ~1%: token sizes and the replay
+  cache differ a little between runs). Only user-space instructions are
+  counted: system calls count their user-side wrappers, not the kernel's work;
+* `--syscalls`: the same two runs under `strace -f -c`, system calls per
+  accept by name (what `--count` cannot see: the kernel's side);
 * `--cpu`: the child runs natively and prints CPU time per accept (depends
   on the load; for a quick look);
 * `--profile`: cProfile of the timed loop, top functions by own time.
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import pstats
 import re
@@ -43,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from bench.env import config_text, make_realm, sockets_in
@@ -214,6 +221,11 @@ def child(args: argparse.Namespace) -> None:
     timed = records[WARMUP * per :]
     call = h.call
     prof = cProfile.Profile() if args.profile else None
+    # The same heap for every run: without this, a full collection that falls
+    # in one run's loop and not in the other's moves the difference by more
+    # than a cut is worth. Collections of the loop's own objects still count.
+    gc.collect()
+    gc.freeze()
     t0 = time.process_time()
     if prof is not None:
         prof.enable()
@@ -248,12 +260,21 @@ def _tokens(target: str, count: int, path: Path) -> None:
 
 
 _TOTALS = re.compile(rb"^(?:totals|summary):\s+(\d+)", re.MULTILINE)
+#: A row of `strace -c`: % time, seconds, usecs/call, calls, [errors,] syscall.
+_STRACE_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", re.MULTILINE)
+
+#: How a counted child runs: under callgrind (instructions) or strace (system calls).
+WRAPPERS = {
+    "count": ["valgrind", "--tool=callgrind", "--callgrind-out-file={out}"],
+    "syscalls": ["strace", "-f", "-c", "-o", "{out}"],
+}
 
 
 def _run_child(
-    work: Path, env: dict[str, str], workload: str, n: int, extra: list[str], valgrind: bool
-) -> tuple[str, int | None]:
-    """Output of one child run, and its instruction count under callgrind."""
+    work: Path, env: dict[str, str], workload: str, n: int, extra: list[str], mode: str
+) -> tuple[str, Counter[str]]:
+    """Output of one child run, and what its wrapper counted (instructions
+    under the key "Ir", or calls per system call)."""
     target = "host@localhost" if workload == "accept" else "nfs@localhost"
     tokens = work / f"tokens-{workload}-{n}"
     _tokens(target, WARMUP + n, tokens)
@@ -274,19 +295,22 @@ def _run_child(
         str(n),
         *extra,
     ]
-    out_file = work / f"callgrind-{workload}-{n}.out"
-    if valgrind:
-        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", *argv]
-    proc = subprocess.run(argv, env=child_env, capture_output=True, check=False)
+    out_file = work / f"{mode}-{workload}-{n}.out"
+    wrapper = [w.format(out=out_file) for w in WRAPPERS.get(mode, [])]
+    proc = subprocess.run([*wrapper, *argv], env=child_env, capture_output=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"child failed:\n{proc.stdout.decode()}\n{proc.stderr.decode()[-3000:]}")
-    count = None
-    if valgrind:
+    counted: Counter[str] = Counter()
+    if mode == "count":
         m = _TOTALS.search(out_file.read_bytes())
         if m is None:
             raise SystemExit(f"no totals in {out_file}")
-        count = int(m.group(1))
-    return proc.stdout.decode(), count
+        counted["Ir"] = int(m.group(1))
+    elif mode == "syscalls":
+        for calls, name in _STRACE_ROW.findall(out_file.read_text()):
+            if name != "total":
+                counted[name] += int(calls)
+    return proc.stdout.decode(), counted
 
 
 def parent(args: argparse.Namespace) -> None:
@@ -307,22 +331,29 @@ def parent(args: argparse.Namespace) -> None:
 
 
 def _measure(work: Path, env: dict[str, str], workload: str, args: argparse.Namespace) -> None:
-    if args.mode == "count":
-        _, small = _run_child(work, env, workload, args.small, [], True)
-        out_large, large = _run_child(work, env, workload, args.large, [], True)
-        assert small is not None and large is not None
-        per = (large - small) / (args.large - args.small)
-        print(
-            f"{workload}: {per:,.0f} instructions per accept "
-            f"({args.small}: {small:,}, {args.large}: {large:,}; {out_large.split(' cpu')[0]})"
-        )
+    if args.mode in WRAPPERS:
+        _, small = _run_child(work, env, workload, args.small, [], args.mode)
+        out_large, large = _run_child(work, env, workload, args.large, [], args.mode)
+        accepts = args.large - args.small
+        done = out_large.split(" cpu")[0]
+        if args.mode == "count":
+            per = (large["Ir"] - small["Ir"]) / accepts
+            print(
+                f"{workload}: {per:,.0f} instructions per accept "
+                f"({args.small}: {small['Ir']:,}, {args.large}: {large['Ir']:,}; {done})"
+            )
+            return
+        diff = {k: (large[k] - small[k]) / accepts for k in large}
+        rows = sorted(diff.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in rows if v >= 0.01)
+        print(f"{workload}: {sum(diff.values()):.2f} system calls per accept: {shown} ({done})")
         return
     extra = []
     if args.mode == "profile":
         extra = ["--profile", "--sort", args.sort, "--top", str(args.top)]
         if args.profile_out:
             extra += ["--profile-out", f"{args.profile_out}.{workload}"]
-    out, _ = _run_child(work, env, workload, args.n, extra, False)
+    out, _ = _run_child(work, env, workload, args.n, extra, args.mode)
     print(f"{workload}: {out}")
 
 
@@ -330,6 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.inproc", description=__doc__.split("\n\n")[0])
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--count", dest="mode", action="store_const", const="count")
+    mode.add_argument("--syscalls", dest="mode", action="store_const", const="syscalls")
     mode.add_argument("--cpu", dest="mode", action="store_const", const="cpu")
     mode.add_argument("--profile", dest="mode", action="store_const", const="profile")
     p.set_defaults(mode="count")
