@@ -317,3 +317,46 @@ def test_sdist_carries_the_sources_and_tests(tmp_path: Path) -> None:
         "mk/install.mk",
     ):
         assert wanted in members, wanted
+
+
+SYSTEMCTL = shutil.which("systemctl")
+
+
+@pytest.mark.skipif(
+    SYSTEMCTL is None or not Path("/lib/systemd/system/gssproxy.service").exists(),
+    reason="needs systemctl and Debian's gssproxy.service",
+)
+def test_switch_over_and_roll_back_as_install_md_says(tmp_path: Path) -> None:
+    """In an offline root holding Debian's enabled gssproxy.service: the steps
+    of docs/INSTALL.md make gssproxy.service an alias of ours (what
+    auth-rpcgss-module's Wants= then starts), and the rollback restores it."""
+    assert SYSTEMCTL is not None
+    root = tmp_path / "root"
+    lib = root / "lib/systemd/system"
+    lib.mkdir(parents=True)
+    for unit in ("gssproxy.service", "auth-rpcgss-module.service", "multi-user.target"):
+        if Path("/lib/systemd/system", unit).exists():
+            shutil.copy(Path("/lib/systemd/system", unit), lib)
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "gssproxy.service").symlink_to("/lib/systemd/system/gssproxy.service")
+    ours = root / "usr/local/lib/systemd/system"
+    ours.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "contrib" / UNIT, ours)
+
+    def systemctl(*args: str) -> str:
+        proc = subprocess.run(
+            [SYSTEMCTL, f"--root={root}", *args], capture_output=True, text=True, check=False
+        )
+        return proc.stdout.strip()
+
+    systemctl("disable", "gssproxy.service")
+    systemctl("enable", UNIT)
+    alias = root / "etc/systemd/system/gssproxy.service"
+    assert os.readlink(alias) == f"/usr/local/lib/systemd/system/{UNIT}"
+    assert systemctl("is-enabled", "gssproxy.service", UNIT).split() == ["alias", "enabled"]
+
+    systemctl("disable", UNIT)
+    systemctl("enable", "gssproxy.service")
+    assert not alias.exists() and not alias.is_symlink()
+    assert systemctl("is-enabled", "gssproxy.service", UNIT).split() == ["enabled", "disabled"]
