@@ -229,7 +229,11 @@ def _pid_file(args: argparse.Namespace) -> str | None:
     return path or (None if args.interactive else DEFAULT_PID_FILE)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class _StartupError(Exception):
+    """A start-up failure: printed as `gssproxy-py: MESSAGE`, exit status 1."""
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = build_parser()
     args = ap.parse_args(argv)
     absolute_paths(args)
@@ -239,23 +243,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before anything can load GSSAPI: our own calls must not go through
         # the interposer back to us.
         os.environ["GSS_USE_PROXY"] = "NO"
+    return args
 
-    cli_level = cli_debug_level(args)
-    configure_logging(cli_level or 0)
+
+def _load(args: argparse.Namespace) -> tuple[Config, str]:
+    """The configuration in force at start-up and the default socket."""
     try:
         if args.userproxy:
-            config, default_socket = _userproxy_config(args.socket)
-        else:
-            default_socket = args.socket or DEFAULT_SOCKET
-            config = load_config(args.config, args.configdir, default_socket=default_socket)
+            return _userproxy_config(args.socket)
+        default_socket = args.socket or DEFAULT_SOCKET
+        config = load_config(args.config, args.configdir, default_socket=default_socket)
     except ConfigError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        raise _StartupError(str(exc)) from None
+    return config, default_socket
+
+
+def _inherited() -> list[InheritedSocket]:
     try:
-        inherited: list[InheritedSocket] = inherited_sockets()
+        return inherited_sockets()
     except ActivationError as exc:
-        print(f"{PROG}: socket activation: {exc}", file=sys.stderr)
-        return 1
+        raise _StartupError(f"socket activation: {exc}") from None
+
+
+def _log_config(config: Config, args: argparse.Namespace, cli_level: int | None) -> None:
     set_debug_level(effective_debug_level(cli_level, config.globals.debug_level))
     set_status_syslog(args.syslog_status or config.globals.syslog_status)
     for warning in config.warnings:
@@ -263,15 +273,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in config.notes:
         _log.info("%s", note)
 
-    pid_file = _pid_file(args)
+
+def _detach(pid_file: str | None, interactive: bool) -> Callable[[], None] | None:
+    """Detach unless interactive, with the PID file checked before and written
+    after; the callback that tells the parent we are ready, if detached."""
     try:
         if pid_file is not None:
             # Before listening: a second daemon would take the first one's sockets.
             check_pid_file(pid_file)
-        on_ready = None if args.interactive else detach()
+        on_ready = None if interactive else detach()
         if pid_file is not None:
             write_pid_file(pid_file)  # after detach(): the daemon's own PID
     except PidFileError as exc:
+        raise _StartupError(str(exc)) from None
+    return on_ready
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    cli_level = cli_debug_level(args)
+    configure_logging(cli_level or 0)
+    pid_file = _pid_file(args)
+    try:
+        config, default_socket = _load(args)
+        inherited = _inherited()
+        _log_config(config, args, cli_level)
+        on_ready = _detach(pid_file, args.interactive)
+    except _StartupError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     if effective_debug_level(cli_level, config.globals.debug_level) >= 3:
