@@ -25,7 +25,12 @@ from tests.support.xdr_strategies import Strategies
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
-MODULES = {"gss_proxy": "gssproxy_py.proto.gss_proxy", "rpc_msg": "gssproxy_py.proto.rpc_msg"}
+MODULES = {
+    "gss_proxy": "gssproxy_py.proto.gss_proxy",
+    "rpc_msg": "gssproxy_py.proto.rpc_msg",
+    # what gssproxy-py-ctl decodes from the daemon
+    "admin": "gssproxy_py.proto.admin",
+}
 
 
 def _targets() -> list[tuple[str, str]]:

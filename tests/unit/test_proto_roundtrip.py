@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SPECS = {
     "gss_proxy": "gssproxy_py.proto.gss_proxy",
     "rpc_msg": "gssproxy_py.proto.rpc_msg",
+    "admin": "gssproxy_py.proto.admin",
 }
 
 
