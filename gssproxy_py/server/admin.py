@@ -19,7 +19,6 @@ Nothing here is on a GSS call's path: the counters it reports are kept by
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -84,7 +83,6 @@ class AdminEndpoint:
         self._namespaces = namespaces
         self._listener: Listener | None = None
         self._connections: set[RpcConnection] = set()
-        self._numbers = itertools.count(1)
         handlers: dict[tuple[int, int], Handler] = {
             (GSSPROXY_ADMIN_V1, ADM_STATUS): self._status_handler,
             (GSSPROXY_ADMIN_V1, ADM_RELOAD): self._reload_handler,
@@ -97,7 +95,7 @@ class AdminEndpoint:
     async def open(self) -> None:
         """Listen on the admin socket. Raises `ListenError`."""
         factory: Callable[[], RpcConnection] = lambda: RpcConnection(  # noqa: E731
-            self, self.path, next(self._numbers)
+            self, self.path, self._server.next_connection_number()
         )
         self._listener = await open_listener(self.path, factory, ADMIN_SOCKET_MODE)
         _log.info("admin socket %s (mode 0600)", self.path)

@@ -287,6 +287,10 @@ class GssProxyServer:
     def options(self) -> ServerOptions:
         return self._options
 
+    def next_connection_number(self) -> int:
+        """The next `[conn N]` number; admin connections draw from it too."""
+        return next(self._numbers)
+
     def connection_counts(self) -> tuple[dict[int, int], int]:
         """Open connections per peer uid, and the calls in flight on them."""
         by_uid: dict[int, int] = {}

@@ -17,6 +17,7 @@ from gssproxy_py.admin.pin import container_name, default_description
 from gssproxy_py.admin.render import code_name, render_prometheus, render_text
 from gssproxy_py.admin.stats import SYSTEM_ERR_CODE, CallCounters, outcome_code, quantile
 from gssproxy_py.config.load import load_config_text, read_sections
+from gssproxy_py.errors import ConfigError
 from gssproxy_py.proto.admin import AdmStatus
 from gssproxy_py.proto.gss_proxy import GSSPROXY
 from gssproxy_py.proto.token_sign import TOKEN_SIGN
@@ -218,3 +219,24 @@ def test_pin_descriptions_name_the_container(tmp_path: Path) -> None:
     assert container_name({}, str(podman), absent) == "web1"
     assert default_description("nfs", "web1") == "gssproxy-py:web1:nfs"
     assert container_name({"container": "systemd-nspawn"}, absent, absent) == os.uname().nodename
+
+
+def test_explain_with_a_named_network_namespace(tmp_path: Path) -> None:
+    """Files stand in for /run/netns entries: matching compares inodes."""
+    (tmp_path / "tenant1").touch()
+    (tmp_path / "tenant2").touch()
+    config = load_config_text(
+        "[service/t1]\n  mechs = krb5\n  euid = 0\n  netns = tenant1\n\n"
+        "[service/rest]\n  mechs = krb5\n  euid = 0\n  netns = tenant2\n",
+        "x.conf",
+        default_socket=SOCK,
+    )
+    common = {"uid": 0, "gid": 0, "program": None, "socket_path": SOCK, "default_socket": SOCK}
+    winner, rows, who = explain(config, netns="tenant2", netns_dir=str(tmp_path), **common)
+    assert winner is not None and winner.name == "rest"
+    assert {s.name: w for s, w in rows}["t1"] == "requires network namespace tenant1"
+    assert "network namespace tenant2" in who
+    winner, _, _ = explain(config, netns_dir=str(tmp_path), **common)
+    assert winner is None  # this process is in neither
+    with pytest.raises(ConfigError, match="no network namespace named 'nowhere'"):
+        explain(config, netns="nowhere", netns_dir=str(tmp_path), **common)
