@@ -45,6 +45,7 @@ from gssproxy_py.rpc.dispatch import CallInfo, Handler, ProgramService
 from gssproxy_py.rpc.messages import Routed
 from gssproxy_py.server.calls import call_info, finish_call
 from gssproxy_py.server.connection import ConnectionInfo, ConnectionLimits, PrefixLog, RpcConnection
+from gssproxy_py.server.fairness import CALLS_PER_TURN
 from gssproxy_py.server.listeners import Listener, open_listener
 from gssproxy_py.server.namespaces import NamespaceSupport
 
@@ -141,6 +142,14 @@ class AdminEndpoint:
 
     def input_buffered(self, conn: RpcConnection, size: int) -> None:
         """Admin calls are tiny and their callers root: no budget."""
+
+    def calls_waiting(self, conn: RpcConnection) -> None:
+        """Root's pipelined admin calls: the rest start in later turns."""
+        asyncio.get_running_loop().call_soon(self._continue, conn)
+
+    def _continue(self, conn: RpcConnection) -> None:
+        if conn.start_calls(CALLS_PER_TURN)[1]:
+            self.calls_waiting(conn)
 
     def connection_opened(self, conn: RpcConnection) -> None:
         self._connections.add(conn)

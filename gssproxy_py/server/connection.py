@@ -111,6 +111,11 @@ class ConnectionHost(Protocol):
 
     def connection_limits(self) -> ConnectionLimits: ...
 
+    def calls_waiting(self, conn: RpcConnection) -> None:
+        """`conn` has calls to start: the host calls `conn.start_calls`, now
+        or in its later turns (`server.fairness`)."""
+        ...
+
     def admit(self, conn: RpcConnection, peer: Peer) -> bool:
         """Whether the peer may hold one more connection (a refusal is
         logged by the host); `connection_opened` follows if it may."""
@@ -370,16 +375,37 @@ class RpcConnection(asyncio.Protocol):
     # -- calls ---------------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Start every call the window allows, then adjust reading."""
+        """Calls may start: the host starts them now or in its turns
+        (`server.fairness`); reading pauses while some wait."""
+        if self._window.can_start and not self._stopped:
+            self._host.calls_waiting(self)
+        self._update_reading()
+        self._close_when_done()
+
+    @property
+    def calls_queued(self) -> int:
+        """Records received and not started."""
+        return self._window.backlog
+
+    def start_calls(self, limit: int) -> tuple[int, bool]:
+        """Start up to `limit` calls the window allows, then adjust reading;
+        how many started, and whether more could start now."""
+        started = 0
         self._batch = []
         try:
-            while not self._stopped and (record := self._window.next_call()) is not None:
+            while (
+                started < limit
+                and not self._stopped
+                and (record := self._window.next_call()) is not None
+            ):
                 self._start(record)
+                started += 1
         finally:
             self._flush_batch()
             self._batch = None
         self._update_reading()
         self._close_when_done()
+        return started, not self._stopped and self._window.can_start
 
     def _start(self, record: bytes) -> None:
         # The identity of this record's writer (in step with the backlog).

@@ -52,6 +52,12 @@ from gssproxy_py.server.admission import (
 )
 from gssproxy_py.server.calls import CallStarter
 from gssproxy_py.server.connection import ConnectionLimits, RpcConnection
+from gssproxy_py.server.fairness import (
+    CALLS_PER_HEAVY_TURN,
+    CALLS_PER_TURN,
+    CALLS_PER_UID,
+    TurnScheduler,
+)
 from gssproxy_py.server.listeners import (
     Listener,
     open_listener,
@@ -155,6 +161,10 @@ class GssProxyServer:
         self._refusal_log = RateLimitedLog(config.globals.refusal_log_interval)
         self._budget_log = RateLimitedLog(config.globals.refusal_log_interval)
         self._timeout_timer: asyncio.TimerHandle | None = None
+        self._turns: TurnScheduler[RpcConnection] = TurnScheduler(
+            CALLS_PER_UID, CALLS_PER_TURN, CALLS_PER_HEAVY_TURN
+        )
+        self._turn_scheduled = False
         #: awaited with the new configuration after each successful reload
         self.reload_hooks: list[Callable[[Config], Awaitable[object]]] = []
         self.started = time.monotonic()
@@ -213,6 +223,26 @@ class GssProxyServer:
         return BudgetLimits(
             total=max(g.input_budget, floor), per_uid=max(g.input_budget_per_uid, floor)
         )
+
+    def calls_waiting(self, conn: RpcConnection) -> None:
+        uid = conn.peer_uid
+        if uid is None:
+            return
+        # Nothing waits: start at once, no extra hop for a quiet daemon.
+        quiet = not self._turn_scheduled and self._turns.idle
+        if quiet and not conn.start_calls(CALLS_PER_TURN)[1]:
+            return
+        self._turns.add(conn, uid, conn.calls_queued)
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_turn)
+
+    def _run_turn(self) -> None:
+        """One turn of `server.fairness`; another after I/O while work waits."""
+        self._turn_scheduled = False
+        if self._turns.turn(_start_calls):
+            self._turn_scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_turn)
 
     def admit(self, conn: RpcConnection | P11KitConnection, peer: Peer) -> bool:
         refusal = self._admission.refusal(peer.uid)
@@ -276,6 +306,8 @@ class GssProxyServer:
             self._admission.closed(conn.peer_uid)
         if isinstance(conn, RpcConnection):
             self._budget.forget(conn)
+        if isinstance(conn, RpcConnection):
+            self._turns.discard(conn)
         self._connections.discard(conn)
         if not self._connections:
             self._all_closed.set()
@@ -598,6 +630,10 @@ def handle_key_problem(state_dir: str) -> str | None:
             "one stop working)"
         )
     return None
+
+
+def _start_calls(conn: RpcConnection, limit: int) -> tuple[int, bool]:
+    return conn.start_calls(limit)
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)

@@ -48,6 +48,11 @@ class CallWindow:
         return self._in_flight == 0 and not self._backlog
 
     @property
+    def can_start(self) -> bool:
+        """A record waits and the limit allows starting it."""
+        return bool(self._backlog) and self._in_flight < self._limit
+
+    @property
     def reading_allowed(self) -> bool:
         return not self._write_blocked and not self._backlog and self._in_flight < self._limit
 

@@ -1,0 +1,78 @@
+"""Turns: light connections first, then heavy ones round-robin per uid and
+connection within bounded budgets, root first."""
+
+from __future__ import annotations
+
+import pytest
+
+from gssproxy_py.server.fairness import ROOT_UID, TurnScheduler
+
+
+class Conns:
+    """Fake connections: name -> calls waiting; records what each turn started."""
+
+    def __init__(self, waiting: dict[str, int]) -> None:
+        self.waiting = dict(waiting)
+        self.log: list[tuple[str, int]] = []
+
+    def start(self, name: str, limit: int) -> tuple[int, bool]:
+        n = min(limit, self.waiting[name])
+        self.waiting[name] -= n
+        self.log.append((name, n))
+        return n, self.waiting[name] > 0
+
+    def add_all(self, sched: TurnScheduler[str], uids: dict[str, int]) -> None:
+        for name, uid in uids.items():
+            sched.add(name, uid, self.waiting[name])
+
+
+def test_light_connections_go_first_whatever_the_flood() -> None:
+    sched: TurnScheduler[str] = TurnScheduler(8, 4, 12)
+    conns = Conns({f"flood{i}": 100 for i in range(6)} | {"serial": 1, "kernel": 1})
+    conns.add_all(sched, {f"flood{i}": ROOT_UID for i in range(6)})
+    conns.add_all(sched, {"serial": ROOT_UID, "kernel": ROOT_UID})
+    assert sched.turn(conns.start)
+    assert conns.log[:2] == [("serial", 1), ("kernel", 1)]
+    # The heavy ones: 12 calls in all this turn, 4 per connection.
+    assert conns.log[2:] == [("flood0", 4), ("flood1", 4)]
+
+
+def test_a_uid_with_many_connections_gets_no_more_per_turn_than_one_with_one() -> None:
+    sched: TurnScheduler[str] = TurnScheduler(8, 4, 64)
+    conns = Conns({f"flood{i}": 100 for i in range(6)} | {"other": 50})
+    conns.add_all(sched, {f"flood{i}": 1000 for i in range(6)} | {"other": 1001})
+    sched.turn(conns.start)
+    flood = sum(n for name, n in conns.log if name.startswith("flood"))
+    other = sum(n for name, n in conns.log if name == "other")
+    assert (flood, other) == (8, 4)
+    conns.log.clear()
+    sched.turn(conns.start)
+    # The other uid goes first now; round-robin within the flooding uid.
+    assert conns.log[0] == ("other", 4)
+    assert [n for n, _ in conns.log[1:]] == ["flood2", "flood3"]
+
+
+def test_root_goes_first_among_heavy_uids() -> None:
+    sched: TurnScheduler[str] = TurnScheduler(4, 4, 8)
+    conns = Conns({"user": 10, "gssd": 10})
+    conns.add_all(sched, {"user": 1000, "gssd": ROOT_UID})
+    for _ in range(2):
+        conns.log.clear()
+        sched.turn(conns.start)
+        assert conns.log == [("gssd", 4), ("user", 4)]
+
+
+def test_finished_or_gone_connections_leave() -> None:
+    sched: TurnScheduler[str] = TurnScheduler(8, 2, 16)
+    conns = Conns({"a": 3, "b": 3, "c": 9})
+    conns.add_all(sched, {"a": 1, "b": 2, "c": 3})
+    sched.turn(conns.start)
+    sched.discard("c")
+    assert not sched.turn(conns.start)
+    assert conns.waiting["a"] == conns.waiting["b"] == 0
+    assert sched.idle
+
+
+def test_budgets_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        TurnScheduler(0, 1)
