@@ -236,19 +236,25 @@ class RpcConnection(asyncio.Protocol):
         if self._record_infos is not None:
             self._data_from_writer(data)
             return
-        try:
-            records = self._reader.feed(data)
-        except RecordTooLargeError as exc:
-            self._abandon(f"closing: {exc}")
-            return
-        buffered = self._reader.buffered
-        if buffered != self._buffered:
-            self._buffered = buffered
-            self._host.input_buffered(self, buffered)
+        records = self._feed(data)
         if records:
             self._records_seen += len(records)
             self._window.received(records)
             self._pump()
+
+    def _feed(self, data: bytes) -> list[bytes] | None:
+        """The records `data` completes (None: the stream was abandoned);
+        the host hears of the bytes of a partial record now buffered."""
+        try:
+            records = self._reader.feed(data)
+        except RecordTooLargeError as exc:
+            self._abandon(f"closing: {exc}")
+            return None
+        buffered = self._reader.buffered
+        if buffered != self._buffered:
+            self._buffered = buffered
+            self._host.input_buffered(self, buffered)
+        return records
 
     def _data_from_writer(self, data: bytes) -> None:
         """`data_received` with the writer's credentials: each record gets
@@ -266,16 +272,8 @@ class RpcConnection(asyncio.Protocol):
             first = self._partial_writer
             self._abandon(f"closing: a record written by two processes (pids {first} and {pid})")
             return
-        try:
-            records = self._reader.feed(data)
-        except RecordTooLargeError as exc:
-            self._abandon(f"closing: {exc}")
-            return
+        records = self._feed(data)
         self._partial_writer = pid if self._reader.pending else None
-        buffered = self._reader.buffered
-        if buffered != self._buffered:
-            self._buffered = buffered
-            self._host.input_buffered(self, buffered)
         if not records:
             return
         peer = Peer(

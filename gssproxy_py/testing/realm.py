@@ -354,3 +354,16 @@ def standard_realm(directory: str | os.PathLike[str]) -> StandardRealm:
         nfs_principal=nfs,
         nfs_keytab=nfs_keytab,
     )
+
+
+def keytab_without_kdc(principal: str, password: str, path: str | os.PathLike[str]) -> Path:
+    """A keytab for `principal` (aes256) made with ktutil, without any KDC:
+    for a realm whose KDC is a blackhole, or none at all."""
+    script = (
+        f"addent -password -p {principal} -k 1 -e aes256-cts-hmac-sha1-96\n"
+        f"{password}\n"
+        f"wkt {os.fspath(path)}\n"
+        "quit\n"
+    )
+    subprocess.run(["ktutil"], input=script.encode(), check=True, capture_output=True)
+    return Path(path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from gssproxy_py.gss.program import gss_proxy_service
 from gssproxy_py.gss.status import GSS_S_COMPLETE
 from gssproxy_py.proto import gss_proxy as gp
 from gssproxy_py.rpc.dispatch import CallInfo, Pending, ProgramService
-from gssproxy_py.testing.realm import StandardRealm
+from gssproxy_py.testing.realm import StandardRealm, keytab_without_kdc
 from gssproxy_py.vocab import oids
 from tests.support.calls import gss_call_info
 
@@ -64,17 +63,6 @@ async def _call(svc: ProgramService, config: Config, service: str, proc: int, ar
     return await handler(info, arg)
 
 
-def _blackhole_keytab(path: Path) -> None:
-    """A keytab for bob@BLACKHOLE.TEST, made without any KDC."""
-    script = (
-        "addent -password -p bob@BLACKHOLE.TEST -k 1 -e aes256-cts-hmac-sha1-96\n"
-        "bobpw\n"
-        f"wkt {path}\n"
-        "quit\n"
-    )
-    subprocess.run(["ktutil"], input=script.encode(), check=True, capture_output=True)
-
-
 def test_inline_calls_complete_while_a_kdc_call_hangs(
     realm: StandardRealm, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -91,7 +79,7 @@ def test_inline_calls_complete_while_a_kdc_call_hangs(
     monkeypatch.setenv("KRB5_CONFIG", f"{realm.env()['KRB5_CONFIG']}:{extra_conf}")
     monkeypatch.setenv("KRB5CCNAME", f"FILE:{realm.alice_ccache}")
     bob_keytab = tmp_path / "bob.keytab"
-    _blackhole_keytab(bob_keytab)
+    keytab_without_kdc("bob@BLACKHOLE.TEST", "bobpw", bob_keytab)
     config = load_config_text(
         f"""
 [gssproxy]

@@ -32,7 +32,7 @@ from gssproxy_py.proto import gss_proxy as gp
 from gssproxy_py.testing.daemon import DaemonPaths, DaemonProcess
 from gssproxy_py.testing.net import wait_until
 from gssproxy_py.testing.peer import b64, client_argv, peer_env
-from gssproxy_py.testing.realm import StandardRealm
+from gssproxy_py.testing.realm import StandardRealm, keytab_without_kdc
 from gssproxy_py.testing.users import LocalUser, popen_as, run_as
 from gssproxy_py.vocab import oids
 from tests.conformance.kernel_client import KernelConnection, nfsd_checks_complete
@@ -409,17 +409,6 @@ def test_the_exec_race_is_attributed_to_the_process_that_wrote_the_call(
 # -- item 1: a hung KDC for one service ---------------------------------------------------
 
 
-def _blackhole_keytab(path: Path) -> None:
-    """A keytab for bob@BLACKHOLE.TEST, made without any KDC."""
-    script = (
-        "addent -password -p bob@BLACKHOLE.TEST -k 1 -e aes256-cts-hmac-sha1-96\n"
-        "bobpw\n"
-        f"wkt {path}\n"
-        "quit\n"
-    )
-    subprocess.run(["ktutil"], input=script.encode(), check=True, capture_output=True)
-
-
 def _init_arg() -> Any:
     cc = gp.GssxCallCtx(b"", b"", ())
     target = gp.GssxName(b"host@localhost", oids.NT_HOSTBASED_SERVICE, b"", b"", (), ())
@@ -457,7 +446,7 @@ def test_a_hung_kdc_takes_only_its_own_services_threads(
         f"[realms]\n    BLACKHOLE.TEST = {{\n        kdc = 127.0.0.1:{port}\n    }}\n"
     )
     bob_keytab = work / "bob.keytab"
-    _blackhole_keytab(bob_keytab)
+    keytab_without_kdc("bob@BLACKHOLE.TEST", "bobpw", bob_keytab)
     alice_keytab = realm.realm.ktadd(realm.alice, work / "alice.keytab")
 
     def render(paths: DaemonPaths) -> str:
