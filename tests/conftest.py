@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from gssproxy_py.testing.daemon import (
     DaemonFactory,
@@ -35,6 +36,11 @@ from gssproxy_py.testing.users import (
     ensure_test_users,
     is_root,
 )
+
+# No test asserts on elapsed time, and Hypothesis's per-example deadline is
+# one: on a shared 2-core machine an example can take 10x its usual time.
+settings.register_profile("gssproxy-py", deadline=None)
+settings.load_profile("gssproxy-py")
 
 ROOT_REASON = "needs root (runs clients as other uids via setpriv, creates users)"
 
