@@ -648,12 +648,6 @@ async def _listen_with_admin(
 ) -> AdminEndpoint | None:
     """Listen on every call socket, then on the admin socket; None (logged,
     the server shut down) if one of them fails."""
-    try:
-        await server.start()
-    except LocalError as exc:
-        _log.error("cannot start: %s", exc)
-        await server.shutdown()
-        return None
     admin = AdminEndpoint(
         server,
         admin_socket_path(config.globals.admin_socket, options.default_socket),
@@ -662,7 +656,8 @@ async def _listen_with_admin(
         tokens=getattr(parts.get("token_backend"), "sessions", None),
     )
     try:
-        await admin.open()
+        await server.start()
+        await admin.open()  # once the call sockets listen
     except LocalError as exc:
         _log.error("cannot start: %s", exc)
         await server.shutdown()
