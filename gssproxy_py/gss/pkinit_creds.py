@@ -265,8 +265,7 @@ class PkinitCreds:
                 GSS_S_NO_CRED,
                 EACCES,
                 f"{what}: PKINIT from the token is not available in this process (the "
-                "PKCS#11 layer did not load, see the daemon log; or this is a worker "
-                "process, which has no token access)",
+                "PKCS#11 layer did not load, see the daemon log)",
             )
         kind, sep, path = plan.ccache.partition(":")
         if sep and kind.upper() == "MEMORY":
