@@ -156,6 +156,10 @@ class GlobalSettings:
       call in flight and nothing received for this long is closed.
     * `input_budget` / `input_budget_per_uid` (bytes): partial records
       buffered across all connections, and by one uid.
+    * `turn_calls_per_connection`, `turn_calls_per_uid`, `turn_calls` (≥ 1):
+      fairness under load (`server/fairness.py`): calls one connection may
+      start per event or turn, the pipelining connections of one uid per
+      turn, and all of them per turn.
     * `refusal_log_interval` (seconds, > 0): at most one line per interval
       says a connection was refused (and one that a partial record was
       dropped), with how many more were since.
@@ -181,6 +185,9 @@ class GlobalSettings:
     input_budget: int = DEFAULT_INPUT_BUDGET
     input_budget_per_uid: int = DEFAULT_INPUT_BUDGET_PER_UID
     refusal_log_interval: float = DEFAULT_REFUSAL_LOG_INTERVAL
+    turn_calls_per_connection: int = 8
+    turn_calls_per_uid: int = 32
+    turn_calls: int = 64
     strict_modes: bool = True
     origins: tuple[OptionOrigin, ...] = ()
 

@@ -279,6 +279,31 @@ OPTIONS: tuple[Option, ...] = (
         source=OURS,
     ),
     Option(
+        "turn_calls_per_connection",
+        G,
+        v.integer(1),
+        "calls one connection may start per read, or per turn once calls wait; "
+        "a connection with no more waiting is served before the pipelining ones",
+        "4",
+        source=OURS,
+    ),
+    Option(
+        "turn_calls_per_uid",
+        G,
+        v.integer(1),
+        "calls the pipelining connections of one uid may start per turn of the event loop",
+        "16",
+        source=OURS,
+    ),
+    Option(
+        "turn_calls",
+        G,
+        v.integer(1),
+        "calls the pipelining connections of all uids may start per turn of the event loop",
+        "32",
+        source=OURS,
+    ),
+    Option(
         "strict_modes",
         G,
         v.BOOLEAN,

@@ -52,12 +52,7 @@ from gssproxy_py.server.admission import (
 )
 from gssproxy_py.server.calls import CallStarter
 from gssproxy_py.server.connection import ConnectionLimits, RpcConnection
-from gssproxy_py.server.fairness import (
-    CALLS_PER_HEAVY_TURN,
-    CALLS_PER_TURN,
-    CALLS_PER_UID,
-    TurnScheduler,
-)
+from gssproxy_py.server.fairness import TurnScheduler
 from gssproxy_py.server.listeners import (
     Listener,
     open_listener,
@@ -161,9 +156,7 @@ class GssProxyServer:
         self._refusal_log = RateLimitedLog(config.globals.refusal_log_interval)
         self._budget_log = RateLimitedLog(config.globals.refusal_log_interval)
         self._timeout_timer: asyncio.TimerHandle | None = None
-        self._turns: TurnScheduler[RpcConnection] = TurnScheduler(
-            CALLS_PER_UID, CALLS_PER_TURN, CALLS_PER_HEAVY_TURN
-        )
+        self._turns: TurnScheduler[RpcConnection] = _turns(config)
         self._turn_scheduled = False
         #: awaited with the new configuration after each successful reload
         self.reload_hooks: list[Callable[[Config], Awaitable[object]]] = []
@@ -230,7 +223,7 @@ class GssProxyServer:
             return
         # Nothing waits: start at once, no extra hop for a quiet daemon.
         quiet = not self._turn_scheduled and self._turns.idle
-        if quiet and not conn.start_calls(CALLS_PER_TURN)[1]:
+        if quiet and not conn.start_calls(self._turns.calls_per_connection)[1]:
             return
         self._turns.add(conn, uid, conn.calls_queued)
         if not self._turn_scheduled:
@@ -490,6 +483,10 @@ class GssProxyServer:
         self.last_reload_error = None
         self._admission.caps = self._caps(config)
         self._budget.limits = self._budget_limits(config)
+        g = config.globals
+        self._turns.calls_per_connection = g.turn_calls_per_connection
+        self._turns.calls_per_uid = g.turn_calls_per_uid
+        self._turns.calls_per_turn = g.turn_calls
         for rate_limited in (self._refusal_log, self._budget_log):
             rate_limited.interval = config.globals.refusal_log_interval
         if opts.cli_debug_level is None:
@@ -630,6 +627,11 @@ def handle_key_problem(state_dir: str) -> str | None:
             "one stop working)"
         )
     return None
+
+
+def _turns(config: Config) -> TurnScheduler[RpcConnection]:
+    g = config.globals
+    return TurnScheduler(g.turn_calls_per_uid, g.turn_calls_per_connection, g.turn_calls)
 
 
 def _start_calls(conn: RpcConnection, limit: int) -> tuple[int, bool]:

@@ -31,12 +31,10 @@ from typing import Generic, TypeVar
 C = TypeVar("C", bound=Hashable)
 
 #: Calls one connection may start per event (a read, a finished call) or
-#: per turn: beyond it, the rest wait for the turns.
+#: per turn, where no configuration says (the admin socket); the daemon's
+#: budgets are `[gssproxy] turn_calls_per_connection`, `turn_calls_per_uid`
+#: and `turn_calls`.
 CALLS_PER_TURN = 8
-#: Calls the heavy connections of one uid may start per turn.
-CALLS_PER_UID = 32
-#: Calls the heavy connections of all uids may start per turn.
-CALLS_PER_HEAVY_TURN = 64
 
 #: uid 0: the kernel's upcall socket, rpc.gssd, the administrator.
 ROOT_UID = 0
