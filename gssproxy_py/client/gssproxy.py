@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from gssproxy_py.client.aio import AsyncRpcClient
 from gssproxy_py.client.sync import RpcClient
@@ -74,6 +74,7 @@ from gssproxy_py.proto.gss_proxy import (
     GssxResWrapSizeLimit,
     GssxStatus,
 )
+from gssproxy_py.vocab.gss_status import major_status_names
 from gssproxy_py.vocab.gssx_options import cstring, find_option, option
 
 R = TypeVar("R")
@@ -110,53 +111,6 @@ def gssx_name(display_name: str | bytes, name_type: bytes = b"") -> GssxName:
 
 
 # -- GSS status in words ----------------------------------------------------------
-
-_ROUTINE_ERRORS: Final = {
-    1: "GSS_S_BAD_MECH",
-    2: "GSS_S_BAD_NAME",
-    3: "GSS_S_BAD_NAMETYPE",
-    4: "GSS_S_BAD_BINDINGS",
-    5: "GSS_S_BAD_STATUS",
-    6: "GSS_S_BAD_MIC",
-    7: "GSS_S_NO_CRED",
-    8: "GSS_S_NO_CONTEXT",
-    9: "GSS_S_DEFECTIVE_TOKEN",
-    10: "GSS_S_DEFECTIVE_CREDENTIAL",
-    11: "GSS_S_CREDENTIALS_EXPIRED",
-    12: "GSS_S_CONTEXT_EXPIRED",
-    13: "GSS_S_FAILURE",
-    14: "GSS_S_BAD_QOP",
-    15: "GSS_S_UNAUTHORIZED",
-    16: "GSS_S_UNAVAILABLE",
-    17: "GSS_S_DUPLICATE_ELEMENT",
-    18: "GSS_S_NAME_NOT_MN",
-    19: "GSS_S_BAD_MECH_ATTR",
-}
-_CALLING_ERRORS: Final = {
-    1: "GSS_S_CALL_INACCESSIBLE_READ",
-    2: "GSS_S_CALL_INACCESSIBLE_WRITE",
-    3: "GSS_S_CALL_BAD_STRUCTURE",
-}
-_SUPPLEMENTARY: Final = (
-    (1, "GSS_S_CONTINUE_NEEDED"),
-    (2, "GSS_S_DUPLICATE_TOKEN"),
-    (4, "GSS_S_OLD_TOKEN"),
-    (8, "GSS_S_UNSEQ_TOKEN"),
-    (16, "GSS_S_GAP_TOKEN"),
-)
-
-
-def major_status_names(major: int) -> list[str]:
-    """The RFC 2744 names in a major status word (empty for GSS_S_COMPLETE)."""
-    names: list[str] = []
-    calling = (major >> 24) & 0xFF
-    routine = (major >> 16) & 0xFF
-    if calling:
-        names.append(_CALLING_ERRORS.get(calling, f"calling error {calling}"))
-    if routine:
-        names.append(_ROUTINE_ERRORS.get(routine, f"routine error {routine}"))
-    names += [name for bit, name in _SUPPLEMENTARY if major & bit]
-    return names
 
 
 def status_summary(status: GssxStatus) -> str:

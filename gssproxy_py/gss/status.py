@@ -41,6 +41,25 @@ from gssproxy_py.errors import GssProxyError, LocalError, PeerError
 from gssproxy_py.proto.gss_proxy import GssxStatus
 from gssproxy_py.rpc.dispatch import CallInfo
 
+# The codes are protocol vocabulary, shared with the clients; the gss layer
+# takes them from here, with the rest of what a status is.
+from gssproxy_py.vocab.gss_status import (
+    GSS_S_BAD_MECH,
+    GSS_S_BAD_NAME,
+    GSS_S_BAD_NAMETYPE,
+    GSS_S_CALL_BAD_STRUCTURE,
+    GSS_S_COMPLETE,
+    GSS_S_CONTINUE_NEEDED,
+    GSS_S_CREDENTIALS_EXPIRED,
+    GSS_S_DEFECTIVE_CREDENTIAL,
+    GSS_S_DEFECTIVE_TOKEN,
+    GSS_S_FAILURE,
+    GSS_S_NO_CONTEXT,
+    GSS_S_NO_CRED,
+    GSS_S_UNAUTHORIZED,
+    GSS_S_UNAVAILABLE,
+)
+
 __all__ = [
     "GSS_S_BAD_MECH",
     "GSS_S_BAD_NAME",
@@ -66,28 +85,6 @@ __all__ = [
     "status_from_failure",
 ]
 
-# RFC 2744 routine errors (bits 16-23) and calling errors (bits 24-31).
-GSS_S_COMPLETE: Final = 0
-GSS_S_CONTINUE_NEEDED: Final = 1
-GSS_S_BAD_MECH: Final = 1 << 16
-GSS_S_BAD_NAME: Final = 2 << 16
-GSS_S_BAD_NAMETYPE: Final = 3 << 16
-GSS_S_BAD_BINDINGS: Final = 4 << 16
-GSS_S_BAD_STATUS: Final = 5 << 16
-GSS_S_BAD_SIG: Final = 6 << 16
-GSS_S_NO_CRED: Final = 7 << 16
-GSS_S_NO_CONTEXT: Final = 8 << 16
-GSS_S_DEFECTIVE_TOKEN: Final = 9 << 16
-GSS_S_DEFECTIVE_CREDENTIAL: Final = 10 << 16
-GSS_S_CREDENTIALS_EXPIRED: Final = 11 << 16
-GSS_S_CONTEXT_EXPIRED: Final = 12 << 16
-GSS_S_FAILURE: Final = 13 << 16
-GSS_S_BAD_QOP: Final = 14 << 16
-GSS_S_UNAUTHORIZED: Final = 15 << 16
-GSS_S_UNAVAILABLE: Final = 16 << 16
-GSS_S_DUPLICATE_ELEMENT: Final = 17 << 16
-GSS_S_NAME_NOT_MN: Final = 18 << 16
-GSS_S_CALL_BAD_STRUCTURE: Final = 3 << 24
 
 _ROUTINE_MASK: Final = 0xFF << 16
 _U64_MAX: Final = (1 << 64) - 1
