@@ -38,7 +38,7 @@ from gssproxy_py.netns.named import NETNS_DIR, configured_names, inode_map
 from gssproxy_py.rpc.dispatch import CallInfo, Pending
 from gssproxy_py.rpc.messages import OversizedReplyError, Routed, encode_reply, reply_system_err
 from gssproxy_py.rpc.redact import describe
-from gssproxy_py.server.connection import ConnectionInfo, PrefixLog
+from gssproxy_py.server.connection import ConnectionInfo
 
 #: Where `ip netns` keeps named network namespaces (for services' `netns`).
 NETNS_RUN_DIR = NETNS_DIR
@@ -99,6 +99,22 @@ def _match(
     return service, reason
 
 
+class CallLog(logging.LoggerAdapter[logging.Logger]):
+    """The log of one call: every line starts with `[conn N xid X]`, as with
+    `PrefixLog`, but the prefix is formatted only when a line is written
+    (most calls write none at the default debug level)."""
+
+    def __init__(self, logger: logging.Logger, conn: int, xid: int) -> None:
+        # LoggerAdapter.__init__ only sets these two.
+        self.logger = logger
+        self.extra = None
+        self.conn = conn
+        self.xid = xid
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[conn {self.conn} xid {self.xid:#010x}] {msg}", kwargs
+
+
 class CallStarter:
     """Starts every call against the configuration in force (`config`)."""
 
@@ -126,7 +142,7 @@ class CallStarter:
         config = self.config
         call = routed.call
         name = routed.procedure.name
-        log = PrefixLog(_log, f"[conn {conn.number} xid {call.xid:#010x}]")
+        log = CallLog(_log, conn.number, call.xid)
         service, reason = _match(
             config, conn, default_socket=self.default_socket, selinux_enabled=self.selinux_enabled
         )
