@@ -4,7 +4,8 @@
   request, store) key, valid until the credential's lifetime minus the
   service's `min_lifetime`, and only while the keytab files named in the
   store look the same (inode, size, mtime: a new kvno written by `ktadd` or
-  a replaced file is picked up on the next request, without a restart).
+  a replaced file is picked up without a restart, within `STAT_INTERVAL`,
+  since `FileStamps` stat()s each file at most once a second).
 * `TtlCache`: a small map whose entries live `ttl` seconds (the kernel's
   linux_creds lookups: local name, uid, gid and groups per initiator).
 * `CredPool`: idle python-gssapi credential objects per handle (service, uid,
@@ -23,30 +24,93 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from gssproxy_py.proto.gss_proxy import GssxCred
 
-__all__ = ["AcquireCache", "CredPool", "Fingerprint", "TtlCache", "fingerprint", "handle_digest"]
+__all__ = [
+    "STAMPS",
+    "AcquireCache",
+    "CredPool",
+    "FileStamps",
+    "Fingerprint",
+    "TtlCache",
+    "fingerprint",
+    "handle_digest",
+]
 
-#: Per keytab path: (inode, size, mtime_ns), or None if it could not be stat()ed.
-Fingerprint = tuple[tuple[str, tuple[int, int, int] | None], ...]
+#: A file as change detection sees it: (inode, size, mtime_ns), or None if
+#: it could not be stat()ed.
+Stamp = tuple[int, int, int] | None
+
+#: Per keytab path, its stamp.
+Fingerprint = tuple[tuple[str, Stamp], ...]
+
+#: How long a file's stamp is trusted before it is stat()ed again (seconds).
+STAT_INTERVAL = 1.0
 
 _T = TypeVar("_T")
 
 
-def fingerprint(paths: Iterable[str]) -> Fingerprint:
-    out: list[tuple[str, tuple[int, int, int] | None]] = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            out.append((path, None))
-            continue
-        out.append((path, (st.st_ino, st.st_size, st.st_mtime_ns)))
-    return tuple(out)
+def stat_stamp(path: str | os.PathLike[str]) -> Stamp:
+    """The file's stamp now (one stat)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class FileStamps:
+    """Stamps of the files every call checks (keytabs, the handle key file),
+    each stat()ed at most once per `interval` seconds: a change is seen
+    within a second, and at once after `forget` (a reload).
+
+    Used from the event loop and the worker threads without a lock: each
+    entry is replaced whole, and two threads that both find it old only
+    stat the file twice.
+    """
+
+    __slots__ = ("_seen", "clock", "interval")
+
+    def __init__(
+        self, interval: float = STAT_INTERVAL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._seen: dict[str, tuple[float, Stamp]] = {}
+
+    def stamp(self, path: str) -> Stamp:
+        """The file's stamp, stat()ed again if the last one is `interval` old."""
+        now = self.clock()
+        seen = self._seen.get(path)
+        if seen is not None and now - seen[0] < self.interval:
+            return seen[1]
+        return self.refresh(path, now)
+
+    def refresh(self, path: str, now: float | None = None) -> Stamp:
+        """stat() the file now (e.g. after writing it) and keep its stamp."""
+        stamp = stat_stamp(path)
+        if len(self._seen) >= _MAX_STAMPED:
+            self._seen.clear()
+        self._seen[path] = (self.clock() if now is None else now, stamp)
+        return stamp
+
+    def forget(self) -> None:
+        self._seen.clear()
+
+
+#: Bounds the stamps kept (configured keytabs; `%U` templates can name many).
+_MAX_STAMPED = 1024
+
+#: The daemon's stamps (the GSS engine forgets them on reload).
+STAMPS = FileStamps()
+
+
+def fingerprint(paths: Iterable[str], stamps: FileStamps = STAMPS) -> Fingerprint:
+    return tuple([(path, stamps.stamp(path)) for path in paths])
 
 
 def handle_digest(blob: bytes) -> bytes:

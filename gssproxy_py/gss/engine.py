@@ -30,7 +30,7 @@ from typing import ParamSpec, TypeVar
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.executors import Executor
 from gssproxy_py.gss import api
-from gssproxy_py.gss.credcache import TtlCache
+from gssproxy_py.gss.credcache import STAMPS, TtlCache
 from gssproxy_py.gss.credentials import Credentials
 from gssproxy_py.gss.inline import InlineCalls
 from gssproxy_py.gss.krb5cc import hold_profile
@@ -84,8 +84,10 @@ class GssEngine:
     def reload(self, config: Config) -> None:
         """A new configuration is in force: resize the threads, forget
         credentials acquired under the old service definitions (their keys
-        would never match again anyway), PKINIT failures, inline verdicts and
-        linux_creds."""
+        would never match again anyway), PKINIT failures, inline verdicts,
+        linux_creds and the files' stamps (keytabs and the handle key file
+        are stat()ed again at once)."""
+        STAMPS.forget()
         with self._executor_lock:
             names = {s.name for s in config.services}
             if max(1, config.globals.worker_threads) != self._workers:

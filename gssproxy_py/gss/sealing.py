@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.gss import api, convert, handles, keyfile
+from gssproxy_py.gss.credcache import STAMPS
 from gssproxy_py.proto.gss_proxy import GssxCred
 
 __all__ = ["HANDLE_KEYS_FILE", "Sealer", "handle_scope"]
@@ -53,32 +54,25 @@ def handle_scope(service: Service) -> str:
     return f"service:{service.name}"
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 @dataclass(slots=True)
 class Sealer:
     """The handle keys in force, and sealing and opening with them. Thread-safe."""
 
-    _path: Path | None = None
+    _path: str | None = None
     _stamp: tuple[int, int, int] | None = None
     _keys: keyfile.HandleKeys | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def keys(self, config: Config) -> keyfile.HandleKeys:
-        """The keys of `config`'s state_dir, read again when the file changed."""
-        path = Path(config.globals.state_dir) / HANDLE_KEYS_FILE
+        """The keys of `config`'s state_dir, read again when the file changed
+        (seen within `credcache.STAT_INTERVAL`)."""
+        path = os.path.join(config.globals.state_dir, HANDLE_KEYS_FILE)
         with self._lock:
-            stamp = _stamp(path)
+            stamp = STAMPS.stamp(path)
             if self._keys is None or self._path != path or stamp is None or stamp != self._stamp:
-                self._keys = keyfile.load_or_create(path)
+                self._keys = keyfile.load_or_create(Path(path))
                 self._path = path
-                self._stamp = _stamp(path)
+                self._stamp = STAMPS.refresh(path)
             return self._keys
 
     def seal_creds(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gssproxy_py.gss.credcache import AcquireCache, CredPool, fingerprint
+from gssproxy_py.gss.credcache import AcquireCache, CredPool, FileStamps, fingerprint
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxName
 
 NAME = GssxName(b"", b"", b"", b"", (), ())
@@ -27,12 +27,34 @@ def test_keytab_change_invalidates(tmp_path: Path) -> None:
     kt = tmp_path / "kt"
     kt.write_bytes(b"\x05\x02one")
     c = AcquireCache()
-    fp = fingerprint([str(kt)])
+    stamps = FileStamps(interval=0)  # stat every time
+    fp = fingerprint([str(kt)], stamps)
     c.put("k", CRED, None, fp)
-    assert c.get("k", fingerprint([str(kt)]), min_lifetime=0) is CRED
+    assert c.get("k", fingerprint([str(kt)], stamps), min_lifetime=0) is CRED
     kt.write_bytes(b"\x05\x02one-new-kvno")
     os.utime(kt, ns=(1, 1))
-    assert c.get("k", fingerprint([str(kt)]), min_lifetime=0) is None
+    assert c.get("k", fingerprint([str(kt)], stamps), min_lifetime=0) is None
+
+
+def test_a_file_is_stated_at_most_once_per_interval(tmp_path: Path) -> None:
+    kt = tmp_path / "kt"
+    kt.write_bytes(b"\x05\x02one")
+    now = [100.0]
+    stamps = FileStamps(interval=1.0, clock=lambda: now[0])
+    first = stamps.stamp(str(kt))
+    assert first is not None
+    kt.write_bytes(b"\x05\x02one-new-kvno")
+    os.utime(kt, ns=(1, 1))
+    now[0] = 100.9
+    assert stamps.stamp(str(kt)) == first  # within the second: not stat()ed again
+    now[0] = 101.0
+    second = stamps.stamp(str(kt))
+    assert second is not None and second != first  # the change is seen a second later
+    kt.unlink()
+    assert stamps.stamp(str(kt)) == second
+    stamps.forget()  # as a reload does
+    assert stamps.stamp(str(kt)) is None
+    assert stamps.refresh(str(tmp_path)) is not None  # refresh stats at once
 
 
 def test_missing_keytab_has_stable_fingerprint(tmp_path: Path) -> None:
