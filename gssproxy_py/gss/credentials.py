@@ -156,7 +156,8 @@ class Credentials:
         fp = fingerprint(policy.keytab_files(store))
         hit = self.acquired.get(key, fp, min_lifetime=req.service.min_lifetime)
         if hit is not None:
-            req.log.debug("acquire: cached credential for %s", _describe(creq))
+            if req.log.isEnabledFor(logging.DEBUG):  # _describe only for a line written
+                req.log.debug("acquire: cached credential for %s", _describe(creq))
             return hit, None
         await req.steps.may_wait("credential not in the acquire cache")
         try:

@@ -24,9 +24,9 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from gssproxy_py.config.expand import UnknownUserError, expand_cred_store
 from gssproxy_py.config.model import CredUsage, Service
@@ -422,12 +422,25 @@ def explain_acquire_failure(
     return f"{head} for {who} (service '{service.name}'): {'; '.join(facts)}"
 
 
-@contextmanager
-def explaining(service: Service, request: CredRequest) -> Iterator[None]:
-    """Let a `GssFailure` raised inside say why, via `explain_acquire_failure`."""
-    try:
-        yield
-    except GssFailure as failure:
-        if failure.explanation is None:
-            failure.explanation = explain_acquire_failure(failure, service, request)
-        raise
+class explaining:  # noqa: N801 - used as a context manager, like contextlib's
+    """Let a `GssFailure` raised inside say why, via `explain_acquire_failure`.
+
+    A class, not a `contextmanager` generator: it wraps every acquisition,
+    and a generator-based manager costs several Python calls on each.
+    """
+
+    __slots__ = ("request", "service")
+
+    def __init__(self, service: Service, request: CredRequest) -> None:
+        self.service = service
+        self.request = request
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, failure: BaseException | None, tb: object
+    ) -> Literal[False]:
+        if isinstance(failure, GssFailure) and failure.explanation is None:
+            failure.explanation = explain_acquire_failure(failure, self.service, self.request)
+        return False  # the failure goes on
