@@ -288,11 +288,11 @@ class ContextInfo:
 def _flags_int(flags: object) -> int:
     if flags is None:
         return 0
-    if isinstance(flags, int):
-        return flags
-    if hasattr(flags, "__int__"):
-        # python-gssapi's IntEnumFlagSet keeps the raw mask, unknown bits included.
-        return int(flags)
+    # An int, or python-gssapi's IntEnumFlagSet, which keeps the raw mask
+    # (unknown bits included). Asked of the type: isinstance() against int
+    # would go through the flag set's ABC machinery on every call.
+    if hasattr(type(flags), "__int__"):
+        return int(flags)  # type: ignore[call-overload,no-any-return]
     total = 0
     for f in flags:  # type: ignore[attr-defined]
         total |= int(f)
