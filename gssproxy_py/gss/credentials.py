@@ -39,6 +39,9 @@ from gssproxy_py.vocab.gssx_options import KRB5_SET_ALLOWED_ENCTYPE_VALUES, KRB5
 
 __all__ = ["CredLease", "Credentials", "Request"]
 
+#: Stands for the private MEMORY ccache of an acquisition until it is named.
+_PRIVATE_UNNAMED = "MEMORY:gssproxy-py-unnamed"
+
 
 @dataclass(frozen=True, slots=True)
 class Request:
@@ -146,12 +149,13 @@ class Credentials:
         On a miss the fresh object is returned as a lease too, so the request
         that acquired it (e.g. an init with default creds) uses it directly.
         """
-        private = policy.private_ccache_name()
-        store = policy.build_store(req.service, creq, private_ccache=private)
+        # The private ccache gets its (random) name only on a miss, when it
+        # is made; a hit needs none, and the cache key leaves it out either way.
+        store = policy.build_store(req.service, creq, private_ccache=_PRIVATE_UNNAMED)
         pkinit = self.pkinit.plan(req.config, req.service, creq, store)
         if pkinit is not None:
             store["ccache"] = pkinit.ccache
-        key_store = tuple(sorted((k, v) for k, v in store.items() if v != private))
+        key_store = tuple(sorted((k, v) for k, v in store.items() if v != _PRIVATE_UNNAMED))
         key = (req.service, req.uid, creq, mech, key_store)
         fp = fingerprint(policy.keytab_files(store))
         hit = self.acquired.get(key, fp, min_lifetime=req.service.min_lifetime)
@@ -160,6 +164,9 @@ class Credentials:
                 req.log.debug("acquire: cached credential for %s", _describe(creq))
             return hit, None
         await req.steps.may_wait("credential not in the acquire cache")
+        private = policy.private_ccache_name()
+        if store.get("ccache") == _PRIVATE_UNNAMED:
+            store["ccache"] = private
         try:
             if pkinit is not None:
                 self.pkinit.ensure(pkinit, req.log)
