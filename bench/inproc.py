@@ -32,8 +32,10 @@ Modes:
   on the load; for a quick look);
 * `--profile`: cProfile of the timed loop, top functions by own time.
 
-Each child gets a fresh `KRB5RCACHEDIR` and fresh tokens (each accepted
-once, as the replay cache requires).
+Each child gets a fresh `KRB5RCACHEDIR`. Its tokens (each accepted once, as
+the replay cache requires) and the call records carrying them are made by a
+helper process it starts after its own start-up (so they are fresh even when
+valgrind takes minutes, and making them is not counted).
 """
 
 from __future__ import annotations
@@ -140,11 +142,32 @@ def _check(res: object) -> None:
         raise SystemExit(f"call failed: {res.status}")  # type: ignore[attr-defined]
 
 
-def _records(h: _Harness, workload: str, tokens: list[bytes]) -> list[bytes]:
-    """The records of one run: per accept, the acquire (interposer only) and
-    the accept of one token. The acquire's handle is the warm-up's."""
+def _acquire_record() -> bytes:
+    """What proxymech.so sends for an acceptor without credentials: an
+    ACQUIRE_CRED for no name, krb5, ACCEPT usage."""
     from gssproxy_py.proto import gss_proxy as gp
     from gssproxy_py.vocab import oids
+
+    arg = gp.GssxArgAcquireCred(
+        gp.GssxCallCtx(b"", b"", ()),
+        None,
+        False,
+        None,
+        0xFFFFFFFF,
+        (oids.KRB5,),
+        gp.GssxCredUsage.GSSX_C_ACCEPT,
+        0xFFFFFFFF,
+        0xFFFFFFFF,
+        (),
+    )
+    return _record(1, gp.GSSX_ACQUIRE_CRED, arg)
+
+
+def _records(workload: str, tokens: list[bytes], cred: object) -> list[bytes]:
+    """The records of one run: per accept, the acquire (interposer only) and
+    the accept of one token with the handle an acquire returned (`cred`),
+    asking for delegated credentials as python-gssapi does."""
+    from gssproxy_py.proto import gss_proxy as gp
     from gssproxy_py.vocab.gssx_options import (
         EXPORTED_CONTEXT_TYPE,
         EXPORTED_CREDS_TYPE,
@@ -169,49 +192,57 @@ def _records(h: _Harness, workload: str, tokens: list[bytes]) -> list[bytes]:
             )
             for i, t in enumerate(tokens)
         ]
-    # What proxymech.so sends for an acceptor without credentials: an
-    # ACQUIRE_CRED for no name, krb5, ACCEPT usage, then the accept with the
-    # handle it returned (asking for delegated credentials, as python-gssapi does).
+    assert isinstance(cred, gp.GssxCred)
     ctx = gp.GssxCallCtx(b"", b"", ())
-    acquire = _record(
-        1,
-        gp.GSSX_ACQUIRE_CRED,
-        gp.GssxArgAcquireCred(
-            ctx,
-            None,
-            False,
-            None,
-            0xFFFFFFFF,
-            (oids.KRB5,),
-            gp.GssxCredUsage.GSSX_C_ACCEPT,
-            0xFFFFFFFF,
-            0xFFFFFFFF,
-            (),
-        ),
-    )
-    res = _result(h.call(acquire), gp.GSSX_ACQUIRE_CRED)
-    _check(res)
-    cred = res.output_cred_handle  # type: ignore[attr-defined]
+    acquire = _acquire_record()
     out: list[bytes] = []
     for i, t in enumerate(tokens):
         out.append(acquire)
-        out.append(
-            _record(
-                i + 2,
-                gp.GSSX_ACCEPT_SEC_CONTEXT,
-                gp.GssxArgAcceptSecContext(ctx, None, cred, t, None, True, ()),
-            )
-        )
+        arg = gp.GssxArgAcceptSecContext(ctx, None, cred, t, None, True, ())
+        out.append(_record(i + 2, gp.GSSX_ACCEPT_SEC_CONTEXT, arg))
     return out
+
+
+def make_records(args: argparse.Namespace) -> None:
+    """The helper: fresh tokens and the records that carry them, written to
+    `--out` (run natively, so neither counts in the child's figure)."""
+    from gssproxy_py.proto import gss_proxy as gp
+    from gssproxy_py.xdr import decode_bytes
+
+    cred = decode_bytes(gp.decode_gssx_cred, Path(args.cred).read_bytes()) if args.cred else None
+    target = "host@localhost" if args.workload == "accept" else "nfs@localhost"
+    write_tokens(Path(args.out), _records(args.workload, _tokens(target, args.n), cred))
+
+
+def _fresh_records(workload: str, count: int, cred: object, work: Path) -> list[bytes]:
+    """Records with tokens made now by the helper process: the child may
+    take minutes under valgrind, longer than a token's 5 minutes of skew."""
+    from gssproxy_py.proto import gss_proxy as gp
+    from gssproxy_py.xdr import encode_bytes
+
+    out = work / f"records-{workload}-{os.getpid()}"
+    argv = [sys.executable, "-m", "bench.inproc", "--make-records", "--workload", workload]
+    argv += ["-n", str(count), "--out", str(out)]
+    if isinstance(cred, gp.GssxCred):
+        (work / f"cred-{os.getpid()}").write_bytes(encode_bytes(gp.encode_gssx_cred, cred))
+        argv += ["--cred", str(work / f"cred-{os.getpid()}")]
+    # Not under valgrind: its preload libraries stay out of the helper.
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    subprocess.run(argv, env=env, check=True)
+    return read_tokens(out)
 
 
 def child(args: argparse.Namespace) -> None:
     from gssproxy_py.proto import gss_proxy as gp
 
-    tokens = read_tokens(Path(args.tokens))
     h = _Harness(Path(args.config), args.workload)
     per = 1 if args.workload == "kernel" else 2
-    records = _records(h, args.workload, tokens[: WARMUP + args.n])
+    cred: object = None
+    if args.workload == "accept":
+        res = _result(h.call(_acquire_record()), gp.GSSX_ACQUIRE_CRED)
+        _check(res)
+        cred = res.output_cred_handle  # type: ignore[attr-defined]
+    records = _fresh_records(args.workload, WARMUP + args.n, cred, Path(args.config).parent)
     for i, rec in enumerate(records[: WARMUP * per]):  # warm-up, checked
         if i % per == per - 1:
             _check(_result(h.call(rec), gp.GSSX_ACCEPT_SEC_CONTEXT))
@@ -248,15 +279,18 @@ def child(args: argparse.Namespace) -> None:
 # -- the parent: realm, tokens, children --------------------------------------------
 
 
-def _tokens(target: str, count: int, path: Path) -> None:
+def _tokens(target: str, count: int) -> list[bytes]:
+    """`count` fresh AP-REQs from alice (KRB5CCNAME) to `target`."""
     import gssapi
 
     name = gssapi.Name(target, gssapi.NameType.hostbased_service)
-    out = []
+    out: list[bytes] = []
     for _ in range(count):
         ctx = gssapi.SecurityContext(name=name, usage="initiate")
-        out.append(ctx.step())
-    write_tokens(path, out)
+        token = ctx.step()
+        assert token is not None
+        out.append(token)
+    return out
 
 
 _TOTALS = re.compile(rb"^(?:totals|summary):\s+(\d+)", re.MULTILINE)
@@ -275,9 +309,6 @@ def _run_child(
 ) -> tuple[str, Counter[str]]:
     """Output of one child run, and what its wrapper counted (instructions
     under the key "Ir", or calls per system call)."""
-    target = "host@localhost" if workload == "accept" else "nfs@localhost"
-    tokens = work / f"tokens-{workload}-{n}"
-    _tokens(target, WARMUP + n, tokens)
     rcache = Path(tempfile.mkdtemp(prefix="rcache-", dir=work))
     child_env = {**env, "KRB5RCACHEDIR": str(rcache)}
     argv = [
@@ -289,8 +320,6 @@ def _run_child(
         workload,
         "--config",
         str(work / "gssproxy.conf"),
-        "--tokens",
-        str(tokens),
         "-n",
         str(n),
         *extra,
@@ -377,9 +406,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--workload", choices=WORKLOADS, help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
-    p.add_argument("--tokens", help=argparse.SUPPRESS)
+    p.add_argument("--make-records", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--cred", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
+    if args.make_records:
+        make_records(args)
+    elif args.child:
         args.profile = args.mode == "profile"
         child(args)
     else:
