@@ -22,11 +22,13 @@ Modes:
   figure is (instructions(large) - instructions(small)) / (large - small),
   so start-up, imports and warm-up cancel out (the heap is collected and
   frozen before the loop, so no full collection of the start-up's objects
-  falls into one run and not the other). Instructions, not time: the number
-  is the same on a busy machine (within ~1%: token sizes and the replay
-  cache differ a little between runs). Only user-space instructions are
+  falls into one run and not the other; one PYTHONHASHSEED). Instructions,
+  not time: the number is the same on a busy machine, within about ±1.5%
+  between runs of the same tree with `--small 10 --large 60` (tokens,
+  MIT's random confounders and the replay cache differ a little; use
+  larger runs to resolve smaller differences). Only user-space instructions are
   counted: system calls count their user-side wrappers, not the kernel's work;
-* `--syscalls`: the same two runs under `strace -f -c`, system calls per
+* `--syscalls`: the same two runs under `strace -c`, system calls per
   accept by name (what `--count` cannot see: the kernel's side);
 * `--cpu`: the child runs natively and prints CPU time per accept (depends
   on the load; for a quick look);
@@ -300,7 +302,9 @@ _STRACE_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\
 #: How a counted child runs: under callgrind (instructions) or strace (system calls).
 WRAPPERS = {
     "count": ["valgrind", "--tool=callgrind", "--callgrind-out-file={out}"],
-    "syscalls": ["strace", "-f", "-c", "-o", "{out}"],
+    # Not -f: the helper that makes the tokens is a child process. Calls
+    # that run inline (the child prints "hops 0") stay on the main thread.
+    "syscalls": ["strace", "-c", "-o", "{out}"],
 }
 
 
@@ -310,7 +314,9 @@ def _run_child(
     """Output of one child run, and what its wrapper counted (instructions
     under the key "Ir", or calls per system call)."""
     rcache = Path(tempfile.mkdtemp(prefix="rcache-", dir=work))
-    child_env = {**env, "KRB5RCACHEDIR": str(rcache)}
+    # One hash seed for every run: str hashes decide dict collisions, and
+    # so a few thousand instructions per accept.
+    child_env = {**env, "KRB5RCACHEDIR": str(rcache), "PYTHONHASHSEED": "0"}
     argv = [
         sys.executable,
         "-m",
