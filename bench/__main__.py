@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(report.table(summary, c))
+    print()
+    print(report.cpu_table(rounds))
     if env.PY_BEFORE_TREE is not None:
         results["before_after"] = report.before_after(rounds)
         print(f"\nbefore = {env.PY_BEFORE_TREE}, after = {env.PY_TREE} (medians)\n")

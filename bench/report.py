@@ -1,5 +1,9 @@
 """The table: min, median and max of every figure per daemon, the ratio of
-the medians (py/C), and whether each target of docs/PERFORMANCE.md is met.
+the medians (py/C), and whether each target of docs/PERFORMANCE.md is met
+(issue 15's: accepts with 1 and 8 clients >= C, p50 <= C, daemon CPU per
+interposer accept <= 0.8 x C, kernel-style >= 1.3 x C at <= C's CPU per
+call, RSS <= 80 MB). `cpu_table` shows what bounds each workload: the
+daemon's and the clients' CPU per operation and the cores they used.
 
 The bench reports; it never asserts. A target that is not met says "no".
 """
@@ -83,6 +87,7 @@ FIGURES: tuple[Figure, ...] = (
         "accept via interposer, 1 client",
         "accepts/s",
         _w("accept_1", "rate_per_s"),
+        Target("ratio_ge", 1.0),
     ),
     Figure(
         "accept_1_p50",
@@ -96,7 +101,7 @@ FIGURES: tuple[Figure, ...] = (
         "accept via interposer, 8 clients",
         "accepts/s",
         _w("accept_8", "rate_per_s"),
-        Target("ratio_ge", 1.5),
+        Target("ratio_ge", 1.0),
     ),
     Figure("init_rate", "init via interposer (client_keytab)", "inits/s", _w("init", "rate_per_s")),
     Figure(
@@ -104,14 +109,14 @@ FIGURES: tuple[Figure, ...] = (
         "kernel-style ACCEPT, lucid, 8 in flight, 1 conn",
         "accepts/s",
         _w("kernel_8", "rate_per_s"),
-        Target("ratio_ge", 2.0),
+        Target("ratio_ge", 1.3),
     ),
     Figure(
         "cpu_per_1000_accepts",
         "daemon CPU per 1000 interposer accepts",
         "s",
         _cpu_per_1000("accept_1", "accept_8"),
-        Target("ratio_le", 1.0),
+        Target("ratio_le", 0.8),
         digits=3,
     ),
     Figure(
@@ -119,6 +124,7 @@ FIGURES: tuple[Figure, ...] = (
         "daemon CPU per 1000 kernel-style accepts",
         "s",
         _cpu_per_1000("kernel_8"),
+        Target("ratio_le", 1.0),
         digits=3,
     ),
     Figure(
@@ -221,8 +227,7 @@ def before_after(rounds: Sequence[Round]) -> dict[str, Any]:
     for f in FIGURES:
         med: dict[str, float | None] = {}
         for impl in ("c", "py-before", "py"):
-            vals = [v for r in rounds if r["impl"] == impl and (v := f.read(r)) is not None]
-            med[impl] = statistics.median(vals) if vals else None
+            med[impl] = _median_of(rounds, impl, f.read)
         before, after = med["py-before"], med["py"]
         change = after / before if before and after is not None else None
         out[f.key] = {"label": f.label.strip(), "unit": f.unit, "digits": f.digits, **med}
@@ -247,4 +252,49 @@ def before_after_table(ba: dict[str, Any]) -> str:
             f"| {e['label']} | {e['unit']} | {cell(c)} | {cell(e['py-before'])} | {cell(after)}"
             f" | {cell(e['after_over_before'], 2)} | {cell(vs_c, 2)} |"
         )
+    return "\n".join(lines)
+
+
+#: The workloads whose CPU `cpu_table` shows (rate, daemon and client CPU).
+CPU_WORKLOADS: tuple[tuple[str, str], ...] = (
+    ("accept_1", "accept via interposer, 1 client"),
+    ("accept_8", "accept via interposer, 8 clients"),
+    ("init", "init via interposer (client_keytab)"),
+    ("kernel_8", "kernel-style, 8 in flight, 1 conn"),
+)
+
+
+def _median_of(
+    rounds: Sequence[Round], impl: str, read: Callable[[Round], float | None]
+) -> float | None:
+    vals = [v for r in rounds if r["impl"] == impl and (v := read(r)) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def cpu_table(rounds: Sequence[Round]) -> str:
+    """Per workload and daemon (medians): CPU per operation of the daemon and
+    of the clients, and the cores the two used together (rate x CPU per
+    operation), so a reader sees whether the daemon, the clients or the
+    machine's cores bound a figure."""
+    lines = [
+        "| workload | daemon | daemon CPU ms/op | clients CPU ms/op"
+        " | cores used (daemon + clients) |",
+        "|---|---|---|---|---|",
+    ]
+    for key, label in CPU_WORKLOADS:
+        for impl in ("c", "py"):
+            rate = _median_of(rounds, impl, _w(key, "rate_per_s"))
+            daemon = _median_of(rounds, impl, _w(key, "daemon_cpu_s_per_1000"))
+            client = _median_of(rounds, impl, _w(key, "client_cpu_s_per_1000"))
+            if rate is None:
+                continue
+            # s per 1000 operations is ms per operation
+            d_ms = "n/a" if daemon is None else f"{daemon:.3f}"
+            c_ms = "n/a" if client is None else f"{client:.3f}"
+            if daemon is None or client is None:
+                cores = "n/a"
+            else:
+                d_cores, c_cores = rate * daemon / 1000, rate * client / 1000
+                cores = f"{d_cores + c_cores:.2f} ({d_cores:.2f} + {c_cores:.2f})"
+            lines.append(f"| {label} | {impl} | {d_ms} | {c_ms} | {cores} |")
     return "\n".join(lines)
