@@ -38,6 +38,7 @@ from gssproxy_py.config.peer import Peer
 from gssproxy_py.errors import ConfigError, LocalError
 from gssproxy_py.gss import keyfile, keytabs
 from gssproxy_py.p11kit.model import Backend
+from gssproxy_py.pkcs11.program import TokenSignBackend
 from gssproxy_py.ratelimit import RateLimitedLog
 from gssproxy_py.rpc.dispatch import ProgramService
 from gssproxy_py.server.activation import InheritedSocket, adopt_listener, assign
@@ -646,7 +647,7 @@ async def _listen_with_admin(
     config: Config,
     options: ServerOptions,
     namespaces: NamespaceSupport,
-    parts: dict[str, object],
+    token_backend: TokenSignBackend | None,
 ) -> AdminEndpoint | None:
     """Listen on every call socket, then on the admin socket; None (logged,
     the server shut down) if one of them fails."""
@@ -655,7 +656,7 @@ async def _listen_with_admin(
         admin_socket_path(config.globals.admin_socket, options.default_socket),
         allowed_uids=frozenset({0, os.geteuid()} if options.userproxy else {0}),
         namespaces=namespaces,
-        tokens=getattr(parts.get("token_backend"), "sessions", None),
+        tokens=token_backend.sessions if token_backend is not None else None,
     )
     try:
         await server.start()
@@ -727,19 +728,20 @@ async def serve(
     loop = asyncio.get_running_loop()
     # Namespace executors (shared with the GSS layer) and use-gss-proxy.
     namespaces = NamespaceSupport(config)
-    parts: dict[str, object] = {}
+    token_backend: TokenSignBackend | None = None
     if programs is None:
         try:
-            programs = load_programs(config, netns_executors=namespaces.executors, parts=parts)
+            loaded = load_programs(config, netns_executors=namespaces.executors)
         except Exception:
             _log.exception("cannot start: the programs could not be built")
             namespaces.close()
             return 1
+        programs, token_backend = loaded.programs, loaded.token_backend
         if p11kit_tokens is None:
             # The p11-kit token service rides on the TOKEN_SIGN backend.
-            p11kit_tokens = load_p11kit_views(parts.get("token_backend"))
+            p11kit_tokens = load_p11kit_views(token_backend)
     server = GssProxyServer(config, programs, options, inherited, p11kit_tokens=p11kit_tokens)
-    admin = await _listen_with_admin(server, config, options, namespaces, parts)
+    admin = await _listen_with_admin(server, config, options, namespaces, token_backend)
     if admin is None:
         namespaces.close()
         return 1

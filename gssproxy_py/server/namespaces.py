@@ -6,7 +6,7 @@ layer runs namespaced services' calls on (`gss.namespaced`) and the
 services, in the daemon's namespace or in named ones. `serve` uses it so::
 
     support = NamespaceSupport(config)
-    programs = load_programs(config, netns_executors=support.executors)
+    programs = load_programs(config, netns_executors=support.executors).programs
     ... sockets listen ...
     await support.start(config)     # prestart, then the upcall switches
     ... run_as_user drops privileges, "Initialization complete" ...

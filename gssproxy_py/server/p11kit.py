@@ -78,11 +78,9 @@ class P11KitViews(Protocol):
     def view(self, service: Service, who: str) -> Backend: ...
 
 
-def load_p11kit_views(token_backend: object) -> P11KitViews | None:
+def load_p11kit_views(token_backend: TokenSignBackend) -> P11KitViews:
     """The p11-kit views over the TOKEN_SIGN backend (`load_programs`
-    provides it), or None without one: p11-kit peers then see no slot."""
-    if not isinstance(token_backend, TokenSignBackend):
-        return None
+    provides it). Without views, p11-kit peers see no slot."""
     return P11KitTokens(token_backend)
 
 
