@@ -43,9 +43,10 @@ A record whose bytes come from two processes closes the connection.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -77,6 +78,26 @@ class PrefixLog(logging.LoggerAdapter[logging.Logger]):
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"{self.prefix} {msg}", kwargs
+
+
+def admitted_peer(
+    transport: asyncio.BaseTransport,
+    log: PrefixLog,
+    socket_path: str,
+    with_selinux: bool,
+    admit: Callable[[Peer], bool],
+) -> Peer | None:
+    """The peer of a new connection on `socket_path` if `admit` lets it in;
+    None if its credentials cannot be read (logged here) or `admit` refused
+    it (which logs why). The caller then aborts the connection. Shared by
+    the GSS-Proxy and admin connections and the p11-kit ones."""
+    try:
+        peer = read_peer(transport.get_extra_info("socket"), with_selinux=with_selinux)
+    except PeerCredentialsError as exc:
+        # gssproxy drops such a connection too: it cannot be attributed.
+        log.error("dropping connection on %s: %s", socket_path, exc)
+        return None
+    return peer if admit(peer) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,17 +219,14 @@ class RpcConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        try:
-            peer = read_peer(
-                transport.get_extra_info("socket"), with_selinux=self._host.selinux_enabled
-            )
-        except PeerCredentialsError as exc:
-            # gssproxy drops such a connection too: it cannot be attributed.
-            self.log.error("dropping connection on %s: %s", self.socket_path, exc)
-            self._stopped = True
-            self._transport.abort()
-            return
-        if not self._host.admit(self, peer):
+        peer = admitted_peer(
+            transport,
+            self.log,
+            self.socket_path,
+            self._host.selinux_enabled,
+            functools.partial(self._host.admit, self),
+        )
+        if peer is None:
             self._stopped = True
             self._transport.abort()
             return

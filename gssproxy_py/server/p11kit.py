@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from collections.abc import Coroutine
 from typing import Any, Protocol, cast
@@ -37,8 +38,7 @@ from gssproxy_py.p11kit.wire import (
 )
 from gssproxy_py.pkcs11.p11kit_backend import P11KitTokens
 from gssproxy_py.pkcs11.program import TokenSignBackend
-from gssproxy_py.server.connection import PrefixLog
-from gssproxy_py.server.peer import PeerCredentialsError, read_peer
+from gssproxy_py.server.connection import PrefixLog, admitted_peer
 
 __all__ = ["P11KitConnection", "P11KitHost", "P11KitViews", "load_p11kit_views"]
 
@@ -170,20 +170,18 @@ class P11KitConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        try:
-            self._peer = read_peer(
-                transport.get_extra_info("socket"), with_selinux=self._host.selinux_enabled
-            )
-        except PeerCredentialsError as exc:
-            self.log.error("dropping connection on %s: %s", self.socket_path, exc)
+        p = admitted_peer(
+            transport,
+            self.log,
+            self.socket_path,
+            self._host.selinux_enabled,
+            functools.partial(self._host.admit, self),
+        )
+        if p is None:
             self._stopped = True
             self._transport.abort()
             return
-        p = self._peer
-        if not self._host.admit(self, p):
-            self._stopped = True
-            self._transport.abort()
-            return
+        self._peer = p
         self.log.info(
             "accepted on %s: pid %d uid %d gid %d program %s",
             self.socket_path,
