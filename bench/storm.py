@@ -136,7 +136,7 @@ def kernel(path: str, tokens: str, seconds: float) -> None:
 def _json(proc: subprocess.Popen[str]) -> dict[str, float]:
     out, err = proc.communicate(timeout=600)
     if proc.returncode != 0:
-        raise RuntimeError(f"{proc.args}: {err}")
+        raise RuntimeError(f"{proc.args!r}: {err}")
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     return result
 

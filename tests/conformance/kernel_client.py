@@ -336,12 +336,14 @@ class AcceptResult:
     option_names: list[bytes] = field(default_factory=list)
 
 
-def _dec_option_array(s: _Stream) -> tuple[int, tuple[int, int, tuple[int, ...]] | None, list]:
+def _dec_option_array(
+    s: _Stream,
+) -> tuple[int, tuple[int, int, tuple[int, ...]] | None, list[bytes]]:
     """gssx_dec_option_array: the value of an option named exactly
     "linux_creds_v1\\0" is parsed as creds, any other value is skipped."""
     count = s.u32()
     creds = None
-    names = []
+    names: list[bytes] = []
     for _ in range(count):
         length = s.u32()  # option buffer, read inline
         name = s.inline_decode(length)
