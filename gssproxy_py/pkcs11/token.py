@@ -655,6 +655,25 @@ class ModuleWorker:
             return c.value
         return None
 
+    def _listing(
+        self,
+        ident: TokenIdentity,
+        access: ServiceAccess,
+        op: Callable[[Session, bool], T],
+        problems: list[TokenProblem],
+    ) -> T | None:
+        """op's result on one token of a listing, or None with the token's
+        problem added to `problems` (the other tokens are still listed)."""
+        try:
+            return self._with_session(ident, access, op)
+        except SignFailure as f:
+            problems.append(TokenProblem(ident.uri(), f))
+        except CkrError as e:
+            problems.append(
+                TokenProblem(ident.uri(), failure_from_ckr(e, f"listing keys on {ident.uri()}"))
+            )
+        return None
+
     def list_keys(self, access: ServiceAccess) -> tuple[list[KeyRecord], list[TokenProblem]]:
         """The keys the service may use, on every token it selects."""
         idents, problems = self._service_tokens(access, rescan=True)
@@ -671,14 +690,7 @@ class ModuleWorker:
                     if self._permitted(access, st, k)
                 ]
 
-            try:
-                records += self._with_session(ident, access, op)
-            except SignFailure as f:
-                problems.append(TokenProblem(ident.uri(), f))
-            except CkrError as e:
-                problems.append(
-                    TokenProblem(ident.uri(), failure_from_ckr(e, f"listing keys on {ident.uri()}"))
-                )
+            records += self._listing(ident, access, op, problems) or []
         return records, problems
 
     def sign(
@@ -810,14 +822,9 @@ class ModuleWorker:
                         add(other)
                 return TokenSnapshot(ident, st.mechanisms, tuple(objects))
 
-            try:
-                tokens.append(self._with_session(ident, access, op))
-            except SignFailure as f:
-                problems.append(TokenProblem(ident.uri(), f))
-            except CkrError as e:
-                problems.append(
-                    TokenProblem(ident.uri(), failure_from_ckr(e, f"listing keys on {ident.uri()}"))
-                )
+            snapshot = self._listing(ident, access, op, problems)
+            if snapshot is not None:
+                tokens.append(snapshot)
         return tokens, problems
 
     def operate(
