@@ -202,3 +202,38 @@ def explain_no_match(
         return f"no service matched {who}; no services are configured"
     service, reasons = best
     return f"no service matched {who}; nearest: service '{service.name}' {' and '.join(reasons)}"
+
+
+def match_or_explain(
+    config: Config,
+    peer: Peer,
+    socket_path: str,
+    *,
+    default_socket: str,
+    selinux_enabled: bool,
+    netns_inodes: Mapping[str, int] | None = None,
+    p11kit: bool = False,
+) -> tuple[Service | None, str | None]:
+    """`match_service`'s answer, and when it is None, `explain_no_match`'s
+    sentence (the GSS-Proxy calls and the p11-kit connections log it)."""
+    service = match_service(
+        config,
+        peer,
+        socket_path,
+        default_socket=default_socket,
+        selinux_enabled=selinux_enabled,
+        netns_inodes=netns_inodes,
+        p11kit=p11kit,
+    )
+    if service is not None:
+        return service, None
+    reason = explain_no_match(
+        config,
+        peer,
+        socket_path,
+        default_socket=default_socket,
+        selinux_enabled=selinux_enabled,
+        netns_inodes=netns_inodes,
+        p11kit=p11kit,
+    )
+    return None, reason

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from gssproxy_py.admin.stats import SYSTEM_ERR_CODE, CallCounters, outcome_code
-from gssproxy_py.config.match import explain_no_match, match_service
+from gssproxy_py.config.match import match_or_explain
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.errors import XdrEncodeError
 from gssproxy_py.netns.errors import NetnsError
@@ -74,7 +74,7 @@ def _match(
     if memo.config is config and memo.fixed:
         return memo.service, memo.reason
     netns = netns_inodes(config)
-    service = match_service(
+    service, reason = match_or_explain(
         config,
         conn.peer,
         conn.socket_path,
@@ -82,16 +82,6 @@ def _match(
         selinux_enabled=selinux_enabled,
         netns_inodes=netns,
     )
-    reason: str | None = None
-    if service is None:
-        reason = explain_no_match(
-            config,
-            conn.peer,
-            conn.socket_path,
-            default_socket=default_socket,
-            selinux_enabled=selinux_enabled,
-            netns_inodes=netns,
-        )
     memo.config = config
     memo.fixed = netns is None
     memo.service = service

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, Protocol, cast
 
-from gssproxy_py.config.match import explain_no_match, match_service
+from gssproxy_py.config.match import match_or_explain
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.p11kit.calls import call_id, dispatch
@@ -235,7 +235,7 @@ class P11KitConnection(asyncio.Protocol):
             return self._cryptoki
         assert self._peer is not None
         peer = self._peer
-        service = match_service(
+        service, reason = match_or_explain(
             config,
             peer,
             self.socket_path,
@@ -246,17 +246,7 @@ class P11KitConnection(asyncio.Protocol):
         name = service.name if service is not None else None
         if self._cryptoki is None or name != self._service_name:
             if service is None:
-                self.log.info(
-                    "%s",
-                    explain_no_match(
-                        config,
-                        peer,
-                        self.socket_path,
-                        default_socket=host.default_socket,
-                        selinux_enabled=host.selinux_enabled,
-                        p11kit=True,
-                    ),
-                )
+                self.log.info("%s", reason)
             else:
                 self.log.info("service %s", service.name)
             self._cryptoki = Cryptoki(self._backend_for(service))

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gssproxy_py.config.load import load_config_text
-from gssproxy_py.config.match import explain_no_match, match_service
+from gssproxy_py.config.match import explain_no_match, match_or_explain, match_service
 from gssproxy_py.config.model import Config, GlobalSettings, Mech, SelinuxContext, Service
 from gssproxy_py.config.peer import Peer
 
@@ -246,6 +246,27 @@ def test_explain_when_a_service_matches() -> None:
     assert explain(cfg(svc("ok", 0)), peer(0)) == (
         "service 'ok' matches uid 0, program /usr/bin/app on /var/run/gssproxy.sock"
     )
+
+
+def test_match_or_explain_is_the_match_or_the_refusal_sentence() -> None:
+    config = cfg(svc("root", 0), svc("p11", 1000, p11kit_socket="/run/p11.sock"))
+    found, reason = match_or_explain(
+        config, peer(0), DEFAULT, default_socket=DEFAULT, selinux_enabled=False
+    )
+    assert found is not None and found.name == "root" and reason is None
+    found, reason = match_or_explain(
+        config, peer(1001), DEFAULT, default_socket=DEFAULT, selinux_enabled=False
+    )
+    assert found is None and reason == explain(config, peer(1001))
+    found, reason = match_or_explain(
+        config,
+        peer(1000),
+        "/run/p11.sock",
+        default_socket=DEFAULT,
+        selinux_enabled=False,
+        p11kit=True,
+    )
+    assert found is not None and found.name == "p11" and reason is None
 
 
 # --- property: agrees with an independent statement of the rules ------------------------------
