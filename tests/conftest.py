@@ -78,6 +78,16 @@ def realm(harness_dir: Path) -> Iterator[StandardRealm]:
     std.realm.stop()
 
 
+@pytest.fixture
+def initiator_env(realm: StandardRealm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process GSSAPI as alice (her TGT in alice_ccache), without the
+    interposer: the test's own initiator talks to the KDC directly."""
+    for k, v in realm.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{realm.alice_ccache}")
+    monkeypatch.setenv("GSS_USE_PROXY", "no")
+
+
 @pytest.fixture(scope="session")
 def test_users() -> tuple[LocalUser, ...]:
     """(gpytest1, gpytest2), created if missing; skips unless root."""

@@ -193,14 +193,6 @@ def test_rfc3961_nfold_vectors() -> None:
 # Against the daemons
 
 
-@pytest.fixture
-def initiator_env(realm: StandardRealm, monkeypatch: pytest.MonkeyPatch) -> None:
-    for k, v in realm.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("KRB5CCNAME", f"FILE:{realm.alice_ccache}")
-    monkeypatch.setenv("GSS_USE_PROXY", "no")
-
-
 def _nfs_daemon(
     daemon_factory: Any, realm: StandardRealm, impl: str, keytab: Path | None = None
 ) -> DaemonProcess:

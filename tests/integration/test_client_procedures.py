@@ -22,12 +22,8 @@ HOST = gssapi.Name("host@localhost", gssapi.NameType.hostbased_service)
 
 @pytest.fixture
 def client(
-    daemon_factory: object, realm: StandardRealm, monkeypatch: pytest.MonkeyPatch
+    daemon_factory: object, realm: StandardRealm, initiator_env: None
 ) -> Iterator[GssProxyClient]:
-    for k, v in realm.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("KRB5CCNAME", f"FILE:{realm.alice_ccache}")
-    monkeypatch.setenv("GSS_USE_PROXY", "no")
 
     def render(paths: object) -> str:
         return f"""[gssproxy]

@@ -40,16 +40,7 @@ def work(harness_dir: Path) -> Path:
 
 
 @pytest.fixture
-def as_alice(realm: StandardRealm, monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process GSSAPI as alice, without the interposer."""
-    for k, v in realm.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("KRB5CCNAME", f"FILE:{realm.alice_ccache}")
-    monkeypatch.setenv("GSS_USE_PROXY", "no")
-
-
-@pytest.fixture
-def start(daemon_factory: object, as_alice: None) -> Start:
+def start(daemon_factory: object, initiator_env: None) -> Start:
     """An acceptor service on `keytab`, with extra [gssproxy] lines."""
 
     def run(keytab: Path, *, debug_level: int = 1, extra: str = "") -> DaemonProcess:
@@ -186,7 +177,7 @@ def test_repeats_are_counted_not_logged(start: Start, work: Path) -> None:
     assert len([w for w in warnings_of(daemon) if "ACCEPT_SEC_CONTEXT failed" in w]) == 1
 
 
-def test_a_refusal_is_logged_once(daemon_factory: object, as_alice: None) -> None:
+def test_a_refusal_is_logged_once(daemon_factory: object, initiator_env: None) -> None:
     """No service for this caller: one line with the reason, not one per level."""
     daemon = daemon_factory(  # type: ignore[operator]
         "py", "[gssproxy]\n  debug_level = 1\n[service/other]\n  mechs = krb5\n  euid = 4242\n"

@@ -111,14 +111,6 @@ def kernel_accept(socket: Path) -> None:
         nfsd_checks_complete(conn.accept(0x150_0001, token))
 
 
-@pytest.fixture
-def initiator_env(realm: StandardRealm, monkeypatch: pytest.MonkeyPatch) -> None:
-    for k, v in realm.env().items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("KRB5CCNAME", f"FILE:{realm.alice_ccache}")
-    monkeypatch.setenv("GSS_USE_PROXY", "no")
-
-
 def log_count(daemon: DaemonProcess, text: str) -> int:
     return daemon.log_text().count(text)
 
