@@ -600,8 +600,10 @@ async def proc_accept_sec_context(
             _bindings(arg.input_cb),
         )
         complete = not step.continue_needed
-        if complete:
-            # Debug level 1 is an audit trail: who authenticated, to which service.
+        if complete and req.log.isEnabledFor(logging.INFO):
+            # Debug level 1 is an audit trail: who authenticated, to which
+            # service. The name is displayed (a GSSAPI call) only for a line
+            # that is written.
             req.log.info(
                 "accepted a context from %s for service '%s'",
                 _shown_name(step.initiator),

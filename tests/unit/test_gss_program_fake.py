@@ -71,6 +71,9 @@ class FakeGss:
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.lifetime = 36000
+        #: display_name calls, apart from `calls`: names are displayed by
+        #: the conversions and log lines too, not only by the procedures.
+        self.displayed = 0
 
     def _seen(self, what: str) -> None:
         self.calls.append(what)
@@ -83,6 +86,7 @@ class FakeGss:
         return name
 
     def display_name(self, name: FakeName) -> tuple[bytes, bytes]:
+        self.displayed += 1
         return name.value, oids.NT_KRB5_PRINCIPAL
 
     def export_name(self, name: FakeName) -> bytes:
@@ -429,6 +433,26 @@ def test_a_handle_is_returned_as_is_while_good_for_the_same_uid(
     caplog.clear()
     program.threaded(gp.GSSX_ACQUIRE_CRED, _acquire(handle), service="users", uid=1000)
     assert "near expiry; acquiring anew" in caplog.text
+
+
+def test_the_accept_audit_line_displays_the_initiator_only_when_written(
+    program: Program, fake: FakeGss, caplog: pytest.LogCaptureFixture
+) -> None:
+    # At debug level 0 the line is not written: no display_name (a GSSAPI
+    # call per accept) for it. The fake's inquire_context says nothing, so
+    # the reply's names display nothing either; the first accept acquires
+    # the service's credential, whose name is displayed once for the cache.
+    caplog.set_level(logging.WARNING, logger="test.gss.fake")
+    program.threaded(gp.GSSX_ACCEPT_SEC_CONTEXT, _accept(b"carol@R"), service="web", uid=33)
+    fake.displayed = 0
+    res = program.threaded(gp.GSSX_ACCEPT_SEC_CONTEXT, _accept(b"alice@R"), service="web", uid=33)
+    assert res.status.major_status == GSS_S_COMPLETE
+    assert fake.displayed == 0 and "accepted a context" not in caplog.text
+    caplog.set_level(logging.INFO, logger="test.gss.fake")
+    res = program.threaded(gp.GSSX_ACCEPT_SEC_CONTEXT, _accept(b"bob@R"), service="web", uid=33)
+    assert res.status.major_status == GSS_S_COMPLETE
+    assert "accepted a context from bob@R for service 'web'" in caplog.text
+    assert fake.displayed == 1
 
 
 def test_a_handle_does_not_open_for_another_uid_or_keytab(program: Program) -> None:
