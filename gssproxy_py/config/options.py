@@ -274,7 +274,8 @@ OPTIONS: tuple[Option, ...] = (
         G,
         v.SECONDS,
         "at most one line per interval says a connection was refused (with uid, pid and "
-        "program) and one that a partial record was dropped",
+        "program) and one that a partial record was dropped; how many more were is said "
+        "with the next such line, or on its own once the interval ended without one",
         "60",
         source=OURS,
     ),

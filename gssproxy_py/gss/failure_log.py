@@ -17,7 +17,12 @@ alone says (`status.explain_failure`); then what the GSS major code means.
 
 Repeats of the same (uid, service, major, minor, explanation) within
 `REPEAT_INTERVAL` seconds are counted instead of logged; the next line says
-"and N more like it in the last 10 s".
+"and N more like it in the last 10 s". If no next line comes, the daemon's
+loop calls `flush_repeats` (about once a second), which says the count in a
+line of its own once the interval has ended:
+
+    and 16 more failed calls like the last one for uid 0, service 'nfs-server'
+    (major 0x000d0000, minor 2529638947) in the last 10 s
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 from gssproxy_py.config.expand import expand_cred_store_value
@@ -35,10 +41,33 @@ from gssproxy_py.proto.gss_proxy import GSSPROXY_PROGRAM, GSSPROXYVERS, GSSX_ACC
 from gssproxy_py.ratelimit import RepeatLimits
 from gssproxy_py.rpc.dispatch import CallInfo
 
-__all__ = ["REPEAT_INTERVAL", "failure_line", "log_failure", "why_failed"]
+__all__ = ["REPEAT_INTERVAL", "failure_line", "flush_repeats", "log_failure", "why_failed"]
 
 REPEAT_INTERVAL: Final = 10.0
-_repeats = RepeatLimits(REPEAT_INTERVAL)
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatKey:
+    """What makes two failures the same for counting repeats."""
+
+    uid: int | None
+    service: str | None
+    major: int
+    minor: int
+    explanation: str | None
+
+    def repeated_line(self, count: int) -> str:
+        """The line of `count` repeats that no later line reported."""
+        who = f"uid {self.uid}" if self.uid is not None else "a caller"
+        where = f"service '{self.service}'" if self.service is not None else "no service"
+        return (
+            f"and {count} more failed calls like the last one for {who}, {where} "
+            f"(major 0x{self.major:08x}, minor {self.minor}) in the last {REPEAT_INTERVAL:g} s"
+        )
+
+
+_repeats = RepeatLimits[RepeatKey](REPEAT_INTERVAL)
 
 #: Failures the acceptor's keytab explains (besides a clock skew).
 KEYTAB_CODES: Final = frozenset(
@@ -182,7 +211,7 @@ def log_failure(
 ) -> str | None:
     """Write the failure's line (unless it repeats one of the last
     `REPEAT_INTERVAL` seconds); the line's text, or None if held back."""
-    key = (
+    key = RepeatKey(
         call.peer.uid if call is not None else None,
         call.service.name if call is not None and call.service is not None else None,
         failure.major & 0xFFFFFFFF,
@@ -195,6 +224,17 @@ def log_failure(
     line = failure_line(failure, call, why_failed(failure, call), repeats)
     log.warning("%s", line)
     return line
+
+
+def flush_repeats(now: float | None = None) -> list[str]:
+    """Log the count of each failure whose repeats no later line reported
+    and whose interval has ended (`now`: `time.monotonic()`, the clock of
+    `log_failure`); the lines written."""
+    due = _repeats.flush(time.monotonic() if now is None else now)
+    lines = [key.repeated_line(count) for key, count in due]
+    for line in lines:
+        _log.warning("%s", line)
+    return lines
 
 
 def forget_repeats() -> None:

@@ -22,6 +22,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import math
 import os
 import signal
 import socket
@@ -36,7 +37,7 @@ from gssproxy_py.config.load import load_config
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.errors import ConfigError, LocalError
-from gssproxy_py.gss import keyfile, keytabs
+from gssproxy_py.gss import failure_log, keyfile, keytabs
 from gssproxy_py.p11kit.model import Backend
 from gssproxy_py.pkcs11.program import TokenSignBackend
 from gssproxy_py.ratelimit import RateLimitedLog
@@ -86,6 +87,9 @@ _log = logging.getLogger(__name__)
 DEFAULT_SHUTDOWN_GRACE = 5.0
 #: How often connections are checked for slow records and idleness, at most.
 MAX_TIMEOUT_TICK = 5.0
+#: How often the counts of log lines kept silent are looked at: a count is
+#: logged within this long after its interval ended with no line to carry it.
+REPEAT_REPORT_TICK = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +161,7 @@ class GssProxyServer:
         self._refusal_log = RateLimitedLog(config.globals.refusal_log_interval)
         self._budget_log = RateLimitedLog(config.globals.refusal_log_interval)
         self._timeout_timer: asyncio.TimerHandle | None = None
+        self._repeat_timer: asyncio.TimerHandle | None = None
         self._turns: TurnScheduler[RpcConnection] = _turns(config)
         self._turn_scheduled = False
         #: awaited with the new configuration after each successful reload
@@ -283,6 +288,29 @@ class GssProxyServer:
         for conn in list(self._connections):
             conn.check_timeouts(now, g.record_timeout, g.idle_connection_timeout)
         self._timeout_timer = loop.call_later(self._timeout_tick(), self._check_timeouts)
+
+    def _report_repeats(self, *, final: bool = False) -> None:
+        """Log the counts of lines kept silent whose interval ended with no
+        next line to say them (all of them when `final`): a burst followed
+        by silence is reported, not forgotten."""
+        now = math.inf if final else asyncio.get_running_loop().time()
+        failure_log.flush_repeats(math.inf if final else None)
+        for limit, what in (
+            (self._refusal_log, "connections refused"),
+            (self._budget_log, "partial records dropped"),
+        ):
+            suppressed = limit.flush(now)
+            if suppressed:
+                _log.warning(
+                    "and %d more %s since the last such line (in the last %g s)",
+                    suppressed,
+                    what,
+                    limit.interval,
+                )
+        if not final:
+            self._repeat_timer = asyncio.get_running_loop().call_later(
+                REPEAT_REPORT_TICK, self._report_repeats
+            )
 
     def _timeout_tick(self) -> float:
         g = self._config.globals
@@ -432,6 +460,7 @@ class GssProxyServer:
         self._timeout_timer = asyncio.get_running_loop().call_later(
             self._timeout_tick(), self._check_timeouts
         )
+        self._report_repeats()
         self._arm_idle_timer()
 
     # -- reload --------------------------------------------------------------------
@@ -545,6 +574,9 @@ class GssProxyServer:
         self._cancel_idle_timer()
         if self._timeout_timer is not None:
             self._timeout_timer.cancel()
+        if self._repeat_timer is not None:
+            self._repeat_timer.cancel()
+            self._report_repeats(final=True)
         notify("STOPPING=1")
         await self._let_reload_finish()
         for listener in self._listeners.values():

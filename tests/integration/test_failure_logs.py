@@ -170,11 +170,17 @@ def test_clock_skew(start: Start, work: Path, realm: StandardRealm) -> None:
     assert f"why: the clocks of the client (uid 0, pid {os.getpid()}) and of this host" in line
 
 
-def test_repeats_are_counted_not_logged(start: Start, work: Path) -> None:
+def test_repeats_are_counted_and_the_count_logged_after_the_burst(start: Start, work: Path) -> None:
+    """A burst, then silence: no next line carries the count, so the daemon's
+    loop logs it once the 10 s interval has ended."""
     daemon = start(work / "absent.keytab")
     for _ in range(5):
         accept(daemon, token_for())
     assert len([w for w in warnings_of(daemon) if "ACCEPT_SEC_CONTEXT failed" in w]) == 1
+    count = f"and 4 more failed calls like the last one for uid 0, service '{SERVICE}' (major "
+    daemon.wait_for_log(count, timeout=60)
+    (line,) = [w for w in warnings_of(daemon) if "more failed calls" in w]
+    assert line.endswith(" in the last 10 s"), line
 
 
 def test_a_refusal_is_logged_once(daemon_factory: object, initiator_env: None) -> None:

@@ -155,6 +155,10 @@ def test_a_flooding_uid_is_capped_and_root_and_others_still_served(
     assert int(uid) == flooder.uid
     assert program.endswith("python3") or "python" in program
     assert "max_connections_per_uid" in log
+    # The interval (3600 s) never ended: stopping says the count no line did.
+    refused = (40 - held_a) + (40 - held_b)
+    daemon.stop()
+    assert f"and {refused - 1} more connections refused since the last" in daemon.log_text()
 
 
 def test_the_fd_reserve_keeps_root_and_keytabs_served_at_a_low_fd_limit(

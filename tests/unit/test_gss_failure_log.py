@@ -80,6 +80,30 @@ def test_repeats_are_counted_and_reported_with_the_next_line(tmp_path: object) -
     assert again is not None and again.endswith("; and 16 more like it in the last 10 s")
 
 
+def test_a_burst_then_silence_is_counted_once_its_interval_ended(
+    tmp_path: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    log = logging.getLogger("test.fail")
+    failure = GssFailure(GSS_S_NO_CRED, 2, "none")
+    for _ in range(5):
+        failure_log.log_failure(failure, log, call(tmp_path), clock=clock)
+    failure_log.log_failure(failure, log, call(tmp_path, uid=1001), clock=clock)  # once: no count
+    assert failure_log.flush_repeats(clock.now + failure_log.REPEAT_INTERVAL - 0.1) == []
+    with caplog.at_level(logging.WARNING, logger="gssproxy_py.gss.failure_log"):
+        lines = failure_log.flush_repeats(clock.now + failure_log.REPEAT_INTERVAL)
+    assert lines == [
+        "and 4 more failed calls like the last one for uid 1000, service 'nfs' "
+        "(major 0x00070000, minor 2) in the last 10 s"
+    ]
+    flushed = [r for r in caplog.records if r.name == "gssproxy_py.gss.failure_log"]
+    assert [(r.levelno, r.getMessage()) for r in flushed] == [(logging.WARNING, lines[0])]
+    assert failure_log.flush_repeats(clock.now + 100) == []  # said once
+    clock.now += 100
+    again = failure_log.log_failure(failure, log, call(tmp_path), clock=clock)
+    assert again is not None and "more like it" not in again
+
+
 def test_a_refusal_says_its_reason_once(tmp_path: object) -> None:
     reason = "no service matched uid 7"
     failure = GssFailure(GSS_S_NO_CRED, 13, reason, explanation=reason)
