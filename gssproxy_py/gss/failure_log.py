@@ -45,6 +45,8 @@ __all__ = ["REPEAT_INTERVAL", "failure_line", "flush_repeats", "log_failure", "w
 
 REPEAT_INTERVAL: Final = 10.0
 _log = logging.getLogger(__name__)
+#: `syslog_status` sends the failure lines to syslog: their counts go too.
+_status_log = logging.getLogger(status.STATUS_LOGGER_NAME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +236,7 @@ def flush_repeats(now: float | None = None) -> list[str]:
     lines = [key.repeated_line(count) for key, count in due]
     for line in lines:
         _log.warning("%s", line)
+        _status_log.info("%s", line)
     return lines
 
 

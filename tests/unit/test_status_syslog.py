@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,20 @@ def test_failure_goes_to_syslog_as_authpriv(syslog_socket: tuple[socket.socket, 
     datagram = sock.recv(4096).decode()
     assert datagram.startswith("<86>")  # LOG_AUTHPRIV (10 << 3) | LOG_INFO (6)
     assert "GSS call failed: major 0x00070000" in datagram and "no keytab for uid 1000" in datagram
+
+
+def test_the_count_of_a_burst_goes_to_syslog_too(
+    syslog_socket: tuple[socket.socket, str],
+) -> None:
+    sock, path = syslog_socket
+    set_status_syslog(True, address=path)
+    log = logging.LoggerAdapter(logging.getLogger("test.conn"), {})
+    for _ in range(3):
+        status_for_exception(GssFailure(GSS_S_NO_CRED, 13, "x"), KRB5, log)
+    assert "GSS call failed" in sock.recv(4096).decode()
+    (line,) = failure_log.flush_repeats(math.inf)
+    assert line.startswith("and 2 more failed calls like the last one")
+    assert line in sock.recv(4096).decode()
 
 
 def test_nothing_when_off(syslog_socket: tuple[socket.socket, str]) -> None:
