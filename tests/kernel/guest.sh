@@ -3,7 +3,8 @@
 # nfsd gss-proxy upcall against the daemon under test (GP_IMPL=py: gssproxy-py,
 # GP_IMPL=c: /usr/sbin/gssproxy), then a real NFSv4.2 sec=krb5 mount over
 # loopback with rpc.gssd as the client side and the daemon as the server-side
-# acceptor (no rpc.svcgssd anywhere).
+# acceptor (no rpc.svcgssd anywhere); with gssproxy-py, then the kernel's
+# reconnection after the daemon closed its idle connection and a second mount.
 #
 # Prints PASS:/FAIL: lines; exits non-zero if any check failed. Logs are
 # copied to /tmp/share (the host's run directory) on the way out.
@@ -225,3 +226,55 @@ py)
 esac
 grep -E "ACCEPT_SEC_CONTEXT|linux_creds|use-gss-proxy" "$DLOG" | cut -c1-160 | head -n 12
 umount "$MNT" && pass "umount"
+
+# --- the kernel reconnects after the daemon closed its idle connection -----
+# gssproxy-py only (the C gssproxy has no idle_connection_timeout): a reload
+# shortens the timeout, the daemon closes the kernel's connection once the
+# upcall has been quiet that long, and a second mount makes nfsd set up a new
+# context: the kernel must connect again and get its ACCEPT served there.
+[ "$GP_IMPL" = py ] || exit $failed
+IDLE=2
+conn_of() { sed -n "s/^.*\[conn \([0-9]*\) xid [^]]*\] $1.*$/\1/p" "$DLOG"; }
+# The kernel's connection is the one the daemon has open: nothing else
+# connects to $SOCK in this guest.
+open_conn() {
+    local k
+    k=$(sed -n "s|^.*\[conn \([0-9]*\)\] accepted on $SOCK: .*$|\1|p" "$DLOG" | tail -n1)
+    [ -n "$k" ] && ! grep -q "\[conn $k\] clos" "$DLOG" && echo "$k"
+}
+sed -i "s/^\[gssproxy\]$/&\n  idle_connection_timeout = $IDLE/" "$W/gssproxy.conf"
+reloads() { grep -c "New config loaded successfully" "$DLOG"; }
+reloads_before=$(reloads)
+kill -HUP "$daemon_pid"
+reloaded() { [ "$(reloads)" -gt "$reloads_before" ]; }
+check "the daemon reloaded with idle_connection_timeout = $IDLE" wait_for 30 reloaded
+# The reload writes use-gss-proxy again, which makes the kernel replace its
+# client and hence its connection: wait for the one it has now.
+wait_for 10 open_conn >/dev/null
+kernel_conn=$(open_conn)
+check "the kernel is connected after the reload (connection ${kernel_conn:-none})" [ -n "$kernel_conn" ]
+idle_closed() { grep -q "\[conn $kernel_conn\] closing: idle for ${IDLE}s" "$DLOG"; }
+say "waiting for the daemon to close the kernel's idle connection"
+check "daemon log: it closed the kernel's connection ${kernel_conn:-none} as idle" wait_for 30 idle_closed
+no_kconn() { [ -z "$(kconn)" ]; }
+check "no established connection on $SOCK once the daemon closed it" wait_for 10 no_kconn
+accepts_before=$(conn_of GSSX_ACCEPT_SEC_CONTEXT | wc -l)
+say "mounting again: a new client, a new context, a new upcall"
+if mount -t nfs4 -o sec=krb5,vers=4.2 localhost:/ "$MNT"; then
+    pass "second NFSv4.2 sec=krb5 mount after the idle close"
+    check "the file written before reads back" [ "$(cat "$MNT/hello.txt")" = "$payload" ]
+    umount "$MNT" && pass "second umount"
+else
+    fail "second NFSv4.2 sec=krb5 mount after the idle close"
+fi
+new_conn=$(conn_of GSSX_ACCEPT_SEC_CONTEXT | tail -n +$((accepts_before + 1)) | head -n1)
+check "the daemon served a new ACCEPT from the kernel on a new connection (${new_conn:-none} after $kernel_conn)" \
+    test -n "$new_conn" -a "$new_conn" != "$kernel_conn"
+# SO_PEERCRED names the task that connected: the kernel reconnects from the
+# nfsd thread that needed the upcall (the first time it was the daemon itself,
+# writing use-gss-proxy).
+new_pid=$(sed -n "s/^.*\[conn ${new_conn:-x}\] accepted on [^:]*: pid \([0-9]*\) .*$/\1/p" "$DLOG")
+new_comm=$(cat "/proc/${new_pid:-0}/comm" 2>/dev/null)
+check "the new connection came from an nfsd thread (pid ${new_pid:-none}, comm ${new_comm:-none})" \
+    [ "$new_comm" = nfsd ]
+grep -E "\[conn (${kernel_conn:-x}|${new_conn:-x})[] ]" "$DLOG" | cut -c1-160 | head -n 12

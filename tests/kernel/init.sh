@@ -27,6 +27,11 @@ for d in etc var tmp; do
 done
 for d in proc sys dev; do mount --bind "/$d" "/host/$d"; done
 mount -t tmpfs run /host/run
+# Kernel threads keep the initramfs as their root, not the guest's chroot: an
+# nfsd thread that reconnects the gss-proxy upcall (after the daemon closed
+# the connection) looks up /var/run/gssproxy.sock here, so /var/run must be
+# the guest's /run as on a real system.
+mkdir -p /var && ln -s /host/run /var/run
 chmod 1777 /host/tmp
 mkdir -p /host/tmp/share
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share /host/tmp/share
