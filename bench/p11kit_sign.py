@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -43,8 +42,8 @@ from bench.pkcs11_sign import (
     TOKEN_LABEL,
     Token,
     _workers,
+    bench_main,
     make_token,
-    print_results,
     run_worker,
     running_daemon,
 )
@@ -130,13 +129,8 @@ def measure(duration: float = 2.0, clients: Sequence[int] = (1, 8)) -> dict[str,
 
 
 def main(argv: Sequence[str]) -> int:
-    if argv[:1] == ["worker"]:
-        worker_main(json.loads(argv[1]))
-        return 0
-    started = time.monotonic()
     title = "ECDSA P-256 C_Sign per second through p11-kit-client.so (SoftHSM2)"
-    print_results(title, measure(), started)
-    return 0
+    return bench_main(argv, title, measure, worker_main)
 
 
 if __name__ == "__main__":

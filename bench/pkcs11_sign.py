@@ -45,7 +45,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -364,14 +364,25 @@ def print_results(title: str, results: dict[str, float], started: float) -> None
     print(f"({time.monotonic() - started:.1f} s)")
 
 
-def main(argv: Sequence[str]) -> int:
+def bench_main(
+    argv: Sequence[str],
+    title: str,
+    measure: Callable[[], dict[str, float]],
+    worker_main: Callable[[dict[str, Any]], None],
+) -> int:
+    """A signing bench's command line: `worker SPEC` runs one worker process
+    (the bench starts its clients this way), anything else measures and prints."""
     if argv[:1] == ["worker"]:
         worker_main(json.loads(argv[1]))
         return 0
     started = time.monotonic()
-    title = "ECDSA P-256 signatures per second (SoftHSM2), TOKEN_SIGN vs in-process python-pkcs11"
     print_results(title, measure(), started)
     return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    title = "ECDSA P-256 signatures per second (SoftHSM2), TOKEN_SIGN vs in-process python-pkcs11"
+    return bench_main(argv, title, measure, worker_main)
 
 
 if __name__ == "__main__":
