@@ -165,7 +165,7 @@ _FIELDS: dict[type[Any], tuple[tuple[str, TypeDesc], ...]] = {}
 def struct_fields(cls: type[Any]) -> tuple[tuple[str, TypeDesc], ...]:
     """(name, descriptor) of each field of a generated dataclass, in order.
 
-    ClassVar discriminants of union arms are not dataclass fields, so an arm
+    The discriminant of a single-case union arm is a property, not a dataclass field, so an arm
     lists only what it carries. Results are cached per class (a race between
     threads only computes the same tuple twice).
     """

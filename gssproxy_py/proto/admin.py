@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, Final, TypeAlias
+from typing import Final, TypeAlias
 
 from gssproxy_py.errors import XdrEncodeError, XdrError
 from gssproxy_py.xdr.program import Procedure, Program, Version, decode_void, encode_void

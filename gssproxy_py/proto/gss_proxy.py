@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, Final, TypeAlias
+from typing import Final, TypeAlias
 
 from gssproxy_py.errors import XdrEncodeError, XdrError
 from gssproxy_py.xdr.program import Procedure, Program, Version, decode_void, encode_void
@@ -163,16 +163,22 @@ class GssxCtx:
 class GssxHandleCredInfo:
     """union gssx_handle, case GSSX_C_HANDLE_CRED: cred_info"""
 
-    handle_type: ClassVar[GssxHandleType] = GssxHandleType.GSSX_C_HANDLE_CRED
     cred_info: GssxCred
+
+    @property
+    def handle_type(self) -> GssxHandleType:
+        return GssxHandleType.GSSX_C_HANDLE_CRED
 
 
 @dataclass(frozen=True, slots=True)
 class GssxHandleSecCtxInfo:
     """union gssx_handle, case GSSX_C_HANDLE_SEC_CTX: sec_ctx_info"""
 
-    handle_type: ClassVar[GssxHandleType] = GssxHandleType.GSSX_C_HANDLE_SEC_CTX
     sec_ctx_info: GssxCtx
+
+    @property
+    def handle_type(self) -> GssxHandleType:
+        return GssxHandleType.GSSX_C_HANDLE_SEC_CTX
 
 
 @dataclass(frozen=True, slots=True)
@@ -836,10 +842,10 @@ def decode_gssx_handle_type(d: Decoder) -> GssxHandleType:
 
 def encode_gssx_handle(e: Encoder, v: GssxHandle) -> None:
     if isinstance(v, GssxHandleCredInfo):
-        e.enum(v.handle_type)
+        e.enum(GssxHandleType.GSSX_C_HANDLE_CRED)
         encode_gssx_cred(e, v.cred_info)
     elif isinstance(v, GssxHandleSecCtxInfo):
-        e.enum(v.handle_type)
+        e.enum(GssxHandleType.GSSX_C_HANDLE_SEC_CTX)
         encode_gssx_ctx(e, v.sec_ctx_info)
     elif isinstance(v, GssxHandleExtensions):
         if v.handle_type in (0, 1):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, Final, TypeAlias
+from typing import Final, TypeAlias
 
 from gssproxy_py.errors import XdrEncodeError, XdrError
 from gssproxy_py.xdr.program import Procedure, Program, Version, decode_void, encode_void
@@ -135,16 +135,22 @@ RPCSEC_GSS_CTXPROBLEM: Final = AuthStat.RPCSEC_GSS_CTXPROBLEM
 class AcceptedReplyReplyDataResults:
     """union accepted_reply_reply_data, case SUCCESS: results"""
 
-    stat: ClassVar[AcceptStat] = AcceptStat.SUCCESS
     results: bytes
+
+    @property
+    def stat(self) -> AcceptStat:
+        return AcceptStat.SUCCESS
 
 
 @dataclass(frozen=True, slots=True)
 class AcceptedReplyReplyDataMismatchInfo:
     """union accepted_reply_reply_data, case PROG_MISMATCH: mismatch_info"""
 
-    stat: ClassVar[AcceptStat] = AcceptStat.PROG_MISMATCH
     mismatch_info: MismatchInfo
+
+    @property
+    def stat(self) -> AcceptStat:
+        return AcceptStat.PROG_MISMATCH
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,16 +164,22 @@ class AcceptedReplyReplyDataDefault:
 class RpcMsgBodyCbody:
     """union rpc_msg_body, case CALL: cbody"""
 
-    mtype: ClassVar[MsgType] = MsgType.CALL
     cbody: CallBody
+
+    @property
+    def mtype(self) -> MsgType:
+        return MsgType.CALL
 
 
 @dataclass(frozen=True, slots=True)
 class RpcMsgBodyRbody:
     """union rpc_msg_body, case REPLY: rbody"""
 
-    mtype: ClassVar[MsgType] = MsgType.REPLY
     rbody: ReplyBody
+
+    @property
+    def mtype(self) -> MsgType:
+        return MsgType.REPLY
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,32 +222,44 @@ class AcceptedReply:
 class RejectedReplyMismatchInfo:
     """union rejected_reply, case RPC_MISMATCH: mismatch_info"""
 
-    stat: ClassVar[RejectStat] = RejectStat.RPC_MISMATCH
     mismatch_info: MismatchInfo
+
+    @property
+    def stat(self) -> RejectStat:
+        return RejectStat.RPC_MISMATCH
 
 
 @dataclass(frozen=True, slots=True)
 class RejectedReplyStat:
     """union rejected_reply, case AUTH_ERROR: stat"""
 
-    stat: ClassVar[RejectStat] = RejectStat.AUTH_ERROR
     stat_: AuthStat
+
+    @property
+    def stat(self) -> RejectStat:
+        return RejectStat.AUTH_ERROR
 
 
 @dataclass(frozen=True, slots=True)
 class ReplyBodyAreply:
     """union reply_body, case MSG_ACCEPTED: areply"""
 
-    stat: ClassVar[ReplyStat] = ReplyStat.MSG_ACCEPTED
     areply: AcceptedReply
+
+    @property
+    def stat(self) -> ReplyStat:
+        return ReplyStat.MSG_ACCEPTED
 
 
 @dataclass(frozen=True, slots=True)
 class ReplyBodyRreply:
     """union reply_body, case MSG_DENIED: rreply"""
 
-    stat: ClassVar[ReplyStat] = ReplyStat.MSG_DENIED
     rreply: RejectedReply
+
+    @property
+    def stat(self) -> ReplyStat:
+        return ReplyStat.MSG_DENIED
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,10 +278,10 @@ ReplyBody: TypeAlias = "ReplyBodyAreply | ReplyBodyRreply"
 
 def encode_accepted_reply_reply_data(e: Encoder, v: AcceptedReplyReplyData) -> None:
     if isinstance(v, AcceptedReplyReplyDataResults):
-        e.enum(v.stat)
+        e.enum(AcceptStat.SUCCESS)
         e.opaque_fixed(0, v.results)
     elif isinstance(v, AcceptedReplyReplyDataMismatchInfo):
-        e.enum(v.stat)
+        e.enum(AcceptStat.PROG_MISMATCH)
         encode_mismatch_info(e, v.mismatch_info)
     elif isinstance(v, AcceptedReplyReplyDataDefault):
         if v.stat in (0, 2):
@@ -278,10 +302,10 @@ def decode_accepted_reply_reply_data(d: Decoder) -> AcceptedReplyReplyData:
 
 def encode_rpc_msg_body(e: Encoder, v: RpcMsgBody) -> None:
     if isinstance(v, RpcMsgBodyCbody):
-        e.enum(v.mtype)
+        e.enum(MsgType.CALL)
         encode_call_body(e, v.cbody)
     elif isinstance(v, RpcMsgBodyRbody):
-        e.enum(v.mtype)
+        e.enum(MsgType.REPLY)
         encode_reply_body(e, v.rbody)
     else:
         raise XdrEncodeError(f"not an arm of rpc_msg_body: {type(v).__name__}")
@@ -402,10 +426,10 @@ def decode_accepted_reply(d: Decoder) -> AcceptedReply:
 
 def encode_rejected_reply(e: Encoder, v: RejectedReply) -> None:
     if isinstance(v, RejectedReplyMismatchInfo):
-        e.enum(v.stat)
+        e.enum(RejectStat.RPC_MISMATCH)
         encode_mismatch_info(e, v.mismatch_info)
     elif isinstance(v, RejectedReplyStat):
-        e.enum(v.stat)
+        e.enum(RejectStat.AUTH_ERROR)
         e.enum(v.stat_)
     else:
         raise XdrEncodeError(f"not an arm of rejected_reply: {type(v).__name__}")
@@ -422,10 +446,10 @@ def decode_rejected_reply(d: Decoder) -> RejectedReply:
 
 def encode_reply_body(e: Encoder, v: ReplyBody) -> None:
     if isinstance(v, ReplyBodyAreply):
-        e.enum(v.stat)
+        e.enum(ReplyStat.MSG_ACCEPTED)
         encode_accepted_reply(e, v.areply)
     elif isinstance(v, ReplyBodyRreply):
-        e.enum(v.stat)
+        e.enum(ReplyStat.MSG_DENIED)
         encode_rejected_reply(e, v.rreply)
     else:
         raise XdrEncodeError(f"not an arm of reply_body: {type(v).__name__}")

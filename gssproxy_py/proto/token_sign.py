@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, Final, TypeAlias
+from typing import Final, TypeAlias
 
 from gssproxy_py.errors import XdrEncodeError, XdrError
 from gssproxy_py.xdr.program import Procedure, Program, Version, decode_void, encode_void
@@ -142,8 +142,11 @@ class TsKeyList:
 class TsListKeysOutcomeListing:
     """union ts_list_keys_outcome, case TS_OK: listing"""
 
-    status: ClassVar[TsStatus] = TsStatus.TS_OK
     listing: TsKeyList
+
+    @property
+    def status(self) -> TsStatus:
+        return TsStatus.TS_OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,16 +168,22 @@ class TsListKeysRes:
 class TsSignInputMessage:
     """union ts_sign_input, case TS_INPUT_MESSAGE: message"""
 
-    kind: ClassVar[TsInputKind] = TsInputKind.TS_INPUT_MESSAGE
     message: bytes
+
+    @property
+    def kind(self) -> TsInputKind:
+        return TsInputKind.TS_INPUT_MESSAGE
 
 
 @dataclass(frozen=True, slots=True)
 class TsSignInputDigest:
     """union ts_sign_input, case TS_INPUT_DIGEST: digest"""
 
-    kind: ClassVar[TsInputKind] = TsInputKind.TS_INPUT_DIGEST
     digest: bytes
+
+    @property
+    def kind(self) -> TsInputKind:
+        return TsInputKind.TS_INPUT_DIGEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +199,11 @@ class TsSignArg:
 class TsSignOutcomeSignature:
     """union ts_sign_outcome, case TS_OK: signature"""
 
-    status: ClassVar[TsStatus] = TsStatus.TS_OK
     signature: bytes
+
+    @property
+    def status(self) -> TsStatus:
+        return TsStatus.TS_OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +330,7 @@ def decode_ts_key_list(d: Decoder) -> TsKeyList:
 
 def encode_ts_list_keys_outcome(e: Encoder, v: TsListKeysOutcome) -> None:
     if isinstance(v, TsListKeysOutcomeListing):
-        e.enum(v.status)
+        e.enum(TsStatus.TS_OK)
         encode_ts_key_list(e, v.listing)
     elif isinstance(v, TsListKeysOutcomeFailure):
         if v.status in (0,):
@@ -356,10 +368,10 @@ def decode_ts_input_kind(d: Decoder) -> TsInputKind:
 
 def encode_ts_sign_input(e: Encoder, v: TsSignInput) -> None:
     if isinstance(v, TsSignInputMessage):
-        e.enum(v.kind)
+        e.enum(TsInputKind.TS_INPUT_MESSAGE)
         e.opaque_var(v.message, None)
     elif isinstance(v, TsSignInputDigest):
-        e.enum(v.kind)
+        e.enum(TsInputKind.TS_INPUT_DIGEST)
         e.opaque_var(v.digest, 64)
     else:
         raise XdrEncodeError(f"not an arm of ts_sign_input: {type(v).__name__}")
@@ -390,7 +402,7 @@ def decode_ts_sign_arg(d: Decoder) -> TsSignArg:
 
 def encode_ts_sign_outcome(e: Encoder, v: TsSignOutcome) -> None:
     if isinstance(v, TsSignOutcomeSignature):
-        e.enum(v.status)
+        e.enum(TsStatus.TS_OK)
         e.opaque_var(v.signature, None)
     elif isinstance(v, TsSignOutcomeFailure):
         if v.status in (0,):

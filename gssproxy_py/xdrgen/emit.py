@@ -6,9 +6,10 @@ What a module generated from `FILE.x` holds, in this order:
 * one `IntEnum` per enum, plus its members as module constants;
 * one frozen, slotted dataclass per struct;
 * per union, one dataclass per arm, so handlers can `match` on the arm class;
-  a single-case arm carries its discriminant as a `ClassVar`, a multi-case or
-  `default` arm as its first field; an arm field named like the discriminant
-  gets a trailing underscore;
+  a single-case arm carries its discriminant as a read-only property (not a
+  `ClassVar`: mypyc would make a defaulted field of it, python/mypy's mypyc
+  issue 1122), a multi-case or `default` arm as its first field; an arm field
+  named like the discriminant gets a trailing underscore;
 * type aliases for typedefs and unions;
 * `encode_<name>(enc, value)` / `decode_<name>(dec)` for every type, on the
   strict runtime in `gssproxy_py.xdr`;
@@ -182,7 +183,7 @@ class _Emitter:
         self.w()
         self.w("from dataclasses import dataclass")
         self.w("from enum import IntEnum")
-        self.w("from typing import ClassVar, Final, TypeAlias")
+        self.w("from typing import Final, TypeAlias")
         self.w()
         self.w("from gssproxy_py.errors import XdrEncodeError, XdrError")
         imports = "Procedure, Program, Version, decode_void, encode_void"
@@ -300,16 +301,16 @@ class _Emitter:
             what = f"{arm.field.xdr_name}" if arm.field else "void"
             self.w(f'"""union {u.name}, {label} {what}"""', 1)
             self.w()
-            if len(arm.values) == 1:
-                self.w(
-                    f"{disc.name}: ClassVar[{disc_ann}] = {self.disc_literal(u, arm.values[0])}", 1
-                )
-            else:
+            if len(arm.values) != 1:
                 self.w(f"{disc.name}: {disc_ann}", 1)
             if arm.field is not None:
                 self.w(f"{self.arm_attr(u, arm)}: {self.ann(arm.field.shape)}", 1)
-            elif len(arm.values) == 1:
-                self.w("pass", 1)
+            if len(arm.values) == 1:
+                if arm.field is not None:
+                    self.w()
+                self.w("@property", 1)
+                self.w(f"def {disc.name}(self) -> {disc_ann}:", 1)
+                self.w(f"return {self.disc_literal(u, arm.values[0])}", 2)
         self.aliases.append(f'{class_name(u.name)}: TypeAlias = "{" | ".join(names)}"')
 
     def arm_attr(self, u: RUnion, arm: RArm) -> str:
@@ -454,7 +455,9 @@ class _Emitter:
                 self.w(
                     f'raise XdrEncodeError(f"{u.name}: {{v.{disc.name}}} selects another arm")', 3
                 )
-            self.w(f"e.{enc_disc}(v.{disc.name})", 2)
+            # A single-case arm's discriminant is a constant: no property call.
+            value = self.disc_literal(u, arm.values[0]) if len(arm.values) == 1 else None
+            self.w(f"e.{enc_disc}({value or f'v.{disc.name}'})", 2)
             if arm.field is not None:
                 self.enc(arm.field.shape, f"v.{self.arm_attr(u, arm)}", 2)
         self.w("else:", 1)

@@ -261,7 +261,7 @@ def test_reading_errors_say_where(data: Any, tp: type, where: str, what: str) ->
 
 def test_rpc_msg_types_work_too() -> None:
     # The walk is generic: the RPC header's own types (with a field named
-    # `stat_` and ClassVar discriminants) go through as well.
+    # `stat_` and property discriminants) go through as well.
     msg = rpc_msg.RpcMsg(
         xid=5,
         body=rpc_msg.RpcMsgBodyRbody(
