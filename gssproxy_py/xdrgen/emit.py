@@ -444,20 +444,7 @@ class _Emitter:
             acls = self.arm_classes[(u.name, i)]
             kw = "if" if i == 0 else "elif"
             self.w(f"{kw} isinstance(v, {acls}):", 1)
-            if len(arm.values) > 1:
-                self.w(f"if v.{disc.name} not in {tuple(arm.values)!r}:", 2)
-                self.w(
-                    f'raise XdrEncodeError(f"{u.name}: {{v.{disc.name}}} does not select {acls}")',
-                    3,
-                )
-            elif not arm.values:
-                self.w(f"if v.{disc.name} in {tuple(taken)!r}:", 2)
-                self.w(
-                    f'raise XdrEncodeError(f"{u.name}: {{v.{disc.name}}} selects another arm")', 3
-                )
-            # A single-case arm's discriminant is a constant: no property call.
-            value = self.disc_literal(u, arm.values[0]) if len(arm.values) == 1 else None
-            self.w(f"e.{enc_disc}({value or f'v.{disc.name}'})", 2)
+            self.w(f"e.{enc_disc}({self.arm_disc(u, arm, acls, taken)})", 2)
             if arm.field is not None:
                 self.enc(arm.field.shape, f"v.{self.arm_attr(u, arm)}", 2)
         self.w("else:", 1)
@@ -487,6 +474,20 @@ class _Emitter:
         if self.guarded(u.name):
             self.w("finally:", 1)
             self.w("d.leave()", 2)
+
+    def arm_disc(self, u: RUnion, arm: RArm, acls: str, taken: list[int]) -> str:
+        """Check a field discriminant against its arm; what the encoder writes."""
+        disc = u.discriminant.name
+        if len(arm.values) == 1:
+            # A constant: no property call on the hot path.
+            return self.disc_literal(u, arm.values[0])
+        if arm.values:
+            self.w(f"if v.{disc} not in {tuple(arm.values)!r}:", 2)
+            self.w(f'raise XdrEncodeError(f"{u.name}: {{v.{disc}}} does not select {acls}")', 3)
+        else:
+            self.w(f"if v.{disc} in {tuple(taken)!r}:", 2)
+            self.w(f'raise XdrEncodeError(f"{u.name}: {{v.{disc}}} selects another arm")', 3)
+        return f"v.{disc}"
 
     def arm_args(self, arm: RArm, disc: str) -> str:
         args = []
