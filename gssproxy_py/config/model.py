@@ -18,6 +18,9 @@ DEFAULT_STATE_DIR = "/var/lib/gssproxy-py"
 DEFAULT_MAX_RECORD_SIZE = 1024 * 1024
 MIN_MAX_RECORD_SIZE = 4096
 MAX_MAX_RECORD_SIZE = 16 * 1024 * 1024
+#: More processes than this gain nothing on any host we know and risk
+#: exhausting descriptors and memory by a typo.
+MAX_WORKER_PROCESSES = 64
 DEFAULT_MAX_CALLS_PER_CONNECTION = 16
 DEFAULT_CALL_TIMEOUT = 10.0
 DEFAULT_USE_GSS_PROXY_FILE = "/proc/net/rpc/use-gss-proxy"
@@ -130,6 +133,9 @@ class GlobalSettings:
 
     Our additions:
 
+    * `worker_processes` (1..`MAX_WORKER_PROCESSES`): processes serving the
+      GSS-Proxy sockets (`server/workers.py`); read at start only.
+
     * `state_dir` (`state_dir`, absolute path): where the credential-handle key
       file lives.
     * `max_record_size` (bytes, 4096..16 MiB): largest RPC record accepted or
@@ -171,6 +177,7 @@ class GlobalSettings:
     syslog_status: bool = False
     run_as_user: str | None = None
     worker_threads: int = DEFAULT_WORKER_THREADS
+    worker_processes: int = 1
     state_dir: str = DEFAULT_STATE_DIR
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE
     max_calls_per_connection: int = DEFAULT_MAX_CALLS_PER_CONNECTION

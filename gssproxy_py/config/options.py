@@ -45,6 +45,7 @@ from gssproxy_py.config.flags import DEFAULT_ENFORCE_FLAGS, DEFAULT_FILTER_FLAGS
 from gssproxy_py.config.ini import GLOBAL_SECTION, IniEntry, IniSection
 from gssproxy_py.config.model import (
     MAX_MAX_RECORD_SIZE,
+    MAX_WORKER_PROCESSES,
     MIN_MAX_RECORD_SIZE,
     Config,
     GlobalSettings,
@@ -167,6 +168,15 @@ OPTIONS: tuple[Option, ...] = (
         "threads for GSS work that may wait (KDC, NSS, slow credential stores)",
         "8",
         fields=("worker_threads",),
+    ),
+    Option(
+        "worker_processes",
+        G,
+        v.integer(1, MAX_WORKER_PROCESSES),
+        "processes serving the GSS-Proxy sockets, each with its own event loop "
+        "(1: one process, as gssproxy); read at start only",
+        "2",
+        source=OURS,
     ),
     Option(
         "state_dir",

@@ -47,6 +47,11 @@ class InheritedSocket:
     #: the path it is bound to, normalised; "" when unnamed or abstract
     path: str
     sock: socket.socket
+    #: (st_dev, st_ino) of the file when this process bound it before forking
+    #: worker processes (`server.workers`): its listener unlinks the file at
+    #: the end, as for a socket bound in `listeners.open_listener`. None: the
+    #: file is the service manager's (or the first process's), never unlinked.
+    bound: tuple[int, int] | None = None
 
 
 def _count(environ: MutableMapping[str, str], pid: int) -> int:
@@ -149,6 +154,8 @@ async def adopt_listener(
         raise ActivationError(
             f"cannot accept on passed descriptor {item.fd}: {exc.strerror or exc}"
         ) from None
+    if item.bound is not None:
+        return Listener(path=path, server=server, identity=item.bound)
     identity = (0, 0)
     with contextlib.suppress(OSError):
         st = os.lstat(item.path or path)

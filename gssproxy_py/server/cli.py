@@ -32,11 +32,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import pwd
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import uvloop
 
@@ -44,7 +48,7 @@ from gssproxy_py import __version__
 from gssproxy_py.config.load import DEFAULT_SOCKET, load_config
 from gssproxy_py.config.model import Config
 from gssproxy_py.config.userproxy import SOCKET_DIR_MODE, userproxy_config, userproxy_paths
-from gssproxy_py.errors import ConfigError
+from gssproxy_py.errors import ConfigError, LocalError
 from gssproxy_py.server.activation import ActivationError, InheritedSocket, inherited_sockets
 from gssproxy_py.server.daemon import ServerOptions, serve
 from gssproxy_py.server.krb5_defaults import krb5_defaults
@@ -62,6 +66,14 @@ from gssproxy_py.server.pidfile import (
     check_pid_file,
     remove_pid_file,
     write_pid_file,
+)
+from gssproxy_py.server.workers import (
+    WorkerGroup,
+    WorkerSupervisor,
+    bind_rpc_sockets,
+    for_workers,
+    release,
+    start_workers,
 )
 
 _log = logging.getLogger(__name__)
@@ -145,7 +157,24 @@ def cli_debug_level(args: argparse.Namespace) -> int | None:
     return 1 if args.debug else None
 
 
-def detach() -> Callable[[], None]:
+@dataclass(frozen=True, slots=True)
+class ReadySignal:
+    """What a detached daemon calls once ready: a byte to the waiting parent."""
+
+    write_end: int
+
+    def __call__(self) -> None:
+        os.write(self.write_end, b"1")
+        os.close(self.write_end)
+
+    def close(self) -> None:
+        """In a forked worker: not ours to send, and the parent must see EOF
+        if the first process dies before it is ready."""
+        with contextlib.suppress(OSError):
+            os.close(self.write_end)
+
+
+def detach() -> ReadySignal:
     """Fork into the background; returns what the child calls once ready.
 
     The parent waits until the child is listening (so whoever started it can
@@ -165,12 +194,7 @@ def detach() -> Callable[[], None]:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)  # stderr stays: it is where the log goes
     os.close(devnull)
-
-    def ready() -> None:
-        os.write(write_end, b"1")
-        os.close(write_end)
-
-    return ready
+    return ReadySignal(write_end)
 
 
 def _userproxy_config(socket: str | None) -> tuple[Config, str]:
@@ -274,7 +298,7 @@ def _log_config(config: Config, args: argparse.Namespace, cli_level: int | None)
         _log.info("%s", note)
 
 
-def _detach(pid_file: str | None, interactive: bool) -> Callable[[], None] | None:
+def _detach(pid_file: str | None, interactive: bool) -> ReadySignal | None:
     """Detach unless interactive, with the PID file checked before and written
     after; the callback that tells the parent we are ready, if detached."""
     try:
@@ -302,9 +326,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _StartupError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
-    if effective_debug_level(cli_level, config.globals.debug_level) >= 3:
-        # After detach() (threads do not survive a fork), before any other thread.
-        start_trace_bridge(_uid_of(config.globals.run_as_user))
     options = ServerOptions(
         config_file=args.config,
         config_dir=args.configdir,
@@ -313,13 +334,85 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle_timeout=_idle_timeout(args, bool(inherited)),
         syslog_status=args.syslog_status,
         userproxy=args.userproxy,
+        worker_processes=1 if args.userproxy else config.globals.worker_processes,
     )
+    workers: WorkerGroup | None = None
+    bound: list[InheritedSocket] = []
     try:
+        if options.worker_processes > 1:
+            bound = bind_rpc_sockets(config, default_socket, inherited)
+            inherited = bound
+            workers = start_workers(
+                _supervisor(config, options, bound), in_child=_in_supervisor(on_ready)
+            )
+        _start_trace(config, cli_level)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(serve(config, options, on_ready=on_ready, inherited=inherited))
+            return runner.run(
+                serve(config, options, on_ready=on_ready, inherited=inherited, workers=workers)
+            )
+    except LocalError as exc:
+        _log.error("cannot start: %s", exc)
+        return 1
     finally:
+        if workers is not None:
+            workers.wait()
+        release(bound)
         if pid_file is not None:
             remove_pid_file(pid_file)
+
+
+def _start_trace(config: Config, cli_level: int | None) -> None:
+    if effective_debug_level(cli_level, config.globals.debug_level) >= 3:
+        # After detach() and the worker forks (threads do not survive a
+        # fork), before any other thread: one bridge per process.
+        start_trace_bridge(_uid_of(config.globals.run_as_user))
+
+
+def _unblock_sighup() -> None:
+    """A worker is ready: SIGHUP, kept blocked while it started
+    (`WorkerSupervisor`), now reaches its loop's handler."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+
+
+def _in_supervisor(on_ready: ReadySignal | None) -> Callable[[], None]:
+    """What the supervisor drops first: the first process's readiness pipe
+    and service-manager socket are not for it or its workers."""
+
+    def forget() -> None:
+        os.environ.pop("NOTIFY_SOCKET", None)
+        if on_ready is not None:
+            on_ready.close()
+
+    return forget
+
+
+def _supervisor(
+    config: Config, options: ServerOptions, bound: Sequence[InheritedSocket]
+) -> WorkerSupervisor:
+    """The supervisor of `options.worker_processes` - 1 workers (`server.workers`)."""
+    sockets = for_workers(bound)
+    worker_options = dataclasses.replace(options, first_process=False)
+
+    def run_worker(current: Config) -> int:
+        set_debug_level(effective_debug_level(options.cli_debug_level, current.globals.debug_level))
+        _start_trace(current, options.cli_debug_level)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(
+                serve(current, worker_options, on_ready=_unblock_sighup, inherited=sockets)
+            )
+
+    def reload_config() -> Config:
+        return load_config(
+            options.config_file, options.config_dir, default_socket=options.default_socket
+        )
+
+    return WorkerSupervisor(
+        count=options.worker_processes,
+        run_worker=run_worker,
+        reload_config=reload_config,
+        config=config,
+        shutdown_grace=options.shutdown_grace,
+    )
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ from gssproxy_py.server.listeners import (
 from gssproxy_py.server.logs import (
     READY_MESSAGE,
     RELOADED_MESSAGE,
+    WORKER_READY_MESSAGE,
     effective_debug_level,
     set_debug_level,
     set_status_syslog,
@@ -80,6 +81,7 @@ from gssproxy_py.server.privileges import (
     reclaim_state_dir,
 )
 from gssproxy_py.server.programs import load_programs
+from gssproxy_py.server.workers import WorkerGroup
 
 _log = logging.getLogger(__name__)
 
@@ -111,6 +113,12 @@ class ServerOptions:
     #: `-u`: the configuration is synthesised (`config.userproxy`); there is
     #: nothing to reload, and SIGHUP is ignored as in gssproxy
     userproxy: bool = False
+    #: processes serving the GSS-Proxy sockets (`server.workers`); above 1
+    #: the sockets are fixed at start and a reload may not change them
+    worker_processes: int = 1
+    #: False in a worker process: the admin socket, the p11kit_socket
+    #: listeners and use-gss-proxy are the first process's alone
+    first_process: bool = True
 
 
 class GssProxyServer:
@@ -166,6 +174,8 @@ class GssProxyServer:
         self._turn_scheduled = False
         #: awaited with the new configuration after each successful reload
         self.reload_hooks: list[Callable[[Config], Awaitable[object]]] = []
+        #: called once the shutdown starts (the worker processes drain too)
+        self.stop_hooks: list[Callable[[], None]] = []
         self.started = time.monotonic()
         #: 1 for the configuration read at start, +1 per successful reload
         self.generation = 1
@@ -380,7 +390,7 @@ class GssProxyServer:
         ones, then close and unlink the ones no longer wanted. If any new one
         fails, the ones just opened are closed and nothing else changes."""
         rpc_paths = socket_paths(config, self._options.default_socket)
-        p11kit_paths = p11kit_socket_paths(config)
+        p11kit_paths = p11kit_socket_paths(config) if self._options.first_process else []
         opened: dict[str, Listener] = {}
         try:
             both = set(rpc_paths) & set(p11kit_paths)
@@ -426,7 +436,8 @@ class GssProxyServer:
                 opened[path] = await adopt_listener(
                     path, item, self._protocol_factory(path), self.needs_writer_credentials
                 )
-                _log.info("socket activation: %s is passed descriptor %d", path, item.fd)
+                if item.bound is None and self._options.first_process:
+                    _log.info("socket activation: %s is passed descriptor %d", path, item.fd)
             elif path not in self._listeners:
                 opened[path] = await open_listener(
                     path,
@@ -503,6 +514,11 @@ class GssProxyServer:
             _log.warning("%s", warning)
         for warning in keytabs.check_services(config):
             _log.warning("%s", warning)
+        problem = self._fixed_sockets_problem(config)
+        if problem is not None:
+            _log.error("configuration not reloaded, keeping the old one: %s", problem)
+            self.last_reload_error = problem
+            return False
         if not await self._listen(config):
             _log.error("configuration not reloaded, keeping the old one: a socket failed")
             self.last_reload_error = "a socket failed (see the daemon log)"
@@ -532,6 +548,29 @@ class GssProxyServer:
             await hook(config)
         _log.info("%s", RELOADED_MESSAGE)
         return True
+
+    def _fixed_sockets_problem(self, config: Config) -> str | None:
+        """Why `config` cannot be taken while worker processes run (None: it
+        can): a socket bound now could not reach the processes forked at
+        start. A change of `worker_processes` itself waits for a restart."""
+        opts = self._options
+        if config.globals.worker_processes != opts.worker_processes:
+            _log.warning(
+                "worker_processes = %d takes effect at the next start (%d now)",
+                config.globals.worker_processes,
+                opts.worker_processes,
+            )
+        if opts.worker_processes == 1:
+            return None
+        old = set(socket_paths(self._config, opts.default_socket))
+        new = set(socket_paths(config, opts.default_socket))
+        if old == new:
+            return None
+        changes = [f"+{p}" for p in sorted(new - old)] + [f"-{p}" for p in sorted(old - new)]
+        return (
+            f"with worker_processes = {opts.worker_processes} the GSS-Proxy sockets are "
+            f"fixed at start ({', '.join(changes)}); restart the daemon to change them"
+        )
 
     def request_reload(self) -> None:
         """Reload in the background (the SIGHUP handler)."""
@@ -571,6 +610,8 @@ class GssProxyServer:
         """Stop accepting, let calls in flight finish (for a bounded time),
         remove the socket files, close every connection."""
         self._stop.set()
+        for hook in self.stop_hooks:
+            hook()
         self._cancel_idle_timer()
         if self._timeout_timer is not None:
             self._timeout_timer.cancel()
@@ -662,6 +703,16 @@ def handle_key_problem(state_dir: str) -> str | None:
     return None
 
 
+class _NoAdmin:
+    """A worker's stand-in for the admin endpoint it does not serve."""
+
+    async def close(self) -> None:
+        return None
+
+
+_NO_ADMIN = _NoAdmin()
+
+
 def _turns(config: Config) -> TurnScheduler[RpcConnection]:
     g = config.globals
     return TurnScheduler(g.turn_calls_per_uid, g.turn_calls_per_connection, g.turn_calls)
@@ -680,9 +731,17 @@ async def _listen_with_admin(
     options: ServerOptions,
     namespaces: NamespaceSupport,
     token_backend: TokenSignBackend | None,
-) -> AdminEndpoint | None:
-    """Listen on every call socket, then on the admin socket; None (logged,
-    the server shut down) if one of them fails."""
+) -> AdminEndpoint | _NoAdmin | None:
+    """Listen on every call socket, then on the admin socket (the first
+    process only); None (logged, the server shut down) if one of them fails."""
+    if not options.first_process:
+        try:
+            await server.start()
+        except LocalError as exc:
+            _log.error("cannot start: %s", exc)
+            await server.shutdown()
+            return None
+        return _NO_ADMIN
     admin = AdminEndpoint(
         server,
         admin_socket_path(config.globals.admin_socket, options.default_socket),
@@ -743,6 +802,7 @@ async def serve(
     on_ready: Callable[[], None] | None = None,
     inherited: Sequence[InheritedSocket] = (),
     p11kit_tokens: P11KitViews | None = None,
+    workers: WorkerGroup | None = None,
 ) -> int:
     """Run the daemon until it is told to stop; the exit status.
 
@@ -756,6 +816,10 @@ async def serve(
     sockets the service manager passed (`server.activation`), each used for
     the path it is bound to instead of binding one. `on_ready` runs once
     every socket listens, after `Initialization complete` is logged.
+    `workers` (the first process of `worker_processes` > 1) reload after
+    each successful reload and stop when it stops (`server.workers`); in a
+    worker (`options.first_process` false) there is no admin socket and no
+    use-gss-proxy write.
     """
     loop = asyncio.get_running_loop()
     # Namespace executors (shared with the GSS layer) and use-gss-proxy.
@@ -777,9 +841,15 @@ async def serve(
     if admin is None:
         namespaces.close()
         return 1
+    if workers is not None:
+        server.reload_hooks.append(workers.reload)
+        server.stop_hooks.append(workers.stop)
     # Listening, not yet dropped privileges or ready (see server.namespaces).
-    await namespaces.start(config)
-    server.reload_hooks.append(namespaces.apply)
+    if options.first_process:
+        await namespaces.start(config)
+        server.reload_hooks.append(namespaces.apply)
+    else:
+        namespaces.prestart(config)  # the upcall is the first process's
     if not _become_configured_user(config):
         await server.shutdown()
         await admin.close()
@@ -799,7 +869,8 @@ async def serve(
         loop.add_signal_handler(signal.SIGHUP, server.request_reload)
         for signum in _STOP_SIGNALS:
             loop.add_signal_handler(signum, server.request_stop)
-    _log.info("%s", READY_MESSAGE)
+    # A worker's line is another: tools wait for the first process's.
+    _log.info("%s", READY_MESSAGE if options.first_process else WORKER_READY_MESSAGE)
     notify("READY=1")
     if on_ready is not None:
         on_ready()

@@ -38,6 +38,9 @@ from gssproxy_py.rpc.dispatch import SECRETS_LOG_LEVEL
 
 READY_MESSAGE = "Initialization complete."
 RELOADED_MESSAGE = "New config loaded successfully."
+#: A worker process's readiness (`server.workers`); not READY_MESSAGE, which
+#: means the whole daemon.
+WORKER_READY_MESSAGE = "Worker process ready."
 
 DEBUG_LEVEL_HELP = (
     "0: warnings and errors, with one line per failed call; 1 (-d): also a line per "

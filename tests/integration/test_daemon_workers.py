@@ -1,0 +1,247 @@
+"""`worker_processes = 2` on a real daemon (`server/workers.py`): two
+processes accept on the same sockets, a handle sealed by one opens in the
+other, reload and stop reach both, a killed worker is forked again; and with
+the default (1) no other process is forked at all.
+
+Which process served a connection is read from the log: every line carries
+`gssproxy-py[PID]`, and each accept logs `[conn N] accepted on` (level 1).
+Connections are opened one at a time, so the newest such line is theirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import gssapi
+import pytest
+
+from gssproxy_py.client import GssProxyClient
+from gssproxy_py.proto import gss_proxy as gp
+from gssproxy_py.testing.daemon import DaemonProcess
+from gssproxy_py.testing.realm import StandardRealm
+from gssproxy_py.vocab import oids
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+CC = gp.GssxCallCtx(b"", b"", ())
+COMPLETE, CONTINUE_NEEDED = 0, 1
+HOST = gssapi.Name("host@localhost", gssapi.NameType.hostbased_service)
+ACCEPTED = re.compile(r"gssproxy-py\[(\d+)\]: INFO: \[conn \d+\] accepted on")
+WORKER_STARTED = re.compile(r"worker process (\d+) started")
+SUPERVISOR_STARTED = re.compile(r"worker supervisor (\d+) started")
+RELOADED = re.compile(r"gssproxy-py\[(\d+)\]: INFO: New config loaded successfully")
+#: Attempts at landing a connection on a second process; the kernel wakes
+#: every process waiting on the socket and one of them wins each accept.
+MAX_TRIES = 200
+
+
+def render(realm: StandardRealm, workdir: Path, *, workers: int = 2, name: str = "all") -> str:
+    return f"""[gssproxy]
+  debug_level = 1
+  state_dir = {workdir}/state
+  worker_processes = {workers}
+[service/{name}]
+  mechs = krb5
+  cred_store = keytab:{realm.service_keytab}
+  cred_store = client_keytab:{realm.service_keytab}
+  cred_store = ccache:FILE:{workdir}/svc_%U.ccache
+  trusted = yes
+  euid = 0
+"""
+
+
+@pytest.fixture
+def daemon(daemon_factory: Any, realm: StandardRealm, initiator_env: None) -> DaemonProcess:
+    d: DaemonProcess = daemon_factory("py", lambda paths: render(realm, paths.workdir))
+    wait_until(lambda: d.log_text().count("Worker process ready.") == 1)
+    return d
+
+
+def wait_until(check: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def pids(pattern: re.Pattern[str], text: str) -> list[int]:
+    return [int(m.group(1)) for m in pattern.finditer(text)]
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def open_served(daemon: DaemonProcess, stack: contextlib.ExitStack) -> tuple[GssProxyClient, int]:
+    """A connection that has answered a call, and the pid that accepted it."""
+    offset = daemon.log_path.stat().st_size
+    client = stack.enter_context(GssProxyClient(str(daemon.socket)))
+    assert client.indicate_mechs().status.major_status == COMPLETE
+    daemon.wait_for_log("accepted on", after=offset)
+    found = pids(ACCEPTED, daemon.log_text()[offset:])
+    assert len(found) == 1, found
+    return client, found[0]
+
+
+def on_two_processes(
+    daemon: DaemonProcess, stack: contextlib.ExitStack
+) -> tuple[tuple[GssProxyClient, int], tuple[GssProxyClient, int]]:
+    """Two open connections accepted by two different processes."""
+    first = open_served(daemon, stack)
+    for _ in range(MAX_TRIES):
+        # Each try in a stack of its own: the losers close at once.
+        inner = contextlib.ExitStack()
+        other = open_served(daemon, inner)
+        if other[1] != first[1]:
+            stack.enter_context(inner)
+            return first, other
+        inner.close()
+    pytest.fail(f"{MAX_TRIES} connections all accepted by pid {first[1]}")
+
+
+def ok(res: Any) -> None:
+    assert res.status.major_status == COMPLETE, res.status
+
+
+def test_two_processes_serve_and_share_the_handle_key(
+    daemon: DaemonProcess, realm: StandardRealm
+) -> None:
+    log = daemon.log_text()
+    (supervisor,) = pids(SUPERVISOR_STARTED, log)
+    (worker,) = pids(WORKER_STARTED, log)
+    with contextlib.ExitStack() as stack:
+        (a, pid_a), (b, pid_b) = on_two_processes(daemon, stack)
+        assert {pid_a, pid_b} == {daemon.pid, worker}
+        assert supervisor not in (pid_a, pid_b)
+
+        # A credential handle sealed by one process opens in the other.
+        res = a.acquire_cred(
+            gp.GssxArgAcquireCred(CC, None, False, None, 0, (), gp.GSSX_C_BOTH, 0, 0, ())
+        )
+        ok(res)
+        cred = res.output_cred_handle
+        assert cred is not None and cred.cred_handle_reference
+
+        # One context, its legs on both: init on A with A's handle, finished on B.
+        target = gp.GssxName(b"host@localhost", oids.NT_HOSTBASED_SERVICE, b"", b"", (), ())
+        flags = 2 | 16 | 32  # mutual, conf, integ
+        res = a.init_sec_context(
+            gp.GssxArgInitSecContext(CC, None, cred, target, oids.KRB5, flags, 0, None, None, ())
+        )
+        assert res.status.major_status == CONTINUE_NEEDED, res.status
+        acc = gssapi.SecurityContext(
+            creds=gssapi.Credentials(usage="accept", store={"keytab": str(realm.service_keytab)}),
+            usage="accept",
+        )
+        reply = acc.step(res.output_token)
+        res = b.init_sec_context(
+            gp.GssxArgInitSecContext(
+                CC, res.context_handle, cred, target, oids.KRB5, flags, 0, None, reply, ()
+            )
+        )
+        ok(res)
+        assert res.context_handle is not None and res.context_handle.open
+
+        # And the other way: accepted on B, its context used on A.
+        init = gssapi.SecurityContext(name=HOST, usage="initiate")
+        res = b.accept_sec_context(
+            gp.GssxArgAcceptSecContext(CC, None, None, init.step(), None, False, ())
+        )
+        ok(res)
+        ctx = res.context_handle
+        init.step(res.output_token)
+        res = a.get_mic(gp.GssxArgGetMic(CC, ctx, 0, b"signed on the other process"))
+        ok(res)
+        init.verify_signature(b"signed on the other process", res.token_buffer)
+    # The pid file, admin socket and readiness are the first process's.
+    assert log.count("Initialization complete.") == 1
+    assert f"gssproxy-py[{daemon.pid}]: INFO: Initialization complete." in log
+    assert f"gssproxy-py[{worker}]: INFO: admin socket" not in log
+
+
+def test_reload_reaches_every_process_and_a_bad_one_none(
+    daemon: DaemonProcess, realm: StandardRealm
+) -> None:
+    (worker,) = pids(WORKER_STARTED, daemon.log_text())
+    offset = daemon.log_path.stat().st_size
+    daemon.config.write_text(render(realm, daemon.config.parent, name="renamed"))
+    os.kill(daemon.pid, signal.SIGHUP)
+    wait_until(lambda: len(pids(RELOADED, daemon.log_text()[offset:])) == 2)
+    assert set(pids(RELOADED, daemon.log_text()[offset:])) == {daemon.pid, worker}
+    # Both now match calls against the new service.
+    with contextlib.ExitStack() as stack:
+        (a, _), (b, _) = on_two_processes(daemon, stack)
+        for client in (a, b):
+            mark = daemon.log_path.stat().st_size
+            client.indicate_mechs()
+            daemon.wait_for_log("GSSX_INDICATE_MECHS: service 'renamed'", after=mark)
+
+    # A bad configuration: the first process refuses it and tells nobody.
+    offset = daemon.log_path.stat().st_size
+    daemon.config.write_text(render(realm, daemon.config.parent) + "  cred_usage = sideways\n")
+    os.kill(daemon.pid, signal.SIGHUP)
+    daemon.wait_for_log("configuration not reloaded, keeping the old one", after=offset)
+    # A socket added is refused too: the workers could never listen on it.
+    offset = daemon.log_path.stat().st_size
+    extra = daemon.socket.parent / "extra.sock"
+    daemon.config.write_text(
+        render(realm, daemon.config.parent)
+        + f"\n[service/extra]\n  mechs = krb5\n  euid = 0\n  socket = {extra}\n"
+    )
+    os.kill(daemon.pid, signal.SIGHUP)
+    daemon.wait_for_log("the GSS-Proxy sockets are fixed at start", after=offset)
+    assert not extra.exists()
+    # Both still serve, and nothing reloaded anywhere since the good one.
+    with contextlib.ExitStack() as stack:
+        on_two_processes(daemon, stack)
+    assert not RELOADED.search(daemon.log_text()[offset:])
+
+
+def test_sigterm_to_the_first_ends_every_process(daemon: DaemonProcess) -> None:
+    log = daemon.log_text()
+    family = [daemon.pid, *pids(SUPERVISOR_STARTED, log), *pids(WORKER_STARTED, log)]
+    assert len(family) == 3 and all(alive(p) for p in family)
+    with contextlib.ExitStack() as stack:
+        on_two_processes(daemon, stack)  # connections open while stopping
+        assert daemon.stop() == 0
+    wait_until(lambda: not any(alive(p) for p in family))
+    assert not daemon.socket.exists()
+    assert daemon.log_text().count("INFO: stopped") == 2  # the first process and the worker
+
+
+def test_a_killed_worker_is_forked_again(daemon: DaemonProcess) -> None:
+    (worker,) = pids(WORKER_STARTED, daemon.log_text())
+    inode = daemon.socket.stat().st_ino
+    offset = daemon.log_path.stat().st_size
+    os.kill(worker, signal.SIGKILL)
+    daemon.wait_for_log(
+        f"worker process {worker} killed by SIGKILL; starting another", after=offset
+    )
+    wait_until(lambda: len(pids(WORKER_STARTED, daemon.log_text()[offset:])) == 1)
+    (again,) = pids(WORKER_STARTED, daemon.log_text()[offset:])
+    wait_until(lambda: "Worker process ready." in daemon.log_text()[offset:])
+    assert daemon.socket.stat().st_ino == inode  # the listener never closed
+    with contextlib.ExitStack() as stack:
+        (_, pid_a), (_, pid_b) = on_two_processes(daemon, stack)
+    assert {pid_a, pid_b} == {daemon.pid, again}
+    assert daemon.log_text()[offset:].count("starting another") == 1
+
+
+def test_one_process_by_default(daemon_factory: Any, realm: StandardRealm) -> None:
+    d: DaemonProcess = daemon_factory("py", lambda paths: render(realm, paths.workdir, workers=1))
+    with contextlib.ExitStack() as stack:
+        for _ in range(5):
+            assert open_served(d, stack)[1] == d.pid
+    log = d.log_text()
+    assert "worker supervisor" not in log and "worker process" not in log.lower()
