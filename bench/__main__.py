@@ -11,7 +11,8 @@ Options: --rounds N, --quick (tiny sizes, for a smoke test), --py-args
 "--workers=2" (extra command-line flags for gssproxy-py only), --no-sign
 (skip the PKCS#11 SIGN and p11-kit C_Sign sections). Environment: BENCH_PY_TREE (gssproxy-py
 from another checkout), BENCH_PY_BEFORE_TREE (a second checkout measured in
-the same rounds, "py-before", with a before/after table), BENCH_ONLY
+the same rounds, "py-before", with a before/after table), BENCH_PY_WORKERS=N
+(gssproxy-py with `worker_processes = N` too, "py-wN", against py), BENCH_ONLY
 (comma-separated workload names, e.g. accept_8,kernel_8; default all).
 """
 
@@ -64,7 +65,8 @@ def daemon_round(
     impl: Impl, n: int, ctx: Context, py_args: tuple[str, ...], label: str | None = None
 ) -> dict[str, Any]:
     tree = env.PY_BEFORE_TREE if label == "py-before" and env.PY_BEFORE_TREE else env.PY_TREE
-    d = env.daemon(impl, ctx.realm, ctx.workdir, py_args, tree)
+    workers = env.PY_WORKERS if label == workers_label() else 1
+    d = env.daemon(impl, ctx.realm, ctx.workdir, py_args, tree, worker_processes=workers)
     t0 = time.monotonic()
     d.start()
     started = time.monotonic() - t0
@@ -80,10 +82,16 @@ def daemon_round(
         result["rss_bytes"] = procs.rss_bytes(d.pid)
         result["pss_bytes"] = procs.pss_bytes(d.pid)
         result["processes"] = len(procs.children(d.pid))
+        result["memory_by_process"] = procs.memory_by_process(d.pid)
     finally:
         d.stop()
     result["workloads"] = workloads
     return result
+
+
+def workers_label() -> str | None:
+    """The label of the gssproxy-py rounds with `worker_processes` > 1, if any."""
+    return f"py-w{env.PY_WORKERS}" if env.PY_WORKERS > 1 else None
 
 
 def baseline_round(n: int, ctx: Context) -> dict[str, Any]:
@@ -144,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     plan: list[tuple[Impl, str | None]] = [("c", None), ("py", None)]
     if env.PY_BEFORE_TREE is not None:
         plan.insert(1, ("py", "py-before"))
+    if (label := workers_label()) is not None:
+        plan.append(("py", label))
     sizes = Sizes.quick() if args.quick else Sizes()
     workdir = OUT_DIR / "work"
     if workdir.exists():
@@ -205,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         results["before_after"] = report.before_after(rounds)
         print(f"\nbefore = {env.PY_BEFORE_TREE}, after = {env.PY_TREE} (medians)\n")
         print(report.before_after_table(results["before_after"]))
+    if (label := workers_label()) is not None:
+        results["workers"] = report.before_after(rounds, before="py", after=label)
+        print(f"\nworker_processes = 1 (py) against {env.PY_WORKERS} ({label}), medians\n")
+        print(report.before_after_table(results["workers"], before="py", after=label))
+        print()
+        print(report.memory_table(rounds))
     if "results" in sign:
         print()
         print("PKCS#11 SIGN (bench.pkcs11_sign), signatures/s")

@@ -37,6 +37,9 @@ PY_TREE = Path(os.environ.get("BENCH_PY_TREE") or REPO_ROOT)
 #: BENCH_PY_BEFORE_TREE: a second gssproxy-py tree measured in the same run
 #: (rounds C, py-before, py, baseline), for a before/after table.
 PY_BEFORE_TREE = Path(p) if (p := os.environ.get("BENCH_PY_BEFORE_TREE")) else None
+#: BENCH_PY_WORKERS=N (N > 1): gssproxy-py with `worker_processes = N` is
+#: measured too, in the same rounds, as "py-wN", with a table against py (1).
+PY_WORKERS = int(os.environ.get("BENCH_PY_WORKERS", "1") or "1")
 
 #: The local account the kernel workload's initiator maps to (present on Debian).
 MAPPED_USER = "nobody"
@@ -107,7 +110,12 @@ def sockets_in(directory: Path) -> Sockets:
 
 
 def config_text(
-    r: BenchRealm, s: Sockets, state_dir: Path, *, worker_threads: int | None = None
+    r: BenchRealm,
+    s: Sockets,
+    state_dir: Path,
+    *,
+    worker_threads: int | None = None,
+    worker_processes: int = 1,
 ) -> str:
     """The one configuration both daemons run (only the paths differ).
 
@@ -119,6 +127,8 @@ def config_text(
     }
     if worker_threads is not None:
         global_options["worker threads"] = worker_threads
+    if worker_processes > 1:
+        global_options["worker_processes"] = worker_processes
     return render_config(
         {
             "bench-accept": {
@@ -237,12 +247,15 @@ def daemon(
     workdir: Path,
     py_args: tuple[str, ...] = (),
     tree: Path = PY_TREE,
+    worker_processes: int = 1,
 ) -> BenchDaemon:
-    """A (not yet started) daemon of impl with its own directory and sockets."""
+    """A (not yet started) daemon of impl with its own directory and sockets
+    (`worker_processes`: gssproxy-py's, ignored by C)."""
     d = workdir / f"daemon-{impl}"
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
     s = sockets_in(d)
-    conf = write_config(d / "gssproxy.conf", config_text(r, s, d / "state"))
+    text = config_text(r, s, d / "state", worker_processes=worker_processes)
+    conf = write_config(d / "gssproxy.conf", text)
     return BenchDaemon(impl, conf, s, r.env(), py_args if impl == "py" else (), tree)

@@ -76,3 +76,20 @@ def pss_bytes(pid: int) -> int:
         except OSError:
             continue
     return total
+
+
+def memory_by_process(pid: int) -> list[dict[str, int]]:
+    """RSS and PSS of each process of pid's tree, in tree order (the first
+    process first), in bytes: what one worker process costs."""
+    out = []
+    for p in children(pid):
+        try:
+            fields = {
+                key: int(line.split()[1]) * 1024
+                for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()
+                if (key := line.split(":")[0]) in ("Rss", "Pss")
+            }
+        except OSError:
+            continue
+        out.append({"pid": p, "rss_bytes": fields.get("Rss", 0), "pss_bytes": fields.get("Pss", 0)})
+    return out

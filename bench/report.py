@@ -221,23 +221,25 @@ def table(summary: dict[str, Any], codec: dict[str, float] | None = None) -> str
     return "\n".join(lines)
 
 
-def before_after(rounds: Sequence[Round]) -> dict[str, Any]:
-    """Medians of C, py-before and py per figure (rounds of one run)."""
+def before_after(
+    rounds: Sequence[Round], *, before: str = "py-before", after: str = "py"
+) -> dict[str, Any]:
+    """Medians of C, `before` and `after` per figure (rounds of one run)."""
     out: dict[str, Any] = {}
     for f in FIGURES:
         med: dict[str, float | None] = {}
-        for impl in ("c", "py-before", "py"):
+        for impl in ("c", before, after):
             med[impl] = _median_of(rounds, impl, f.read)
-        before, after = med["py-before"], med["py"]
-        change = after / before if before and after is not None else None
+        old, new = med[before], med[after]
+        change = new / old if old and new is not None else None
         out[f.key] = {"label": f.label.strip(), "unit": f.unit, "digits": f.digits, **med}
         out[f.key]["after_over_before"] = change
     return out
 
 
-def before_after_table(ba: dict[str, Any]) -> str:
+def before_after_table(ba: dict[str, Any], *, before: str = "py-before", after: str = "py") -> str:
     lines = [
-        "| figure | unit | C | py before | py after | after / before | after / C |",
+        f"| figure | unit | C | {before} | {after} | {after} / {before} | {after} / C |",
         "|---|---|---|---|---|---|---|",
     ]
     for e in ba.values():
@@ -246,13 +248,35 @@ def before_after_table(ba: dict[str, Any]) -> str:
         def cell(v: float | None, digits: int = d) -> str:
             return "n/a" if v is None else _fmt(v, digits)
 
-        c, after = e["c"], e["py"]
-        vs_c = after / c if c and after is not None else None
+        c, new = e["c"], e[after]
+        vs_c = new / c if c and new is not None else None
         lines.append(
-            f"| {e['label']} | {e['unit']} | {cell(c)} | {cell(e['py-before'])} | {cell(after)}"
+            f"| {e['label']} | {e['unit']} | {cell(c)} | {cell(e[before])} | {cell(new)}"
             f" | {cell(e['after_over_before'], 2)} | {cell(vs_c, 2)} |"
         )
     return "\n".join(lines)
+
+
+def memory_table(rounds: Sequence[Round]) -> str:
+    """RSS and PSS of each process of each gssproxy-py daemon, in tree order
+    (medians over rounds): first process, then (with workers) the supervisor
+    and the workers."""
+    lines = ["| daemon | process | RSS MB | PSS MB |", "|---|---|---|---|"]
+    for impl in _labels(rounds):
+        if impl in ("c", "baseline"):
+            continue
+        per = [r["memory_by_process"] for r in rounds if r["impl"] == impl]
+        for i in range(max((len(p) for p in per), default=0)):
+            rss = statistics.median(p[i]["rss_bytes"] for p in per if len(p) > i) / 1e6
+            pss = statistics.median(p[i]["pss_bytes"] for p in per if len(p) > i) / 1e6
+            role = "first" if i == 0 else "supervisor" if i == 1 else f"worker {i - 1}"
+            lines.append(f"| {impl} | {role} | {rss:.1f} | {pss:.1f} |")
+    return "\n".join(lines)
+
+
+def _labels(rounds: Sequence[Round]) -> list[str]:
+    """The daemons of a run, in the order they ran."""
+    return list(dict.fromkeys(r["impl"] for r in rounds if "memory_by_process" in r))
 
 
 #: The workloads whose CPU `cpu_table` shows (rate, daemon and client CPU).
@@ -282,7 +306,7 @@ def cpu_table(rounds: Sequence[Round]) -> str:
         "|---|---|---|---|---|",
     ]
     for key, label in CPU_WORKLOADS:
-        for impl in ("c", "py"):
+        for impl in _labels(rounds) or ("c", "py"):
             rate = _median_of(rounds, impl, _w(key, "rate_per_s"))
             daemon = _median_of(rounds, impl, _w(key, "daemon_cpu_s_per_1000"))
             client = _median_of(rounds, impl, _w(key, "client_cpu_s_per_1000"))

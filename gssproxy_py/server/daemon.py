@@ -759,6 +759,25 @@ async def _listen_with_admin(
     return admin
 
 
+async def _start_namespaces(
+    server: GssProxyServer,
+    config: Config,
+    namespaces: NamespaceSupport,
+    workers: WorkerGroup | None,
+) -> None:
+    """Listening, not yet dropped privileges or ready (see server.namespaces):
+    the namespaces' executor threads, and in the first process the kernel
+    upcall; the reload (and stop) hooks that follow them and the workers."""
+    if workers is not None:
+        server.reload_hooks.append(workers.reload)
+        server.stop_hooks.append(workers.stop)
+    if server.options.first_process:
+        await namespaces.start(config)
+        server.reload_hooks.append(namespaces.apply)
+    else:
+        namespaces.prestart(config)  # the upcall is the first process's
+
+
 def _become_configured_user(config: Config) -> bool:
     """With run_as_user: give it the state directory and drop privileges
     (after the sockets exist and before any call is served, as gssproxy);
@@ -841,15 +860,7 @@ async def serve(
     if admin is None:
         namespaces.close()
         return 1
-    if workers is not None:
-        server.reload_hooks.append(workers.reload)
-        server.stop_hooks.append(workers.stop)
-    # Listening, not yet dropped privileges or ready (see server.namespaces).
-    if options.first_process:
-        await namespaces.start(config)
-        server.reload_hooks.append(namespaces.apply)
-    else:
-        namespaces.prestart(config)  # the upcall is the first process's
+    await _start_namespaces(server, config, namespaces, workers)
     if not _become_configured_user(config):
         await server.shutdown()
         await admin.close()
