@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from gssproxy_py.errors import LocalError
 from gssproxy_py.server.listeners import LISTEN_BACKLOG, Listener, never_needs_writer
-from gssproxy_py.server.writers import Acceptor
+from gssproxy_py.server.writers import ACCEPTS_PER_TURN, Acceptor
 
 #: sd_listen_fds(3): the first passed descriptor.
 LISTEN_FDS_START = 3
@@ -143,13 +143,15 @@ async def adopt_listener(
     item: InheritedSocket,
     protocol_factory: Callable[[], asyncio.Protocol],
     needs_writer: Callable[[socket.socket], bool] = never_needs_writer,
+    accepts_per_turn: int = ACCEPTS_PER_TURN,
 ) -> Listener:
     """Accept connections on an inherited socket, as the listener of `path`
-    (`needs_writer` as for `listeners.open_listener`)."""
+    (`needs_writer` as for `listeners.open_listener`; `accepts_per_turn` as
+    for `writers.Acceptor`)."""
     loop = asyncio.get_running_loop()
     try:
         item.sock.listen(LISTEN_BACKLOG)
-        server = Acceptor(loop, item.sock, protocol_factory, needs_writer)
+        server = Acceptor(loop, item.sock, protocol_factory, needs_writer, accepts_per_turn)
     except OSError as exc:
         raise ActivationError(
             f"cannot accept on passed descriptor {item.fd}: {exc.strerror or exc}"

@@ -82,6 +82,7 @@ from gssproxy_py.server.privileges import (
 )
 from gssproxy_py.server.programs import load_programs
 from gssproxy_py.server.workers import WorkerGroup
+from gssproxy_py.server.writers import ACCEPTS_PER_TURN, ACCEPTS_PER_TURN_SHARED
 
 _log = logging.getLogger(__name__)
 
@@ -434,7 +435,13 @@ class GssProxyServer:
             if path in passed:
                 item = passed[path]
                 opened[path] = await adopt_listener(
-                    path, item, self._protocol_factory(path), self.needs_writer_credentials
+                    path,
+                    item,
+                    self._protocol_factory(path),
+                    self.needs_writer_credentials,
+                    ACCEPTS_PER_TURN_SHARED
+                    if self._options.worker_processes > 1
+                    else ACCEPTS_PER_TURN,
                 )
                 if item.bound is None and self._options.first_process:
                     _log.info("socket activation: %s is passed descriptor %d", path, item.fd)

@@ -47,6 +47,12 @@ LOW_WATER = 16 * 1024
 #: Connections accepted per readiness of a listening socket: others wait for
 #: the next turn of the loop, so a burst of connects cannot hold it.
 ACCEPTS_PER_TURN = 64
+#: With worker processes (`server.workers`) every process is woken for a new
+#: connection and the first to accept gets it; taking one per wake-up leaves
+#: the rest of a burst to the others (a busy process comes back later, so
+#: the idler ones take more), where 64 would let one process take the
+#: whole burst of clients that connect at once.
+ACCEPTS_PER_TURN_SHARED = 1
 #: After EMFILE/ENFILE, accepting pauses this long (as asyncio does).
 ACCEPT_RETRY_DELAY = 1.0
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -223,9 +229,11 @@ class Acceptor:
         sock: socket.socket,
         protocol_factory: Callable[[], asyncio.Protocol],
         needs_writer: Callable[[socket.socket], bool],
+        accepts_per_turn: int = ACCEPTS_PER_TURN,
     ) -> None:
         self._loop = loop
         self._sock = sock
+        self._accepts_per_turn = accepts_per_turn
         self._factory = protocol_factory
         self._needs_writer = needs_writer
         self._closed = False
@@ -253,7 +261,7 @@ class Acceptor:
             self._loop.add_reader(self._sock.fileno(), self._accept_ready)
 
     def _accept_ready(self) -> None:
-        for _ in range(ACCEPTS_PER_TURN):
+        for _ in range(self._accepts_per_turn):
             try:
                 conn, _addr = self._sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
