@@ -2,6 +2,7 @@
 gssproxy in the same storm.
 
     python -m bench.storm [--seconds 15] [--connections 24] [--py-before TREE]
+                          [--py-variant 'LABEL:option=value,option=value' ...]
 
 For each daemon (C, optionally a second gssproxy-py tree, gssproxy-py), with
 the bench's realm and configuration (`bench.env`): `--connections`
@@ -12,8 +13,11 @@ the whole round; meanwhile a
 second client sends INDICATE_MECHS one at a time on its own connection
 (latency p50/p99), and a kernel-style client sends serial
 ACCEPT_SEC_CONTEXT calls with real AP-REQs for nfs@localhost on the kernel
-socket (calls completed). Every client is a separate process; all run as
-root, as in the issue. Prints one table row per daemon.
+socket (calls completed, and per second: the probe stops when its 6,000
+tokens run out, so the rate is the figure that compares). Every client is
+a separate process; all run as root, as in the issue. Prints one table row
+per daemon. `--py-variant` measures gssproxy-py once more with the
+`[gssproxy]` options given (e.g. `short:turn_time_us=100`), in the same run.
 """
 
 from __future__ import annotations
@@ -124,13 +128,15 @@ def kernel(path: str, tokens: str, seconds: float) -> None:
 
     done = 0
     with KernelConnection(path, timeout=60) as conn:
-        end = time.monotonic() + seconds
+        start = time.monotonic()
+        end = start + seconds
         for token in read_tokens(Path(tokens)):
             if time.monotonic() >= end:
                 break
             nfsd_checks_complete(conn.accept(0x4B000000 + done, token))
             done += 1
-    print(json.dumps({"kernel_calls": done, "seconds": seconds}), flush=True)
+        elapsed = time.monotonic() - start
+    print(json.dumps({"kernel_calls": done, "kernel_rate": done / elapsed}), flush=True)
 
 
 def _json(proc: subprocess.Popen[str]) -> dict[str, float]:
@@ -139,6 +145,19 @@ def _json(proc: subprocess.Popen[str]) -> dict[str, float]:
         raise RuntimeError(f"{proc.args!r}: {err}")
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     return result
+
+
+def with_globals(config: Path, options: str) -> None:
+    """Add `option=value,option=value` to the `[gssproxy]` section of `config`."""
+    lines = "".join(
+        f"  {o.split('=', 1)[0].strip()} = {o.split('=', 1)[1].strip()}\n"
+        for o in options.split(",")
+        if o
+    )
+    text = config.read_text()
+    if "[gssproxy]\n" not in text:
+        raise SystemExit(f"{config}: no [gssproxy] section to add {options!r} to")
+    config.write_text(text.replace("[gssproxy]\n", "[gssproxy]\n" + lines, 1))
 
 
 def round_for(label: str, d: object, realm: object, work: Path, args: argparse.Namespace) -> str:
@@ -186,7 +205,7 @@ def round_for(label: str, d: object, realm: object, work: Path, args: argparse.N
         d.stop()
     return (
         f"| {label} | {lat['p50_ms']:.1f} | {lat['p99_ms']:.1f} | {int(lat['calls'])} "
-        f"| {int(kern['kernel_calls'])} | {int(answered)} |"
+        f"| {int(kern['kernel_calls'])} | {kern['kernel_rate']:.0f} | {int(answered)} |"
     )
 
 
@@ -195,6 +214,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--connections", type=int, default=24)
     ap.add_argument("--py-before", type=Path, help="a second gssproxy-py tree, measured too")
+    ap.add_argument(
+        "--py-variant",
+        action="append",
+        default=[],
+        help="LABEL:option=value,...: gssproxy-py again with these [gssproxy] options",
+    )
     ap.add_argument("--work", type=Path, default=REPO_ROOT / "build" / "bench" / "storm")
     args = ap.parse_args()
     if args.work.exists():
@@ -203,12 +228,17 @@ def main() -> int:
     realm = make_realm(args.work)
     rows = []
     try:
-        plan: list[tuple[str, str, Path]] = [("C gssproxy", "c", PY_TREE)]
+        plan: list[tuple[str, str, Path, str]] = [("C gssproxy", "c", PY_TREE, "")]
         if args.py_before is not None:
-            plan.append(("gssproxy-py (before)", "py", args.py_before))
-        plan.append(("gssproxy-py", "py", PY_TREE))
-        for label, impl, tree in plan:
+            plan.append(("gssproxy-py (before)", "py", args.py_before, ""))
+        plan.append(("gssproxy-py", "py", PY_TREE, ""))
+        for variant in args.py_variant:
+            name, _, options = variant.partition(":")
+            plan.append((f"gssproxy-py {name}", "py", PY_TREE, options))
+        for label, impl, tree, options in plan:
             d = daemon(impl, realm, args.work / label.replace(" ", "-"), tree=tree)  # type: ignore[arg-type]
+            if options:
+                with_globals(d.config, options)
             rows.append(round_for(label.replace(" ", "-"), d, realm, args.work, args))
             print(rows[-1], flush=True)
     finally:
@@ -217,7 +247,7 @@ def main() -> int:
         f"\nstorm: {args.connections} connections pipelining NULL/INDICATE_MECHS, "
         f"{args.seconds:g} s per daemon\n"
         "| daemon | 2nd client INDICATE_MECHS p50 ms | p99 ms | its calls "
-        "| kernel-style ACCEPTs | storm calls answered |\n|---|---|---|---|---|---|"
+        "| kernel-style ACCEPTs | per s | storm calls answered |\n|---|---|---|---|---|---|---|"
     )
     print("\n".join(rows))
     return 0

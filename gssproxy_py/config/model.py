@@ -166,6 +166,8 @@ class GlobalSettings:
       fairness under load (`server/fairness.py`): calls one connection may
       start per event or turn, the pipelining connections of one uid per
       turn, and all of them per turn.
+    * `turn_time_us` (microseconds, ≥ 10): how long the pipelining
+      connections' part of one turn may run before the loop polls again.
     * `refusal_log_interval` (seconds, > 0): at most one line per interval
       says a connection was refused (and one that a partial record was
       dropped), with how many more were since.
@@ -192,9 +194,10 @@ class GlobalSettings:
     input_budget: int = DEFAULT_INPUT_BUDGET
     input_budget_per_uid: int = DEFAULT_INPUT_BUDGET_PER_UID
     refusal_log_interval: float = DEFAULT_REFUSAL_LOG_INTERVAL
-    turn_calls_per_connection: int = 8
+    turn_calls_per_connection: int = 2
     turn_calls_per_uid: int = 32
     turn_calls: int = 64
+    turn_time_us: int = 100
     strict_modes: bool = True
     origins: tuple[OptionOrigin, ...] = ()
 

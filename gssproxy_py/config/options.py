@@ -315,6 +315,16 @@ OPTIONS: tuple[Option, ...] = (
         source=OURS,
     ),
     Option(
+        "turn_time_us",
+        G,
+        v.integer(10, 1_000_000),
+        "microseconds the pipelining connections may run per turn of the event loop before "
+        "it polls again (after one call at least): what a caller sending one call at a "
+        "time waits behind a flood",
+        "500",
+        source=OURS,
+    ),
+    Option(
         "strict_modes",
         G,
         v.BOOLEAN,

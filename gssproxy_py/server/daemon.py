@@ -540,6 +540,7 @@ class GssProxyServer:
         self._turns.calls_per_connection = g.turn_calls_per_connection
         self._turns.calls_per_uid = g.turn_calls_per_uid
         self._turns.calls_per_turn = g.turn_calls
+        self._turns.time_slice = g.turn_time_us / 1e6
         for rate_limited in (self._refusal_log, self._budget_log):
             rate_limited.interval = config.globals.refusal_log_interval
         if opts.cli_debug_level is None:
@@ -722,7 +723,9 @@ _NO_ADMIN = _NoAdmin()
 
 def _turns(config: Config) -> TurnScheduler[RpcConnection]:
     g = config.globals
-    return TurnScheduler(g.turn_calls_per_uid, g.turn_calls_per_connection, g.turn_calls)
+    return TurnScheduler(
+        g.turn_calls_per_uid, g.turn_calls_per_connection, g.turn_calls, g.turn_time_us / 1e6
+    )
 
 
 def _start_calls(conn: RpcConnection, limit: int) -> tuple[int, bool]:

@@ -15,7 +15,11 @@ event loop starts them:
   root first, the other uids taking turns being first: each uid up to
   `calls_per_uid` calls spread round-robin over its connections
   (`calls_per_connection` each), all uids together `calls_per_turn`. A uid
-  with many connections gets no more per turn than a uid with one.
+  with many connections gets no more per turn than a uid with one;
+* and the heavy part of a turn ends once it has run `time_slice` seconds
+  (after at least one call), whatever budget is left: calls differ in cost
+  (a NULL takes microseconds, an accept a hundred times more), and the
+  light connections' wait is the length of one turn.
 
 A queued connection's reading stays paused, so what waits is bounded by one
 read per connection. The driver (`daemon.GssProxyServer`) runs `turn` from
@@ -24,6 +28,7 @@ read per connection. The driver (`daemon.GssProxyServer`) runs `turn` from
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -39,31 +44,47 @@ CALLS_PER_TURN = 8
 #: uid 0: the kernel's upcall socket, rpc.gssd, the administrator.
 ROOT_UID = 0
 
+#: Seconds the heavy part of one turn may run, where no configuration says
+#: (`[gssproxy] turn_time_us`).
+TIME_SLICE = 0.0001
+
 
 class TurnScheduler(Generic[C]):
     """Queued connections, served a bounded amount per turn: the light ones
     (at most `calls_per_connection` waiting: a caller that sends one call at
     a time, the kernel's upcall) first, then the heavy ones round-robin per
-    uid, root's first, within `calls_per_turn` calls in all."""
+    uid, root's first, within `calls_per_turn` calls and `time_slice`
+    seconds (by `clock`) in all."""
 
     __slots__ = (
         "_by_uid",
+        "_clock",
         "_light",
         "_order",
         "_queued",
         "calls_per_connection",
         "calls_per_turn",
         "calls_per_uid",
+        "time_slice",
     )
 
     def __init__(
-        self, calls_per_uid: int, calls_per_connection: int, calls_per_turn: int | None = None
+        self,
+        calls_per_uid: int,
+        calls_per_connection: int,
+        calls_per_turn: int | None = None,
+        time_slice: float = TIME_SLICE,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if calls_per_uid < 1 or calls_per_connection < 1:
             raise ValueError("budgets must be >= 1")
+        if time_slice <= 0:
+            raise ValueError("the time slice must be > 0")
         self.calls_per_uid = calls_per_uid
         self.calls_per_connection = calls_per_connection
         self.calls_per_turn = calls_per_turn or 2 * calls_per_uid
+        self.time_slice = time_slice
+        self._clock = clock
         self._light: deque[C] = deque()
         self._by_uid: dict[int, deque[C]] = {}
         #: uids with heavy work, in the order they are served next turn
@@ -109,27 +130,34 @@ class TurnScheduler(Generic[C]):
                     self._queued.add(conn)
                     self._light.append(conn)
         budget = self.calls_per_turn
+        deadline = self._clock() + self.time_slice
         uids = list(self._order)
         if ROOT_UID in self._by_uid and uids[0] != ROOT_UID:
             uids.remove(ROOT_UID)
             uids.insert(0, ROOT_UID)
         for uid in uids:
-            if budget <= 0:
+            if budget <= 0 or (budget < self.calls_per_turn and self._clock() >= deadline):
                 break
-            budget -= self._serve_uid(uid, min(budget, self.calls_per_uid), start)
+            budget -= self._serve_uid(uid, min(budget, self.calls_per_uid), start, deadline)
         # The next uid goes first next turn (root stays first).
         if len(self._order) > 1:
             self._order.rotate(-1)
         return bool(self._queued)
 
-    def _serve_uid(self, uid: int, budget: int, start: Callable[[C, int], tuple[int, bool]]) -> int:
-        """Serve `uid`'s heavy connections round-robin within `budget`; the
-        calls started."""
+    def _serve_uid(
+        self,
+        uid: int,
+        budget: int,
+        start: Callable[[C, int], tuple[int, bool]],
+        deadline: float,
+    ) -> int:
+        """Serve `uid`'s heavy connections round-robin within `budget` and
+        until `deadline` (after one call at least); the calls started."""
         queue = self._by_uid[uid]
         used = 0
         # Each connection of the uid at most once per turn.
         for _ in range(len(queue)):
-            if used >= budget:
+            if used >= budget or (used and self._clock() >= deadline):
                 break
             conn = queue.popleft()
             if conn not in self._queued:

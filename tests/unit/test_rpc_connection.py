@@ -189,10 +189,13 @@ def _now(info: CallInfo, tag: bytes) -> Any:
     return tag
 
 
-def make_server(gates: Gates, *, max_calls: int = 16, call_timeout: float = 5.0) -> GssProxyServer:
+def make_server(
+    gates: Gates, *, max_calls: int = 16, call_timeout: float = 5.0, calls_per_read: int = 2
+) -> GssProxyServer:
     config = load_config_text(
         f"[gssproxy]\n  max_calls_per_connection = {max_calls}\n"
         f"  call_timeout = {call_timeout}\n"
+        f"  turn_calls_per_connection = {calls_per_read}\n"
         f"[service/any]\n  mechs = krb5\n  euid = 0\n  allow_any_uid = yes\n",
         default_socket=SOCKET,
     )
@@ -254,7 +257,8 @@ def test_replies_leave_in_completion_order_each_in_one_write() -> None:
 def test_immediate_answers_need_no_task_and_leave_together() -> None:
     async def body() -> None:
         gates = Gates()
-        conn, transport = connect(make_server(gates))
+        # Three calls start in the read that brings them (the default is 2).
+        conn, transport = connect(make_server(gates, calls_per_read=3))
         conn.data_received(
             call_record(1, 3, tag_args(b"a"))
             + call_record(2, 0)
@@ -275,7 +279,7 @@ def test_immediate_answers_need_no_task_and_leave_together() -> None:
 def test_immediate_pending_runs_as_a_task_and_a_bug_is_system_err() -> None:
     async def body() -> None:
         gates = Gates()
-        conn, transport = connect(make_server(gates))
+        conn, transport = connect(make_server(gates, calls_per_read=3))
         conn.data_received(
             call_record(1, 3, tag_args(b"wait1"))
             + call_record(2, 3, tag_args(b"fail"))

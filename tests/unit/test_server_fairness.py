@@ -76,3 +76,58 @@ def test_finished_or_gone_connections_leave() -> None:
 def test_budgets_must_be_positive() -> None:
     with pytest.raises(ValueError):
         TurnScheduler(0, 1)
+
+
+class Clock:
+    """A clock that each started call moves on by `per_call` seconds."""
+
+    def __init__(self, per_call: float) -> None:
+        self.now = 0.0
+        self.per_call = per_call
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_heavy_part_of_a_turn_ends_with_its_time_slice() -> None:
+    clock = Clock(per_call=0.00004)
+    sched: TurnScheduler[str] = TurnScheduler(32, 2, 64, time_slice=0.0001, clock=clock)
+    conns = Conns({f"flood{i}": 100 for i in range(8)} | {"serial": 1})
+
+    def start(name: str, limit: int) -> tuple[int, bool]:
+        started, more = conns.start(name, limit)
+        clock.now += started * clock.per_call
+        return started, more
+
+    conns.add_all(sched, {f"flood{i}": 1000 for i in range(8)})
+    sched.add("serial", 1000, 1)
+    assert sched.turn(start)
+    # The light connection whatever the time; then heavy connections until
+    # 100 us have gone (2 calls of 40 us each, twice), not the 32-call budget.
+    assert conns.log == [("serial", 1), ("flood0", 2), ("flood1", 2)]
+
+
+def test_a_slow_call_still_lets_one_heavy_connection_start_per_turn() -> None:
+    clock = Clock(per_call=1.0)
+    sched: TurnScheduler[str] = TurnScheduler(8, 2, 16, time_slice=0.0001, clock=clock)
+    conns = Conns({"a": 4, "b": 4})
+
+    def start(name: str, limit: int) -> tuple[int, bool]:
+        started, more = conns.start(name, limit)
+        clock.now += started * clock.per_call
+        return started, more
+
+    conns.add_all(sched, {"a": 1, "b": 2})
+    turns = 0
+    while sched.turn(start):
+        turns += 1
+        assert turns < 10
+    # One connection per turn (the slice is gone after its first start), and
+    # the uids take turns going first, so both finish.
+    assert conns.log == [("a", 2), ("b", 2), ("a", 2), ("b", 2)]
+    assert conns.waiting == {"a": 0, "b": 0}
+
+
+def test_the_time_slice_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        TurnScheduler(1, 1, time_slice=0)
