@@ -29,6 +29,7 @@ DEFAULT_MIN_LIFETIME = 15
 # uses (the kernel holds one connection per network namespace, as root).
 DEFAULT_MAX_CONNECTIONS = 8192
 DEFAULT_MAX_CONNECTIONS_PER_UID = 512
+DEFAULT_P11KIT_MAX_WORKERS = 64
 DEFAULT_FD_RESERVE = 128
 DEFAULT_RECORD_TIMEOUT = 15.0
 DEFAULT_IDLE_CONNECTION_TIMEOUT = 600.0
@@ -171,6 +172,9 @@ class GlobalSettings:
     * `refusal_log_interval` (seconds, > 0): at most one line per interval
       says a connection was refused (and one that a partial record was
       dropped), with how many more were since.
+    * `p11kit_max_workers` (≥ 1): p11-kit worker processes (one per
+      `p11kit_socket` connection, `server/p11kit_workers.py`) at once;
+      beyond it a connection is refused.
     * `strict_modes`: refuse configuration files, keytabs and client keytabs
       that a non-root user could change (`strict.py`).
     """
@@ -199,6 +203,7 @@ class GlobalSettings:
     turn_calls: int = 64
     turn_time_us: int = 100
     strict_modes: bool = True
+    p11kit_max_workers: int = DEFAULT_P11KIT_MAX_WORKERS
     origins: tuple[OptionOrigin, ...] = ()
 
 

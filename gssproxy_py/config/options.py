@@ -290,6 +290,16 @@ OPTIONS: tuple[Option, ...] = (
         source=OURS,
     ),
     Option(
+        "p11kit_max_workers",
+        G,
+        v.integer(1),
+        "p11-kit worker processes at once (one serves each p11kit_socket connection); "
+        "beyond it a connection is refused, with one rate-limited line naming uid, pid "
+        "and program",
+        "64",
+        source=OURS,
+    ),
+    Option(
         "turn_calls_per_connection",
         G,
         v.integer(1),

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -50,10 +50,9 @@ from gssproxy_py.pkcs11.keys import (
     key_uri,
     spki_der,
 )
-from gssproxy_py.pkcs11.program import TokenSignBackend
 from gssproxy_py.pkcs11.token import ModuleWorker, ServiceAccess, TokenSnapshot
 
-__all__ = ["SERVED_MECHANISMS", "P11KitTokens", "ServiceTokens"]
+__all__ = ["SERVED_MECHANISMS", "P11KitTokens", "ServiceTokens", "ServiceWorkers"]
 
 log = logging.getLogger("gssproxy_py.pkcs11.p11kit")
 
@@ -175,15 +174,39 @@ _CKR_VALUES: Final = {f"CKR_{c.name}": int(c) for c in Ckr} | {
 
 @dataclass(frozen=True, slots=True)
 class _KeyRef:
-    """How a private key is named to the worker."""
+    """How a private key is named to the worker, with what each signature
+    needs of it worked out once per snapshot: its URI (for the log line)
+    and the length of its signatures (for size queries)."""
 
     token: TokenIdentity
     label: str
     key_id: bytes
+    uri: str
+    kind: KeyKind | None
+    output_length: int | None  # None: the key's size is unreadable
 
-    @property
-    def uri(self) -> str:
-        return key_uri(self.token, self.label, self.key_id)
+
+def _key_ref(
+    ident: TokenIdentity, label: str, key_id: bytes, attrs: Mapping[int, AttrValue]
+) -> _KeyRef:
+    kind = attrs.get(Cka.KEY_TYPE)
+    key_kind = (
+        KeyKind(kind) if isinstance(kind, int) and kind in (KeyKind.RSA, KeyKind.EC) else None
+    )
+    length: int | None = None
+    if key_kind is KeyKind.RSA:
+        modulus = attrs.get(Cka.MODULUS)
+        bits = attrs.get(Cka.MODULUS_BITS)
+        if isinstance(modulus, bytes) and modulus:
+            length = (int.from_bytes(modulus, "big").bit_length() + 7) // 8
+        elif isinstance(bits, int) and bits:
+            length = (bits + 7) // 8
+    elif key_kind is KeyKind.EC:
+        params = attrs.get(Cka.EC_PARAMS)
+        curve = curve_from_params(params if isinstance(params, bytes) else None)
+        if curve not in (Curve.UNKNOWN, Curve.NONE, Curve.ED25519, Curve.ED448):
+            length = 2 * curve.order_bytes
+    return _KeyRef(ident, label, key_id, key_uri(ident, label, key_id), key_kind, length)
 
 
 @dataclass(slots=True)
@@ -193,11 +216,19 @@ class _Cached:
     tokens: tuple[VirtualToken, ...]
 
 
+class ServiceWorkers(Protocol):
+    """Where a service's token access and module worker come from: the
+    TOKEN_SIGN backend in the daemon (`pkcs11.program.TokenSignBackend`),
+    or a p11-kit worker process's one service (`server.p11kit_zygote`)."""
+
+    def service_worker(self, service: Service) -> tuple[ServiceAccess, ModuleWorker]: ...
+
+
 class P11KitTokens:
     """The virtual tokens of every service, over the TOKEN_SIGN backend's
     workers (one per module: same sessions, same login, same recovery)."""
 
-    def __init__(self, backend: TokenSignBackend) -> None:
+    def __init__(self, backend: ServiceWorkers) -> None:
         self._backend = backend
         self._cache: dict[str, _Cached] = {}
 
@@ -248,13 +279,12 @@ def _virtual(snap: TokenSnapshot, allowed: set[str]) -> VirtualToken:
             for secret in PRIVATE_COMPONENTS:
                 attrs.pop(secret, None)
             sensitive = PRIVATE_COMPONENTS
-            ref = _KeyRef(snap.identity, o.label, o.key_id)
-            kind = attrs.get(Cka.KEY_TYPE)
-            if isinstance(kind, int) and kind in (KeyKind.RSA, KeyKind.EC):
-                kinds.add(KeyKind(kind))
             modulus = attrs.get(Cka.MODULUS)
             if isinstance(modulus, bytes) and Cka.MODULUS_BITS not in attrs:
                 attrs[Cka.MODULUS_BITS] = int.from_bytes(modulus, "big").bit_length()
+            ref = _key_ref(snap.identity, o.label, o.key_id, attrs)
+            if ref.kind is not None:
+                kinds.add(ref.kind)
         objects.append(VirtualObject(_CLASSES[o.object_class], attrs, sensitive, ref))
     mechanisms = {
         ckm: MechanismInfo(*_KEY_SIZES[m.key_kind], int(m.flags))
@@ -357,6 +387,13 @@ class ServiceTokens:
         served = SERVED_MECHANISMS.get(mechanism.type)
         if served is None:
             raise CkError(Ckr.MECHANISM_INVALID)
+        ref = key.key_ref
+        if isinstance(ref, _KeyRef) and ref.output_length is not None:
+            # A private key: worked out once per snapshot (three times per
+            # signature otherwise: C_SignInit, the size query, C_Sign).
+            if ref.kind is not served.key_kind:
+                raise CkError(Ckr.KEY_TYPE_INCONSISTENT)
+            return ref.output_length
         kind = key.attributes.get(Cka.KEY_TYPE)
         if kind != served.key_kind:
             raise CkError(Ckr.KEY_TYPE_INCONSISTENT)

@@ -73,6 +73,7 @@ from gssproxy_py.server.logs import (
 from gssproxy_py.server.namespaces import NamespaceSupport
 from gssproxy_py.server.notify import notify
 from gssproxy_py.server.p11kit import P11KitConnection, P11KitViews, load_p11kit_views
+from gssproxy_py.server.p11kit_workers import P11KitWorkers
 from gssproxy_py.server.peer import peer_credentials, selinux_enabled
 from gssproxy_py.server.privileges import (
     PrivilegeDropError,
@@ -133,9 +134,11 @@ class GssProxyServer:
         inherited: Sequence[InheritedSocket] = (),
         *,
         p11kit_tokens: P11KitViews | None = None,
+        p11kit_workers: P11KitWorkers | None = None,
     ) -> None:
         self._config = config
         self._p11kit = p11kit_tokens
+        self._p11kit_workers = p11kit_workers
         #: passed sockets (socket activation) not yet serving a path
         self._inherited = list(inherited)
         self._programs = dict(programs)
@@ -211,6 +214,10 @@ class GssProxyServer:
         if self._p11kit is None or service.pkcs11_module is None:
             return None
         return self._p11kit.view(service, who)
+
+    @property
+    def p11kit_workers(self) -> P11KitWorkers | None:
+        return self._p11kit_workers
 
     def connection_limits(self) -> ConnectionLimits:
         g = self._config.globals
@@ -854,6 +861,7 @@ async def serve(
     # Namespace executors (shared with the GSS layer) and use-gss-proxy.
     namespaces = NamespaceSupport(config)
     token_backend: TokenSignBackend | None = None
+    workers: P11KitWorkers | None = None
     if programs is None:
         try:
             loaded = load_programs(config, netns_executors=namespaces.executors)
@@ -865,7 +873,16 @@ async def serve(
         if p11kit_tokens is None:
             # The p11-kit token service rides on the TOKEN_SIGN backend.
             p11kit_tokens = load_p11kit_views(token_backend)
-    server = GssProxyServer(config, programs, options, inherited, p11kit_tokens=p11kit_tokens)
+            # ... in worker processes, one per connection (server.p11kit_workers).
+            workers = P11KitWorkers(token_backend, config.globals.refusal_log_interval)
+    server = GssProxyServer(
+        config,
+        programs,
+        options,
+        inherited,
+        p11kit_tokens=p11kit_tokens,
+        p11kit_workers=workers,
+    )
     admin = await _listen_with_admin(server, config, options, namespaces, token_backend)
     if admin is None:
         namespaces.close()
@@ -883,6 +900,17 @@ async def serve(
         await server.shutdown()
         namespaces.close()
         return 1
+    if workers is not None:
+        # As the daemon's final user, before any call: the zygote forks a
+        # worker per p11kit_socket connection (server.p11kit_workers).
+        pool = workers
+        if p11kit_socket_paths(config):
+            pool.start()
+
+        async def rematch(new: Config) -> None:
+            await pool.rematch(new, server.default_socket, server.selinux_enabled)
+
+        server.reload_hooks.append(rematch)
     # As the daemon's final user: what it cannot read now, no call will.
     for warning in keytabs.check_services(config):
         _log.warning("%s", warning)
@@ -898,6 +926,8 @@ async def serve(
     try:
         await server.wait_stopped()
     finally:
+        if workers is not None:
+            await workers.close()
         await admin.close()
         if handle_signals:
             for signum in (signal.SIGHUP, *_STOP_SIGNALS):

@@ -12,6 +12,12 @@ program and socket) against the configuration in force; after a reload
 the next request is matched again, and a connection whose service changed
 starts afresh (its sessions are gone). A peer no service matches sees no
 slot. A malformed frame or body closes only that connection.
+
+In the daemon (`serve` builds the token layer itself), every connection is
+handed to a worker process instead (`server.p11kit_workers`) once its peer
+is read, admitted and matched: this object then only stands for it in the
+connection table (caps, status, stop) until the worker ends. Served here on
+the loop: tests' injected backends, and whatever runs without workers.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from gssproxy_py.p11kit.wire import (
 from gssproxy_py.pkcs11.p11kit_backend import P11KitTokens
 from gssproxy_py.pkcs11.program import TokenSignBackend
 from gssproxy_py.server.connection import PrefixLog, admitted_peer
+from gssproxy_py.server.p11kit_workers import P11KitWorkers
 
 __all__ = ["P11KitConnection", "P11KitHost", "P11KitViews", "load_p11kit_views"]
 
@@ -98,6 +105,12 @@ class P11KitHost(Protocol):
 
     def p11kit_backend(self, service: Service, who: str) -> Backend | None: ...
 
+    @property
+    def p11kit_workers(self) -> P11KitWorkers | None:
+        """The worker processes connections are handed to (None: served on
+        the loop)."""
+        ...
+
     def admit(self, conn: P11KitConnection, peer: Peer) -> bool:
         """The per-uid and total connection caps (shared with GSS-Proxy)."""
         ...
@@ -128,6 +141,8 @@ class P11KitConnection(asyncio.Protocol):
         self._eof = False
         self._opened = False
         self._partial_since: float | None = None
+        #: a worker process serves it (`server.p11kit_workers`)
+        self._handed_off = False
 
     # -- for the server ----------------------------------------------------
 
@@ -163,8 +178,19 @@ class P11KitConnection(asyncio.Protocol):
             await asyncio.wait({self._task})
 
     def close(self) -> None:
+        workers = self._host.p11kit_workers
+        if self._handed_off and workers is not None:
+            workers.end(self)
+            return
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
+
+    def worker_ended(self) -> None:
+        """The worker serving this connection is gone, and the connection
+        with it."""
+        if self._handed_off and self._opened:
+            self._host.connection_closed(self)  # while peer_uid still counts it
+            self._opened = False
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -192,6 +218,21 @@ class P11KitConnection(asyncio.Protocol):
         )
         self._opened = True
         self._host.connection_opened(self)
+        workers = self._host.p11kit_workers
+        if workers is not None:
+            self._hand_off(workers, p)
+
+    def _hand_off(self, workers: P11KitWorkers, peer: Peer) -> None:
+        """Give the connection to a worker process; the daemon's copy of
+        the socket closes either way (refused: the connection ends)."""
+        transport = self._transport
+        assert transport is not None
+        service, reason = self._match(self._host.config, peer)
+        self.log.info("%s", reason)
+        sock = transport.get_extra_info("socket")
+        self._handed_off = workers.hand_off(self, peer, service, sock.fileno(), self._host.config)
+        self._stopped = True
+        transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._stopped:
@@ -218,6 +259,8 @@ class P11KitConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stopped = True
+        if self._handed_off:
+            return  # the worker has the connection; worker_ended() closes it here
         self._queue.clear()
         if self._task is not None:
             self._task.cancel()
@@ -234,21 +277,10 @@ class P11KitConnection(asyncio.Protocol):
         if self._cryptoki is not None and self._config is config:
             return self._cryptoki
         assert self._peer is not None
-        peer = self._peer
-        service, reason = match_or_explain(
-            config,
-            peer,
-            self.socket_path,
-            default_socket=host.default_socket,
-            selinux_enabled=host.selinux_enabled,
-            p11kit=True,
-        )
+        service, reason = self._match(config, self._peer)
         name = service.name if service is not None else None
         if self._cryptoki is None or name != self._service_name:
-            if service is None:
-                self.log.info("%s", reason)
-            else:
-                self.log.info("service %s", service.name)
+            self.log.info("%s", reason)
             self._cryptoki = Cryptoki(self._backend_for(service))
             self._service_name = name
         elif service is not None:
@@ -257,6 +289,21 @@ class P11KitConnection(asyncio.Protocol):
             self._cryptoki.rebind(self._backend_for(service))
         self._config = config
         return self._cryptoki
+
+    def _match(self, config: Config, peer: Peer) -> tuple[Service | None, str]:
+        """The peer's service in `config`, and what to log of it."""
+        host = self._host
+        service, reason = match_or_explain(
+            config,
+            peer,
+            self.socket_path,
+            default_socket=host.default_socket,
+            selinux_enabled=host.selinux_enabled,
+            p11kit=True,
+        )
+        if service is None:
+            return None, reason or "no service"
+        return service, f"service {service.name}"
 
     def _backend_for(self, service: Service | None) -> Backend | None:
         if service is None or self._peer is None:

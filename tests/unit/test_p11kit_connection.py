@@ -90,6 +90,7 @@ class Host:
     )
     default_socket: str = "/d.sock"
     selinux_enabled: bool = False
+    p11kit_workers: None = None  # served here, on the loop
     opened: int = 0
     services: list[str] = field(default_factory=list)
 

@@ -1,0 +1,369 @@
+"""The p11-kit worker processes: the zygote that forks them, and the
+blocking loop each runs for its one connection.
+
+The daemon starts the zygote (`python -m gssproxy_py.server.p11kit_zygote
+FD`) as a fresh interpreter: it has no thread and no PKCS#11 module of the
+daemon's (PKCS#11 forbids using a module initialised before a fork), and
+it never talks to a client. Over its private SOCK_SEQPACKET pair (FD) the
+daemon sends, per connection, a `Handoff` (JSON: the peer, the matched
+service, the PIN, the log level) with the connection's descriptor
+(SCM_RIGHTS); the zygote forks one worker for it and answers
+`{"spawned": token, "pid": pid}`, and `{"exited": pid, "status": s}` when a
+worker ends. `{"end": pid}` asks it to SIGTERM a worker; the end of the
+pair (the daemon stopping or gone) ends every worker and the zygote. The
+PIN travels only over that pair: never in argv, the environment or a file.
+
+A worker takes the daemon's uid, gids and log level, initialises the
+module itself (`ModuleWorker`, its calls made inline: the process has one
+thread), and serves the connection with a plain loop: read, cut frames
+(`p11kit.wire`), answer each with `p11kit.calls.dispatch` (the handlers
+never wait here, so a coroutine ends at its first step), write the
+replies of one read at once. A partial frame older than the record
+timeout, a malformed frame or an internal error closes the connection;
+the worker then exits. Its log lines go to the daemon's stderr in the
+daemon's format (`server.logs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Final, TypeVar
+
+from gssproxy_py.config.model import Service
+from gssproxy_py.p11kit.calls import call_id, dispatch
+from gssproxy_py.p11kit.session import Cryptoki
+from gssproxy_py.p11kit.wire import PROTOCOL_VERSION, FrameReader, ProtocolError, encode_frame
+from gssproxy_py.pkcs11.adapter import load_library
+from gssproxy_py.pkcs11.errors import SignFailure, TokenFailure
+from gssproxy_py.pkcs11.p11kit_backend import P11KitTokens
+from gssproxy_py.pkcs11.pin import Pin
+from gssproxy_py.pkcs11.program import parse_service_uris
+from gssproxy_py.pkcs11.token import ModuleWorker, ServiceAccess
+from gssproxy_py.proto.token_sign import TsStatus
+from gssproxy_py.server.connection import PrefixLog
+from gssproxy_py.server.logs import configure_logging
+
+__all__ = ["MAX_MESSAGE", "Handoff", "main", "serve_connection"]
+
+T = TypeVar("T")
+
+_log = logging.getLogger("gssproxy_py.server.p11kit")
+
+#: The largest control message either side sends.
+MAX_MESSAGE: Final = 64 * 1024
+#: Seconds the zygote gives its workers to end after SIGTERM at the end.
+_END_GRACE: Final = 5.0
+_READ_SIZE: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """What a worker needs to serve one connection (sent as JSON)."""
+
+    token: int  # the daemon's name for this hand-off, echoed in "spawned"
+    number: int  # the connection's `[p11kit N]`
+    socket_path: str
+    who: str  # "uid U pid P program X", for the log lines
+    log_level: int  # the daemon's `logging` threshold now
+    record_timeout: float
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    service: str | None = None  # None: no service, no slot
+    pkcs11_module: str | None = None
+    pkcs11_uris: tuple[str, ...] = ()
+    p11kit_mechanisms: tuple[str, ...] | None = None
+    pin: str | None = None
+    pin_source: str = ""
+    pin_problem: str | None = None
+    failure: str | None = None  # why the service has no token access
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Handoff:
+        raw = json.loads(data)
+        for name in ("groups", "pkcs11_uris", "p11kit_mechanisms"):
+            if raw.get(name) is not None:
+                raw[name] = tuple(raw[name])
+        return cls(**raw)
+
+
+# -- the worker ---------------------------------------------------------------------
+
+
+class InlineModuleWorker(ModuleWorker):
+    """A `ModuleWorker` whose calls run on the calling thread: a worker
+    process has only one, so the module's calls still never overlap."""
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        return fn(*args)
+
+
+class _OneService:
+    """The token access of the one service a worker serves (what
+    `P11KitTokens` asks of the TOKEN_SIGN backend in the daemon)."""
+
+    def __init__(self, access: ServiceAccess | None, failure: str | None) -> None:
+        self._access = access
+        self._failure = failure or "no token access"
+        self.worker = (
+            InlineModuleWorker(access.module, load_library) if access is not None else None
+        )
+
+    def service_worker(self, service: Service) -> tuple[ServiceAccess, ModuleWorker]:
+        if self._access is None or self.worker is None:
+            raise TokenFailure(TsStatus.TS_TOKEN_UNAVAILABLE, self._failure)
+        return self._access, self.worker
+
+
+def _service_access(h: Handoff) -> tuple[Service | None, _OneService]:
+    if h.service is None:
+        return None, _OneService(None, None)
+    service = Service(
+        name=h.service,
+        euid=h.uid,
+        mechs=(),
+        pkcs11_module=h.pkcs11_module,
+        pkcs11_uris=h.pkcs11_uris,
+        p11kit_mechanisms=h.p11kit_mechanisms,
+    )
+    if h.failure is not None or h.pkcs11_module is None:
+        return service, _OneService(None, h.failure)
+    module = os.path.realpath(h.pkcs11_module)
+    try:
+        uris = parse_service_uris(service, module)
+    except SignFailure as f:
+        return service, _OneService(None, str(f))
+    pin = Pin(h.pin, h.pin_source) if h.pin is not None else None
+    access = ServiceAccess(h.service, module, uris, pin, h.pin_problem, h.pkcs11_module)
+    return service, _OneService(access, None)
+
+
+def _answer(coro: Coroutine[Any, Any, bytes]) -> bytes:
+    """The result of a dispatch that never waits (the worker's handlers
+    call the module inline)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a p11-kit call waited in a worker process")
+
+
+def serve_connection(
+    sock: socket.socket, cryptoki: Cryptoki, log: PrefixLog, record_timeout: float
+) -> None:
+    """Answer the frames of one connection until it ends or goes wrong."""
+    reader = FrameReader()
+    while True:
+        # Idle connections stay (a consumer keeps its module for days);
+        # a frame that has started must be complete within the timeout.
+        sock.settimeout(record_timeout if reader.pending else None)
+        try:
+            data = sock.recv(_READ_SIZE)
+        except TimeoutError:
+            log.warning("closing: a partial frame for %gs", record_timeout)
+            return
+        except OSError as exc:
+            log.info("closed: %s", exc)
+            return
+        if not data:
+            log.info("closed")
+            return
+        had_version = reader.version is not None
+        try:
+            frames = reader.feed(data)
+        except ProtocolError as exc:
+            log.warning("closing: %s", exc)
+            return
+        out: list[bytes] = []
+        if not had_version and reader.version is not None:
+            # min(client, ours): a newer client then speaks our version.
+            out.append(bytes((min(reader.version, PROTOCOL_VERSION),)))
+        problem: str | None = None
+        for frame in frames:
+            # Request bodies are never logged: a consumer's C_Login has its PIN.
+            try:
+                body = _answer(dispatch(cryptoki, frame.body))
+            except ProtocolError as exc:
+                problem = f"closing: call {call_id(frame.body)}: {exc}"
+                break
+            except Exception:
+                log.exception("call %d: internal error", call_id(frame.body))
+                problem = "closing after an internal error"
+                break
+            out.append(encode_frame(frame.code, body))
+        if out:
+            sock.settimeout(None)
+            try:
+                sock.sendall(b"".join(out))
+            except OSError as exc:
+                log.info("closed: %s", exc)
+                return
+        if problem is not None:
+            log.warning("%s", problem)
+            return
+
+
+def _take_credentials(h: Handoff) -> None:
+    """The daemon's uid and gids (the zygote may have been started before
+    the daemon dropped its privileges)."""
+    if os.getuid() == h.uid and os.getgid() == h.gid:
+        return
+    os.setgroups(list(h.groups))
+    os.setgid(h.gid)
+    os.setuid(h.uid)
+
+
+def run_worker(sock: socket.socket, h: Handoff) -> int:
+    """The body of a worker process: serve `sock` as `h` says."""
+    _take_credentials(h)
+    configure_logging(0)
+    logging.getLogger().setLevel(h.log_level)
+    log = PrefixLog(_log, f"[p11kit {h.number}]")
+    service, access = _service_access(h)
+    backend = P11KitTokens(access).view(service, h.who) if service is not None else None
+    log.info("worker pid %d serves %s", os.getpid(), h.who)
+    try:
+        serve_connection(sock, Cryptoki(backend), log, h.record_timeout)
+    finally:
+        sock.close()
+        if access.worker is not None:
+            try:
+                access.worker.shutdown()
+            except Exception:
+                log.exception("closing the module failed")
+    return 0
+
+
+# -- the zygote ---------------------------------------------------------------------
+
+
+def _send(control: socket.socket, message: dict[str, int]) -> None:
+    with contextlib.suppress(OSError):  # the daemon is gone: the loop sees the end
+        control.send(json.dumps(message).encode())
+
+
+def _reap(control: socket.socket, workers: set[int]) -> None:
+    while workers:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            workers.clear()
+            return
+        if pid == 0:
+            return
+        workers.discard(pid)
+        _send(control, {"exited": pid, "status": status})
+
+
+def _fork_worker(control: socket.socket, wakeup: Sequence[int], conn: int, data: bytes) -> int:
+    h = Handoff.decode(data)
+    pid = os.fork()
+    if pid == 0:
+        status = 70
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            for fd in wakeup:
+                os.close(fd)
+            control.close()
+            status = run_worker(socket.socket(fileno=conn), h)
+        except BaseException:
+            logging.getLogger(__name__).exception("p11-kit worker failed")
+        finally:
+            logging.shutdown()
+            os._exit(status)
+    os.close(conn)
+    return pid
+
+
+def _signal_all(workers: set[int], signum: int) -> None:
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _end_all(workers: set[int]) -> None:
+    """SIGTERM every worker, SIGKILL those still there after the grace."""
+    _signal_all(workers, signal.SIGTERM)
+    step = 0.05
+    waited = 0.0
+    while workers and waited < _END_GRACE:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid:
+            workers.discard(pid)
+            continue
+        select.select([], [], [], step)
+        waited += step
+    _signal_all(workers, signal.SIGKILL)
+
+
+def zygote(control: socket.socket) -> None:
+    """Fork a worker per hand-off until the daemon closes the pair."""
+    # The daemon decides when to stop: a terminal's ^C reaches the whole
+    # process group, and the daemon then closes the pair.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    workers: set[int] = set()
+    try:
+        while True:
+            try:
+                ready, _, _ = select.select([control.fileno(), r], [], [])
+            except InterruptedError:
+                continue
+            if r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(r, 512):
+                        pass
+                _reap(control, workers)
+            if control.fileno() not in ready:
+                continue
+            data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 1)
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                return
+            message = json.loads(data)
+            if "end" in message:
+                pid = int(message["end"])
+                if pid in workers:
+                    os.kill(pid, signal.SIGTERM)
+                continue
+            if len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            pid = _fork_worker(control, (r, w), fds[0], data)
+            workers.add(pid)
+            _send(control, {"spawned": int(message["token"]), "pid": pid})
+    finally:
+        _end_all(workers)
+
+
+def main(argv: Sequence[str]) -> int:
+    control = socket.socket(fileno=int(argv[0]))
+    zygote(control)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
