@@ -829,6 +829,19 @@ def _reclaim_state_dir(state_dir: str) -> None:
         )
 
 
+def _start_p11kit_workers(workers: P11KitWorkers, server: GssProxyServer, config: Config) -> None:
+    """As the daemon's final user, before any call: the zygote that forks a
+    worker per p11kit_socket connection (server.p11kit_workers), and the
+    re-match of the workers at each reload."""
+    if p11kit_socket_paths(config):
+        workers.start()
+
+    async def rematch(new: Config) -> None:
+        await workers.rematch(new, server.default_socket, server.selinux_enabled)
+
+    server.reload_hooks.append(rematch)
+
+
 async def serve(
     config: Config,
     options: ServerOptions,
@@ -901,16 +914,7 @@ async def serve(
         namespaces.close()
         return 1
     if workers is not None:
-        # As the daemon's final user, before any call: the zygote forks a
-        # worker per p11kit_socket connection (server.p11kit_workers).
-        pool = workers
-        if p11kit_socket_paths(config):
-            pool.start()
-
-        async def rematch(new: Config) -> None:
-            await pool.rematch(new, server.default_socket, server.selinux_enabled)
-
-        server.reload_hooks.append(rematch)
+        _start_p11kit_workers(workers, server, config)
     # As the daemon's final user: what it cannot read now, no call will.
     for warning in keytabs.check_services(config):
         _log.warning("%s", warning)

@@ -234,7 +234,6 @@ def run_worker(sock: socket.socket, h: Handoff) -> int:
     log = PrefixLog(_log, f"[p11kit {h.number}]")
     service, access = _service_access(h)
     backend = P11KitTokens(access).view(service, h.who) if service is not None else None
-    log.info("worker pid %d serves %s", os.getpid(), h.who)
     try:
         serve_connection(sock, Cryptoki(backend), log, h.record_timeout)
     finally:

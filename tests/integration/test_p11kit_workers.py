@@ -1,0 +1,235 @@
+"""The p11-kit worker processes of the real daemon (`server.p11kit_workers`):
+one per p11kit_socket connection, forked by the zygote.
+
+A worker that is killed closes only its connection (the others and the
+daemon keep serving, and it is logged once); a reload that takes a uid's
+service away ends that uid's workers; beyond `p11kit_max_workers` a
+connection is refused with one line naming uid, pid and program; stopping
+the daemon ends every worker and the zygote; the PIN is in no worker's or
+the zygote's argv or environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gssproxy_py.p11kit.ck import Ckf
+from gssproxy_py.p11kit.wire import Mechanism
+from gssproxy_py.testing.daemon import DaemonPaths
+from tests.support.p11kit_client import P11KitClient, Request, error_of, initialize, response
+from tests.support.softhsm import MAIN, put_pins_in_session_keyring, shared_softhsm
+
+CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.root,
+    pytest.mark.skipif(
+        not os.path.exists("/usr/lib/softhsm/libsofthsm2.so") or not os.path.exists(CLIENT),
+        reason="SoftHSM2 or p11-kit-modules is not installed (make deps installs them)",
+    ),
+]
+
+MAX_WORKERS = 3
+DEADLINE = 20.0
+
+
+def _config(paths: DaemonPaths, module: str, *, served: bool = True) -> str:
+    service = f"""[service/root-keys]
+  euid = 0
+  mechs = krb5
+  pkcs11_module = {module}
+  pkcs11_pin = keyring:gpytest-p11kit
+  pkcs11_uri = pkcs11:token={MAIN.label};object=p256
+  p11kit_socket = {paths.workdir}/p11.sock
+"""
+    # Without root's service, another keeps the socket open (for nobody).
+    other = f"""[service/nobody-keys]
+  euid = 65534
+  mechs = krb5
+  socket = {paths.workdir}/nobody.sock
+  pkcs11_module = {module}
+  pkcs11_pin = keyring:gpytest-p11kit
+  pkcs11_uri = pkcs11:token={MAIN.label};object=p256
+  p11kit_socket = {paths.workdir}/p11.sock
+"""
+    return f"""[gssproxy]
+  debug_level = 1
+  state_dir = {paths.workdir}/state
+  p11kit_max_workers = {MAX_WORKERS}
+{service if served else ""}{other}"""
+
+
+class Daemon:
+    def __init__(self, process: object, paths: DaemonPaths, module: str) -> None:
+        self.process = process
+        self.paths = paths
+        self.module = module
+        self.sock = str(paths.workdir / "p11.sock")
+
+    def log(self) -> str:
+        return self.process.log_text()  # type: ignore[attr-defined,no-any-return]
+
+    def zygote(self) -> int:
+        found = re.findall(r"p11-kit worker zygote started: pid (\d+)", self.log())
+        assert found, self.log()
+        return int(found[-1])
+
+    def workers(self) -> list[int]:
+        """The zygote's children now, oldest first."""
+        zygote = self.zygote()
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces, so cut after ')'
+            if int(stat.rsplit(")", 1)[1].split()[1]) == zygote:
+                out.append(int(entry))
+        return sorted(out)
+
+    def wait_workers(self, count: int) -> list[int]:
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            pids = self.workers()
+            if len(pids) == count:
+                return pids
+            assert time.monotonic() < deadline, (pids, count, self.log()[-3000:])
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def daemon(daemon_factory: Callable[..., object]) -> Iterator[Daemon]:
+    hsm = shared_softhsm()
+    put_pins_in_session_keyring({"gpytest-p11kit": MAIN.pin})
+    holder: dict[str, DaemonPaths] = {}
+
+    def render(paths: DaemonPaths) -> str:
+        holder["paths"] = paths
+        return _config(paths, hsm.module)
+
+    process = daemon_factory("py", render, env=hsm.env())
+    d = Daemon(process, holder["paths"], hsm.module)
+    yield d
+    process.stop()  # type: ignore[attr-defined]
+    assert MAIN.pin not in d.log()
+
+
+def _signs(c: P11KitClient) -> bool:
+    """A whole session on `c`: the key found and a P-256 signature made."""
+    assert error_of(c.call(initialize())) is None
+    _, _, r = response(c.call(Request(10, "uu").u(0x11).u(Ckf.SERIAL_SESSION).body()))
+    session = r.ulong()
+    c.call(Request(26, "uaA").u(session).aa([]).body())
+    _, _, r = response(c.call(Request(27, "ufu").u(session).fu(8).body()))
+    assert r.flag()
+    handles = [r.ulong() for _ in range(r.u32())]
+    c.call(Request(28, "u").u(session).body())
+    for key in handles:
+        if error_of(c.call(Request(42, "uMu").u(session).m(Mechanism(0x1041)).u(key).body())):
+            continue
+        reply = c.call(Request(43, "uayfy").u(session).ay(b"\x42" * 32).fy(64).body())
+        _, _, r = response(reply)
+        return r.flag() and len(r.byte_array() or b"") == 64
+    return False
+
+
+def _closed(c: P11KitClient) -> bool:
+    try:
+        c.call(initialize())
+    except (EOFError, ConnectionResetError, BrokenPipeError):
+        return True
+    return False
+
+
+def test_a_killed_worker_closes_only_its_connection(daemon: Daemon) -> None:
+    with P11KitClient(daemon.sock) as first, P11KitClient(daemon.sock) as second:
+        assert _signs(first) and _signs(second)
+        victim, survivor = daemon.wait_workers(2)
+        os.kill(victim, signal.SIGKILL)
+        # Which connection the victim served: the one that is now closed.
+        dead = [c for c in (first, second) if _closed(c)]
+        assert len(dead) == 1
+        alive = second if dead[0] is first else first
+        assert error_of(alive.call(initialize())) is None and _signs(alive)
+        assert daemon.wait_workers(1) == [survivor]
+        with P11KitClient(daemon.sock) as third:
+            assert _signs(third)  # the daemon still hands out new workers
+    log = daemon.log()
+    assert log.count(f"worker pid {victim} ") == 2, log  # started, and ended once
+    assert re.search(rf"worker pid {victim} \(uid 0 .*\) ended: killed by signal SIGKILL", log)
+
+
+def test_beyond_p11kit_max_workers_a_connection_is_refused(daemon: Daemon) -> None:
+    clients = [P11KitClient(daemon.sock) for _ in range(MAX_WORKERS)]
+    try:
+        daemon.wait_workers(MAX_WORKERS)
+        with pytest.raises((EOFError, ConnectionResetError)):
+            P11KitClient(daemon.sock, timeout=DEADLINE)
+        assert all(_signs(c) for c in clients)  # the others keep serving
+    finally:
+        for c in clients:
+            c.close()
+    daemon.wait_workers(0)
+    with P11KitClient(daemon.sock) as again:
+        assert _signs(again)  # room again once they ended
+    refused = [line for line in daemon.log().splitlines() if "p11kit_max_workers" in line]
+    assert len(refused) == 1, refused
+    program = os.path.realpath("/proc/self/exe")
+    assert f"from pid {os.getpid()} uid 0 program {program}" in refused[0], refused
+
+
+def test_reload_ends_the_workers_of_a_uid_that_lost_its_service(daemon: Daemon) -> None:
+    with P11KitClient(daemon.sock) as c:
+        assert _signs(c)
+        (worker,) = daemon.wait_workers(1)
+        config = Path(daemon.process.config)  # type: ignore[attr-defined]
+        config.write_text(_config(daemon.paths, daemon.module, served=False))
+        daemon.process.reload()  # type: ignore[attr-defined]
+        assert _closed(c)
+    daemon.wait_workers(0)
+    assert f"ending worker pid {worker}" in daemon.log()
+    with P11KitClient(daemon.sock) as after:
+        # root now matches no service: its new worker shows no slot.
+        assert error_of(after.call(initialize())) is None
+        _, _, r = response(after.call(Request(4, "yfu").y(1).fu(8).body()))
+        assert r.flag() and r.u32() == 0
+
+
+def test_stop_ends_every_worker_and_no_pin_in_their_argv_or_environment(daemon: Daemon) -> None:
+    clients = [P11KitClient(daemon.sock) for _ in range(2)]
+    try:
+        assert all(_signs(c) for c in clients)
+        zygote = daemon.zygote()
+        workers = daemon.wait_workers(2)
+        pin = MAIN.pin.encode()
+        for pid in (zygote, *workers):
+            for what in ("cmdline", "environ"):
+                assert pin not in Path(f"/proc/{pid}/{what}").read_bytes(), (pid, what)
+        daemon.process.stop()  # type: ignore[attr-defined]
+        for pid in (zygote, *workers):
+            deadline = time.monotonic() + DEADLINE
+            while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+                assert time.monotonic() < deadline, f"pid {pid} still runs"
+                time.sleep(0.05)
+        assert all(_closed(c) for c in clients)
+    finally:
+        for c in clients:
+            c.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

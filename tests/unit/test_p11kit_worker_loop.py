@@ -1,0 +1,127 @@
+"""A p11-kit worker's blocking loop (`server.p11kit_zygote.serve_connection`)
+over a socket pair, with the fake backend: the version byte answered with
+min(client's, ours), requests sent together answered together and in
+order, a malformed frame or a partial frame past the record timeout closing
+the connection; and the hand-off message surviving its JSON round trip."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from gssproxy_py.p11kit.ck import Ckf
+from gssproxy_py.p11kit.session import Cryptoki
+from gssproxy_py.server.connection import PrefixLog
+from gssproxy_py.server.p11kit_zygote import Handoff, serve_connection
+from tests.support.p11kit_client import Request, error_of, initialize, response
+from tests.unit.test_p11kit_session import FakeBackend
+
+TIMEOUT = 10.0
+
+
+def _frame(code: int, body: bytes) -> bytes:
+    return struct.pack(">III", code, 0, len(body)) + body
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def _reply(sock: socket.socket) -> tuple[int, bytes]:
+    code, olen, dlen = struct.unpack(">III", _read_exact(sock, 12))
+    _read_exact(sock, olen)
+    return code, _read_exact(sock, dlen)
+
+
+@pytest.fixture
+def pair(request: pytest.FixtureRequest) -> Iterator[tuple[socket.socket, threading.Thread]]:
+    record_timeout = getattr(request, "param", TIMEOUT)
+    client, server = socket.socketpair()
+    client.settimeout(TIMEOUT)
+    log = PrefixLog(logging.getLogger("test"), "[p11kit 1]")
+
+    def serve() -> None:
+        try:
+            serve_connection(server, Cryptoki(FakeBackend()), log, record_timeout)
+        finally:
+            server.close()
+
+    worker = threading.Thread(target=serve, daemon=True)
+    worker.start()
+    yield client, worker
+    client.close()
+    worker.join(TIMEOUT)
+
+
+def test_version_and_requests_in_order(pair: tuple[socket.socket, threading.Thread]) -> None:
+    client, _ = pair
+    client.sendall(b"\x02")  # a newer client speaks version 0
+    assert _read_exact(client, 1) == b"\x00"
+    open_session = Request(10, "uu").u(0x11).u(Ckf.SERIAL_SESSION).body()
+    client.sendall(
+        _frame(7, initialize()) + _frame(8, open_session) + _frame(9, Request(3, "").body())
+    )
+    code, body = _reply(client)
+    assert code == 7 and error_of(body) is None
+    code, body = _reply(client)
+    assert code == 8 and response(body)[2].ulong() == 0x11
+    code, _ = _reply(client)
+    assert code == 9  # C_GetInfo, answered too
+
+
+def test_a_malformed_frame_closes_the_connection(
+    pair: tuple[socket.socket, threading.Thread],
+) -> None:
+    client, worker = pair
+    client.sendall(b"\x00")
+    _read_exact(client, 1)
+    client.sendall(_frame(5, b"\x00\x00\x00\x04\xff\xff\xff\xf0"))
+    with pytest.raises(EOFError):
+        _reply(client)
+    worker.join(TIMEOUT)
+    assert not worker.is_alive()
+
+
+@pytest.mark.parametrize("pair", [0.2], indirect=True)
+def test_a_partial_frame_past_the_record_timeout_closes(
+    pair: tuple[socket.socket, threading.Thread],
+) -> None:
+    client, worker = pair
+    client.sendall(b"\x00")
+    _read_exact(client, 1)
+    client.sendall(_frame(5, initialize())[:7])
+    worker.join(TIMEOUT)
+    assert not worker.is_alive()
+    assert client.recv(1) == b""
+
+
+def test_the_hand_off_round_trips() -> None:
+    h = Handoff(
+        token=3,
+        number=9,
+        socket_path="/run/p11.sock",
+        who="uid 1000 pid 42 program /usr/bin/ssh",
+        log_level=20,
+        record_timeout=30.0,
+        uid=0,
+        gid=0,
+        groups=(0, 4),
+        service="keys",
+        pkcs11_module="/usr/lib/softhsm/libsofthsm2.so",
+        pkcs11_uris=("pkcs11:token=t;object=k",),
+        p11kit_mechanisms=("ECDSA",),
+        pin="1234",
+        pin_source="keyring:k",
+    )
+    assert Handoff.decode(h.encode()) == h
