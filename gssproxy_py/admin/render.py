@@ -138,8 +138,10 @@ def _pools(st: AdmStatus) -> list[str]:
     lines = []
     for p in st.pools:
         state = " BROKEN" if p.broken else ""
+        # One pool is of processes: the p11-kit workers (server.p11kit_workers).
+        unit = "processes" if p.name == b"p11kit-workers" else "threads"
         lines.append(
-            f"  {_s(p.name)}: {p.threads} threads, {p.busy} busy, {p.queued} queued, "
+            f"  {_s(p.name)}: {p.threads} {unit}, {p.busy} busy, {p.queued} queued, "
             f"{p.written_off} written off{state}"
         )
     return lines or ["  none started"]

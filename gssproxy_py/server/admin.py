@@ -199,7 +199,7 @@ class AdminEndpoint:
             ),
             calls_in_flight=in_flight,
             calls=server.counters.snapshot(),
-            pools=tuple(self._pools()),
+            pools=(*self._pools(), *self._p11kit_workers()),
             upcalls=tuple(self._upcalls()),
             tokens=tuple(
                 AdmTokenSession(module=_text(m), token=_text(t), open=is_open)
@@ -223,6 +223,25 @@ class AdminEndpoint:
                 )
             )
         return out
+
+    def _p11kit_workers(self) -> list[AdmPool]:
+        """The p11-kit worker processes as one pool: each serves one
+        connection; `queued` counts those the zygote has not forked yet."""
+        workers = self._server.p11kit_workers
+        if workers is None or not workers.running:
+            return []
+        rows = workers.rows()
+        started = sum(1 for r in rows if r.pid is not None)
+        return [
+            AdmPool(
+                name=b"p11kit-workers",
+                threads=len(rows),
+                busy=started,
+                queued=len(rows) - started,
+                written_off=0,
+                broken=False,
+            )
+        ]
 
     def _upcalls(self) -> list[AdmUpcall]:
         if self._namespaces is None:

@@ -125,6 +125,11 @@ class P11KitWorkers:
 
     # -- the zygote -------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """Whether the zygote runs (it does once a p11kit_socket listens)."""
+        return self._zygote is not None
+
     def start(self) -> None:
         """Start the zygote if it is not running."""
         if self._zygote is not None or self._closing:

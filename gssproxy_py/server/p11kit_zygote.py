@@ -166,10 +166,16 @@ def serve_connection(
 ) -> None:
     """Answer the frames of one connection until it ends or goes wrong."""
     reader = FrameReader()
+    timeout: float | None = None
+    sock.settimeout(None)
     while True:
         # Idle connections stay (a consumer keeps its module for days);
         # a frame that has started must be complete within the timeout.
-        sock.settimeout(record_timeout if reader.pending else None)
+        # (Set only when it changes: each change is a system call.)
+        wanted = record_timeout if reader.pending else None
+        if wanted != timeout:
+            sock.settimeout(wanted)
+            timeout = wanted
         try:
             data = sock.recv(_READ_SIZE)
         except TimeoutError:
@@ -205,7 +211,9 @@ def serve_connection(
                 break
             out.append(encode_frame(frame.code, body))
         if out:
-            sock.settimeout(None)
+            if timeout is not None:
+                sock.settimeout(None)
+                timeout = None
             try:
                 sock.sendall(b"".join(out))
             except OSError as exc:

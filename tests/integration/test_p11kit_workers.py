@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -216,6 +218,21 @@ def test_stop_ends_every_worker_and_no_pin_in_their_argv_or_environment(daemon: 
         for pid in (zygote, *workers):
             for what in ("cmdline", "environ"):
                 assert pin not in Path(f"/proc/{pid}/{what}").read_bytes(), (pid, what)
+        status = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gssproxy_py.admin.ctl",
+                "status",
+                "-s",
+                str(daemon.paths.socket),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert "p11kit-workers: 2 processes, 2 busy" in status.stdout, status.stdout + status.stderr
         daemon.process.stop()  # type: ignore[attr-defined]
         for pid in (zygote, *workers):
             deadline = time.monotonic() + DEADLINE

@@ -247,9 +247,15 @@ def test_sign_refusals() -> None:
 
 
 def test_backend_failure_ends_the_operation() -> None:
-    c, _, s = opened(FakeBackend(fail=Ckr.DEVICE_ERROR))
+    """The module is called once per signature, at C_Sign (its SignInit and
+    Sign together): an error it would have given at C_SignInit comes with
+    C_Sign, after C_SignInit and the size query succeeded (docs/PKCS11.md)."""
+    c, b, s = opened(FakeBackend(fail=Ckr.DEVICE_ERROR))
     (_, ec) = find(c, s, [Attribute(Cka.CLASS, int(Cko.PRIVATE_KEY))])
     ok(c, Request(42, "uMu").u(s).m(Mechanism(ECDSA)).u(ec).body())
+    r = ok(c, Request(43, "uayfy").u(s).ay(b"x" * 32).fy(0).body())
+    assert (r.flag(), r.u32()) == (False, 64)  # type: ignore[attr-defined]
+    assert b.signed == []  # neither call reached the module
     assert error_of(call(c, Request(43, "uayfy").u(s).ay(b"x" * 32).fy(64).body())) == (
         Ckr.DEVICE_ERROR
     )
