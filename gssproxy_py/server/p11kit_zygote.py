@@ -41,7 +41,13 @@ from typing import Any, Final, TypeVar
 from gssproxy_py.config.model import Service
 from gssproxy_py.p11kit.calls import call_id, dispatch
 from gssproxy_py.p11kit.session import Cryptoki
-from gssproxy_py.p11kit.wire import PROTOCOL_VERSION, FrameReader, ProtocolError, encode_frame
+from gssproxy_py.p11kit.wire import (
+    PROTOCOL_VERSION,
+    Frame,
+    FrameReader,
+    ProtocolError,
+    encode_frame,
+)
 from gssproxy_py.pkcs11.adapter import load_library
 from gssproxy_py.pkcs11.errors import SignFailure, TokenFailure
 from gssproxy_py.pkcs11.p11kit_backend import P11KitTokens
@@ -161,31 +167,64 @@ def _answer(coro: Coroutine[Any, Any, bytes]) -> bytes:
     raise RuntimeError("a p11-kit call waited in a worker process")
 
 
+def _answers(cryptoki: Cryptoki, frames: list[Frame], log: PrefixLog) -> tuple[list[bytes], str]:
+    """The reply frames for `frames`, and why to close after them ("": go on)."""
+    out: list[bytes] = []
+    for frame in frames:
+        # Request bodies are never logged: a consumer's C_Login has its PIN.
+        try:
+            body = _answer(dispatch(cryptoki, frame.body))
+        except ProtocolError as exc:
+            return out, f"closing: call {call_id(frame.body)}: {exc}"
+        except Exception:
+            log.exception("call %d: internal error", call_id(frame.body))
+            return out, "closing after an internal error"
+        out.append(encode_frame(frame.code, body))
+    return out, ""
+
+
+class _Timeout:
+    """The socket's timeout, set only when it changes (each change is a
+    system call, and requests come by the thousand)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._now: float | None = None
+        sock.settimeout(None)
+
+    def set(self, timeout: float | None) -> None:
+        if timeout != self._now:
+            self._sock.settimeout(timeout)
+            self._now = timeout
+
+
+def _receive(sock: socket.socket, log: PrefixLog, record_timeout: float) -> bytes:
+    """The next bytes from the peer; b"" (logged) once the connection ends."""
+    try:
+        data = sock.recv(_READ_SIZE)
+    except TimeoutError:
+        log.warning("closing: a partial frame for %gs", record_timeout)
+        return b""
+    except OSError as exc:
+        log.info("closed: %s", exc)
+        return b""
+    if not data:
+        log.info("closed")
+    return data
+
+
 def serve_connection(
     sock: socket.socket, cryptoki: Cryptoki, log: PrefixLog, record_timeout: float
 ) -> None:
     """Answer the frames of one connection until it ends or goes wrong."""
     reader = FrameReader()
-    timeout: float | None = None
-    sock.settimeout(None)
+    timeout = _Timeout(sock)
     while True:
         # Idle connections stay (a consumer keeps its module for days);
         # a frame that has started must be complete within the timeout.
-        # (Set only when it changes: each change is a system call.)
-        wanted = record_timeout if reader.pending else None
-        if wanted != timeout:
-            sock.settimeout(wanted)
-            timeout = wanted
-        try:
-            data = sock.recv(_READ_SIZE)
-        except TimeoutError:
-            log.warning("closing: a partial frame for %gs", record_timeout)
-            return
-        except OSError as exc:
-            log.info("closed: %s", exc)
-            return
+        timeout.set(record_timeout if reader.pending else None)
+        data = _receive(sock, log, record_timeout)
         if not data:
-            log.info("closed")
             return
         had_version = reader.version is not None
         try:
@@ -193,33 +232,18 @@ def serve_connection(
         except ProtocolError as exc:
             log.warning("closing: %s", exc)
             return
-        out: list[bytes] = []
+        out, problem = _answers(cryptoki, frames, log)
         if not had_version and reader.version is not None:
             # min(client, ours): a newer client then speaks our version.
-            out.append(bytes((min(reader.version, PROTOCOL_VERSION),)))
-        problem: str | None = None
-        for frame in frames:
-            # Request bodies are never logged: a consumer's C_Login has its PIN.
-            try:
-                body = _answer(dispatch(cryptoki, frame.body))
-            except ProtocolError as exc:
-                problem = f"closing: call {call_id(frame.body)}: {exc}"
-                break
-            except Exception:
-                log.exception("call %d: internal error", call_id(frame.body))
-                problem = "closing after an internal error"
-                break
-            out.append(encode_frame(frame.code, body))
+            out.insert(0, bytes((min(reader.version, PROTOCOL_VERSION),)))
         if out:
-            if timeout is not None:
-                sock.settimeout(None)
-                timeout = None
+            timeout.set(None)
             try:
-                sock.sendall(b"".join(out))
+                sock.sendall(out[0] if len(out) == 1 else b"".join(out))
             except OSError as exc:
                 log.info("closed: %s", exc)
                 return
-        if problem is not None:
+        if problem:
             log.warning("%s", problem)
             return
 

@@ -176,7 +176,8 @@ def test_beyond_p11kit_max_workers_a_connection_is_refused(daemon: Daemon) -> No
     clients = [P11KitClient(daemon.sock) for _ in range(MAX_WORKERS)]
     try:
         daemon.wait_workers(MAX_WORKERS)
-        with pytest.raises((EOFError, ConnectionResetError)):
+        # closed at once: the version byte may not even be sent
+        with pytest.raises((EOFError, ConnectionResetError, BrokenPipeError)):
             P11KitClient(daemon.sock, timeout=DEADLINE)
         assert all(_signs(c) for c in clients)  # the others keep serving
     finally:
