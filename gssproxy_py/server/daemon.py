@@ -829,10 +829,30 @@ def _reclaim_state_dir(state_dir: str) -> None:
         )
 
 
-def _start_p11kit_workers(workers: P11KitWorkers, server: GssProxyServer, config: Config) -> None:
+def _p11kit_serving(
+    token_backend: TokenSignBackend,
+    p11kit_tokens: P11KitViews | None,
+    config: Config,
+    options: ServerOptions,
+) -> tuple[P11KitViews, P11KitWorkers | None]:
+    """The p11-kit token service rides on the TOKEN_SIGN backend, served in
+    worker processes, one per connection (server.p11kit_workers); only the
+    first process has the p11kit_socket listeners."""
+    if p11kit_tokens is None:
+        p11kit_tokens = load_p11kit_views(token_backend)
+    if not options.first_process:
+        return p11kit_tokens, None
+    return p11kit_tokens, P11KitWorkers(token_backend, config.globals.refusal_log_interval)
+
+
+def _start_p11kit_workers(
+    workers: P11KitWorkers | None, server: GssProxyServer, config: Config
+) -> None:
     """As the daemon's final user, before any call: the zygote that forks a
     worker per p11kit_socket connection (server.p11kit_workers), and the
     re-match of the workers at each reload."""
+    if workers is None:
+        return
     if p11kit_socket_paths(config):
         workers.start()
 
@@ -874,7 +894,7 @@ async def serve(
     # Namespace executors (shared with the GSS layer) and use-gss-proxy.
     namespaces = NamespaceSupport(config)
     token_backend: TokenSignBackend | None = None
-    workers: P11KitWorkers | None = None
+    p11kit_workers: P11KitWorkers | None = None
     if programs is None:
         try:
             loaded = load_programs(config, netns_executors=namespaces.executors)
@@ -883,18 +903,16 @@ async def serve(
             namespaces.close()
             return 1
         programs, token_backend = loaded.programs, loaded.token_backend
-        if p11kit_tokens is None:
-            # The p11-kit token service rides on the TOKEN_SIGN backend.
-            p11kit_tokens = load_p11kit_views(token_backend)
-            # ... in worker processes, one per connection (server.p11kit_workers).
-            workers = P11KitWorkers(token_backend, config.globals.refusal_log_interval)
+        p11kit_tokens, p11kit_workers = _p11kit_serving(
+            token_backend, p11kit_tokens, config, options
+        )
     server = GssProxyServer(
         config,
         programs,
         options,
         inherited,
         p11kit_tokens=p11kit_tokens,
-        p11kit_workers=workers,
+        p11kit_workers=p11kit_workers,
     )
     admin = await _listen_with_admin(server, config, options, namespaces, token_backend)
     if admin is None:
@@ -913,8 +931,7 @@ async def serve(
         await server.shutdown()
         namespaces.close()
         return 1
-    if workers is not None:
-        _start_p11kit_workers(workers, server, config)
+    _start_p11kit_workers(p11kit_workers, server, config)
     # As the daemon's final user: what it cannot read now, no call will.
     for warning in keytabs.check_services(config):
         _log.warning("%s", warning)
@@ -930,8 +947,8 @@ async def serve(
     try:
         await server.wait_stopped()
     finally:
-        if workers is not None:
-            await workers.close()
+        if p11kit_workers is not None:
+            await p11kit_workers.close()
         await admin.close()
         if handle_signals:
             for signum in (signal.SIGHUP, *_STOP_SIGNALS):
