@@ -14,7 +14,9 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,11 @@ import pytest
 
 from gssproxy_py.client import GssProxyClient
 from gssproxy_py.proto import gss_proxy as gp
-from gssproxy_py.testing.daemon import DaemonProcess
+from gssproxy_py.testing.activation import listening_socket, spawn_activated
+from gssproxy_py.testing.daemon import DaemonProcess, daemon_argv, write_config
+from gssproxy_py.testing.paths import REPO_ROOT
 from gssproxy_py.testing.realm import StandardRealm
+from gssproxy_py.testing.users import DEFAULT_PATH
 from gssproxy_py.vocab import oids
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
@@ -83,9 +88,25 @@ def alive(pid: int) -> bool:
         return False
 
 
-def open_served(daemon: DaemonProcess, stack: contextlib.ExitStack) -> tuple[GssProxyClient, int]:
+@dataclass(frozen=True)
+class Served:
+    """Where a daemon listens and logs (started by `daemon_factory` or by hand)."""
+
+    socket: Path
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, *, after: int = 0) -> None:
+        wait_until(lambda: text in self.log_text()[after:])
+
+
+def open_served(
+    daemon: DaemonProcess | Served, stack: contextlib.ExitStack
+) -> tuple[GssProxyClient, int]:
     """A connection that has answered a call, and the pid that accepted it."""
-    offset = daemon.log_path.stat().st_size
+    offset = len(daemon.log_text())
     client = stack.enter_context(GssProxyClient(str(daemon.socket)))
     assert client.indicate_mechs().status.major_status == COMPLETE
     daemon.wait_for_log("accepted on", after=offset)
@@ -95,7 +116,7 @@ def open_served(daemon: DaemonProcess, stack: contextlib.ExitStack) -> tuple[Gss
 
 
 def on_two_processes(
-    daemon: DaemonProcess, stack: contextlib.ExitStack
+    daemon: DaemonProcess | Served, stack: contextlib.ExitStack
 ) -> tuple[tuple[GssProxyClient, int], tuple[GssProxyClient, int]]:
     """Two open connections accepted by two different processes."""
     first = open_served(daemon, stack)
@@ -174,7 +195,7 @@ def test_reload_reaches_every_process_and_a_bad_one_none(
     daemon: DaemonProcess, realm: StandardRealm
 ) -> None:
     (worker,) = pids(WORKER_STARTED, daemon.log_text())
-    offset = daemon.log_path.stat().st_size
+    offset = len(daemon.log_text())
     daemon.config.write_text(render(realm, daemon.config.parent, name="renamed"))
     os.kill(daemon.pid, signal.SIGHUP)
     wait_until(lambda: len(pids(RELOADED, daemon.log_text()[offset:])) == 2)
@@ -183,17 +204,17 @@ def test_reload_reaches_every_process_and_a_bad_one_none(
     with contextlib.ExitStack() as stack:
         (a, _), (b, _) = on_two_processes(daemon, stack)
         for client in (a, b):
-            mark = daemon.log_path.stat().st_size
+            mark = len(daemon.log_text())
             client.indicate_mechs()
             daemon.wait_for_log("GSSX_INDICATE_MECHS: service 'renamed'", after=mark)
 
     # A bad configuration: the first process refuses it and tells nobody.
-    offset = daemon.log_path.stat().st_size
+    offset = len(daemon.log_text())
     daemon.config.write_text(render(realm, daemon.config.parent) + "  cred_usage = sideways\n")
     os.kill(daemon.pid, signal.SIGHUP)
     daemon.wait_for_log("configuration not reloaded, keeping the old one", after=offset)
     # A socket added is refused too: the workers could never listen on it.
-    offset = daemon.log_path.stat().st_size
+    offset = len(daemon.log_text())
     extra = daemon.socket.parent / "extra.sock"
     daemon.config.write_text(
         render(realm, daemon.config.parent)
@@ -223,7 +244,7 @@ def test_sigterm_to_the_first_ends_every_process(daemon: DaemonProcess) -> None:
 def test_a_killed_worker_is_forked_again(daemon: DaemonProcess) -> None:
     (worker,) = pids(WORKER_STARTED, daemon.log_text())
     inode = daemon.socket.stat().st_ino
-    offset = daemon.log_path.stat().st_size
+    offset = len(daemon.log_text())
     os.kill(worker, signal.SIGKILL)
     daemon.wait_for_log(
         f"worker process {worker} killed by SIGKILL; starting another", after=offset
@@ -245,3 +266,66 @@ def test_one_process_by_default(daemon_factory: Any, realm: StandardRealm) -> No
             assert open_served(d, stack)[1] == d.pid
     log = d.log_text()
     assert "worker supervisor" not in log and "worker process" not in log.lower()
+
+
+def test_sockets_passed_by_the_service_manager_are_served_by_every_process(
+    tmp_path: Path, realm: StandardRealm
+) -> None:
+    served = Served(tmp_path / "default.sock", tmp_path / "gssproxy.log")
+    config = write_config(tmp_path / "gssproxy.conf", render(realm, tmp_path))
+    (tmp_path / "conf.d").mkdir()
+    argv = daemon_argv(
+        "py", config=config, confdir=tmp_path / "conf.d", socket=served.socket, debug_level=1
+    )
+    env = {**realm.env(), "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    with listening_socket(served.socket) as passed, open(served.log_path, "wb") as log:
+        proc = spawn_activated(argv, [passed], env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        served.wait_for_log("Worker process ready.")
+        assert "socket activation: " in served.log_text()
+        with contextlib.ExitStack() as stack:
+            (_, pid_a), (_, pid_b) = on_two_processes(served, stack)
+        assert proc.pid in (pid_a, pid_b)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    family = [
+        *pids(SUPERVISOR_STARTED, served.log_text()),
+        *pids(WORKER_STARTED, served.log_text()),
+    ]
+    wait_until(lambda: not any(alive(p) for p in family))
+    assert served.socket.is_socket()  # the service manager's: left in place
+
+
+def test_detached_with_workers_and_a_pid_file(tmp_path: Path, realm: StandardRealm) -> None:
+    served = Served(tmp_path / "default.sock", tmp_path / "gssproxy.log")
+    pid_file = tmp_path / "gssproxy.pid"
+    config = write_config(tmp_path / "gssproxy.conf", render(realm, tmp_path))
+    (tmp_path / "conf.d").mkdir()
+    argv = daemon_argv(
+        "py", config=config, confdir=tmp_path / "conf.d", socket=served.socket, debug_level=1
+    )
+    argv = [a for a in argv if a != "-i"] + ["--pid-file", str(pid_file)]  # -D, the default
+    env = {"PATH": DEFAULT_PATH, **realm.env(), "PYTHONPATH": str(REPO_ROOT)}
+    with open(served.log_path, "wb") as log:
+        proc = subprocess.run(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            timeout=30,
+            check=False,
+        )
+    assert proc.returncode == 0  # the parent returns once the first process is ready
+    first = int(pid_file.read_text())
+    served.wait_for_log("Worker process ready.")
+    log_text = served.log_text()
+    family = [first, *pids(SUPERVISOR_STARTED, log_text), *pids(WORKER_STARTED, log_text)]
+    assert len(family) == 3
+    with contextlib.ExitStack() as stack:
+        (_, pid_a), (_, pid_b) = on_two_processes(served, stack)
+    assert first in (pid_a, pid_b)
+    os.kill(first, signal.SIGTERM)
+    wait_until(lambda: not any(alive(p) for p in family))
+    assert not pid_file.exists() and not served.socket.exists()
