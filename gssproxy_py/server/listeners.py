@@ -7,14 +7,20 @@ and against a second instance:
   new instance refuses the path with a clear message instead of taking it
   over (a second `gssproxy-py -i` used to steal the running service's socket
   and delete it on exit).
-* Anything else at the path (a stale socket, a file, a symlink another user
-  put there in a directory it can write) is replaced atomically: the socket
-  is bound in a fresh private directory (mode 0700) beside the path, given
-  its mode there, and renamed over the path. rename(2) replaces a symlink,
-  never its target, and the mode is never set through a path another user
-  could swap.
-* A socket directory that users other than root can write is worth a
-  warning: whoever can write it can replace the socket while we run.
+* In a directory that users other than root (and us) can write, anything
+  else at the path (a stale socket, a file, a symlink another user put
+  there) is replaced atomically: the socket is bound in a fresh private
+  directory (mode 0700) beside the path, given its mode there, and renamed
+  over the path. rename(2) replaces a symlink, never its target, and the
+  mode is never set through a path another user could swap. Such a
+  directory is also worth a warning: whoever can write it can replace the
+  socket while we run. (The kernel keeps the name a socket was bound to,
+  so `ss -x` and `lsof` show such a socket as `.gp-XXXX/s` beside the
+  path.)
+* In a directory only root (or we) can write, nobody can swap the path
+  between two steps: what is there (stale socket, file, symlink: never its
+  target) is unlinked and the socket bound at the path itself, so `ss -x`
+  and `lsof` show its real name.
 
 The socket is mode 0666, as gssproxy makes it: who may use the daemon is
 decided per call by service matching, not by file permissions.
@@ -211,9 +217,10 @@ def bind_socket(path: str, mode: int = SOCKET_MODE) -> tuple[socket.socket, tupl
         os.makedirs(parent, mode=SOCKET_DIR_MODE, exist_ok=True)
     except OSError as exc:
         raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
-    if (why := others_can_write(parent)) is not None:
+    shared = others_can_write(parent)
+    if shared is not None:
         _log.warning(
-            "socket directory %s is %s; whoever can write it can replace %s", parent, why, path
+            "socket directory %s is %s; whoever can write it can replace %s", parent, shared, path
         )
     if live_daemon_on(path):
         raise ListenError(
@@ -223,6 +230,34 @@ def bind_socket(path: str, mode: int = SOCKET_MODE) -> tuple[socket.socket, tupl
     replaced = _describe(path)
     if replaced == "a directory":
         raise ListenError(f"{path}: exists and is a directory")
+    if shared is None:
+        sock, bound = _bind_in_place(path, mode)
+    else:
+        sock, bound = _bind_and_rename(path, parent, mode)
+    if replaced is not None:
+        _log.warning("%s: replaced %s with our socket", path, replaced)
+    return sock, bound
+
+
+def _bind_in_place(path: str, mode: int) -> tuple[socket.socket, tuple[int, int]]:
+    """Bind at `path` itself, in a directory only root (or we) can write."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a stale socket, a file, a symlink (not its target)
+        sock.bind(path)
+        os.chmod(path, mode)
+        st = os.lstat(path)
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    return sock, (st.st_dev, st.st_ino)
+
+
+def _bind_and_rename(path: str, parent: str, mode: int) -> tuple[socket.socket, tuple[int, int]]:
+    """Bind in a private directory beside `path` and rename over it."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     private = None
     try:
@@ -244,8 +279,6 @@ def bind_socket(path: str, mode: int = SOCKET_MODE) -> tuple[socket.socket, tupl
                 os.unlink(os.path.join(private, "s"))
             with contextlib.suppress(OSError):
                 os.rmdir(private)
-    if replaced is not None:
-        _log.warning("%s: replaced %s with our socket", path, replaced)
     return sock, (st.st_dev, st.st_ino)
 
 

@@ -85,14 +85,20 @@ def test_missing_config_file_exits_1(tmp_path: Path) -> None:
     assert "absent.conf: configuration file does not exist" in proc.stderr
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["root-only dir", "dir others can write"])
 @pytest.mark.parametrize("kind", ["file", "symlink", "stale socket"])
 def test_whatever_another_user_put_at_the_socket_path_is_replaced(
-    tmp_path: Path, kind: str
+    tmp_path: Path, kind: str, shared: bool
 ) -> None:
     """Issue 14, item 6: a file or symlink placed at the socket path used to
-    stop the daemon from starting. It is replaced atomically; a symlink's
-    target is left alone."""
+    stop the daemon from starting. It is replaced, a symlink's target left
+    alone: atomically (bound beside it and renamed over it) in a directory
+    other users can write; in one only root can write, where nobody can
+    swap it meanwhile, unlinked and bound at the path itself, so the name
+    the kernel keeps for the socket (what ss and lsof show) is the path."""
     daemon = daemon_in(tmp_path)
+    if shared:
+        tmp_path.chmod(0o1777)  # like /tmp: sticky, writable by everyone
     target = tmp_path / "target"
     target.write_text("precious")
     if kind == "file":
@@ -108,6 +114,12 @@ def test_whatever_another_user_put_at_the_socket_path_is_replaced(
         assert f"{daemon.socket}: replaced a" in daemon.log_text()
         with socket.socket(socket.AF_UNIX) as conn:
             conn.connect(str(daemon.socket))
+            bound_name = conn.getpeername()
+        if shared:
+            assert f"socket directory {tmp_path} is mode 1777" in daemon.log_text()
+            assert bound_name.startswith(f"{tmp_path}/.gp-")
+        else:
+            assert bound_name == str(daemon.socket)
     assert target.read_text() == "precious"
     # Nothing is left of the private directory the socket was bound in.
     assert not list(tmp_path.glob(".gp-*"))

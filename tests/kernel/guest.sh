@@ -178,9 +178,10 @@ check "the daemon is still running after the kernel's NULL call" kill -0 "$daemo
 # The kernel's client socket: the server side of it is an established
 # connection on $SOCK. Remember its inode; after the mount it must be the
 # same one (the NULL call did not make anyone drop or redo the connection).
-# gssproxy-py binds in a private directory beside the path and renames the
-# socket over it (server/listeners.py), so the name the kernel keeps for the
-# socket, which ss shows, is that of the directory: .gp-XXXX/s next to $SOCK.
+# gssproxy-py binds at $SOCK itself in a directory only root can write; in
+# one others can write it binds in a private directory beside the path and
+# renames the socket over it (server/listeners.py), and the name the kernel
+# keeps for the socket, which ss shows, is then .gp-XXXX/s next to $SOCK.
 kconn() {
     ss -xH | awk -v sock="$SOCK" -v tmp="${SOCK%/*}/.gp-" \
         '$2 == "ESTAB" && ($5 == sock || index($5, tmp) == 1) {print $6}' | sort
