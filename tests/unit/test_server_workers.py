@@ -50,8 +50,11 @@ def test_release_leaves_a_file_that_is_no_longer_ours(tmp_path: Path) -> None:
     path = str(tmp_path / "default.sock")
     (bound,) = workers.bind_rpc_sockets(_config(), path, ())
     bound.sock.close()
-    os.unlink(path)
-    Path(path).write_text("someone else's")
+    # Renamed over the socket, so the new file cannot get the socket's inode
+    # number back (a file created after an unlink often does).
+    other = tmp_path / "other"
+    other.write_text("someone else's")
+    os.rename(other, path)
     workers.release([bound])
     assert Path(path).read_text() == "someone else's"
 
