@@ -30,12 +30,12 @@ from gssproxy_py.testing.daemon import DaemonProcess, daemon_argv, write_config
 from gssproxy_py.testing.paths import REPO_ROOT
 from gssproxy_py.testing.realm import StandardRealm
 from gssproxy_py.testing.users import DEFAULT_PATH
-from gssproxy_py.vocab import oids
+from tests.support.contexts import init_two_legs
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
 CC = gp.GssxCallCtx(b"", b"", ())
-COMPLETE, CONTINUE_NEEDED = 0, 1
+COMPLETE = 0
 HOST = gssapi.Name("host@localhost", gssapi.NameType.hostbased_service)
 ACCEPTED = re.compile(r"gssproxy-py\[(\d+)\]: INFO: \[conn \d+\] accepted on")
 WORKER_STARTED = re.compile(r"worker process (\d+) started")
@@ -155,22 +155,7 @@ def test_two_processes_serve_and_share_the_handle_key(
         assert cred is not None and cred.cred_handle_reference
 
         # One context, its legs on both: init on A with A's handle, finished on B.
-        target = gp.GssxName(b"host@localhost", oids.NT_HOSTBASED_SERVICE, b"", b"", (), ())
-        flags = 2 | 16 | 32  # mutual, conf, integ
-        res = a.init_sec_context(
-            gp.GssxArgInitSecContext(CC, None, cred, target, oids.KRB5, flags, 0, None, None, ())
-        )
-        assert res.status.major_status == CONTINUE_NEEDED, res.status
-        acc = gssapi.SecurityContext(
-            creds=gssapi.Credentials(usage="accept", store={"keytab": str(realm.service_keytab)}),
-            usage="accept",
-        )
-        reply = acc.step(res.output_token)
-        res = b.init_sec_context(
-            gp.GssxArgInitSecContext(
-                CC, res.context_handle, cred, target, oids.KRB5, flags, 0, None, reply, ()
-            )
-        )
+        res = init_two_legs(a, b, cred, realm.service_keytab)
         ok(res)
         assert res.context_handle is not None and res.context_handle.open
 
