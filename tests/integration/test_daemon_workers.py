@@ -27,7 +27,7 @@ from gssproxy_py.client import GssProxyClient
 from gssproxy_py.proto import gss_proxy as gp
 from gssproxy_py.testing.activation import listening_socket, spawn_activated
 from gssproxy_py.testing.daemon import DaemonProcess, daemon_argv, write_config
-from gssproxy_py.testing.paths import REPO_ROOT
+from gssproxy_py.testing.paths import REPO_ROOT, VENV_PYTHON
 from gssproxy_py.testing.realm import StandardRealm
 from gssproxy_py.testing.users import DEFAULT_PATH
 from tests.support.contexts import init_two_legs
@@ -212,6 +212,33 @@ def test_reload_reaches_every_process_and_a_bad_one_none(
     with contextlib.ExitStack() as stack:
         on_two_processes(daemon, stack)
     assert not RELOADED.search(daemon.log_text()[offset:])
+
+
+def test_admin_reload_and_stop_reach_every_process(
+    daemon: DaemonProcess, realm: StandardRealm
+) -> None:
+    log = daemon.log_text()
+    family = [daemon.pid, *pids(SUPERVISOR_STARTED, log), *pids(WORKER_STARTED, log)]
+    offset = len(log)
+    daemon.config.write_text(render(realm, daemon.config.parent, name="renamed"))
+    reloaded = ctl("reload", "-s", str(daemon.socket))
+    assert (reloaded.returncode, reloaded.stdout.strip()) == (0, "reloaded: generation 2")
+    wait_until(lambda: len(pids(RELOADED, daemon.log_text()[offset:])) == 2)
+    assert set(pids(RELOADED, daemon.log_text()[offset:])) == {daemon.pid, family[2]}
+    stopped = ctl("stop", "-s", str(daemon.socket))
+    assert (stopped.returncode, stopped.stdout.strip()) == (0, "stopping")
+    wait_until(lambda: not any(alive(p) for p in family))
+
+
+def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_PYTHON), "-m", "gssproxy_py.admin.ctl", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_sigterm_to_the_first_ends_every_process(daemon: DaemonProcess) -> None:
