@@ -60,6 +60,17 @@ class Operation(IntEnum):
     VERIFY = 3
 
 
+#: Per operation: the mechanism flag it needs, the key's usage attribute
+#: (CKA_SIGN, CKA_DECRYPT, CKA_VERIFY) and the key's class. Plain ints: an
+#: IntFlag operation costs microseconds, and C_SignInit comes with every
+#: signature.
+_OPERATION_RULES: Final[dict[Operation, tuple[int, int, Cko]]] = {
+    Operation.SIGN: (int(Ckf.SIGN), 0x108, Cko.PRIVATE_KEY),
+    Operation.DECRYPT: (int(Ckf.DECRYPT), 0x105, Cko.PRIVATE_KEY),
+    Operation.VERIFY: (int(Ckf.VERIFY), 0x10A, Cko.PUBLIC_KEY),
+}
+
+
 @dataclass(slots=True)
 class _Op:
     """An initialised sign, decrypt or verify operation."""
@@ -310,13 +321,11 @@ class Cryptoki:
         key = self._object(s, key_handle)
         token = self._tokens[s.slot - SLOT_BASE] if self._tokens else None
         info = token.mechanisms.get(mechanism.type) if token is not None else None
-        want = {Operation.SIGN: Ckf.SIGN, Operation.DECRYPT: Ckf.DECRYPT}.get(kind, Ckf.VERIFY)
+        want, usage, expected = _OPERATION_RULES[kind]
         if info is None or not info.flags & want or self._backend is None:
             raise CkError(Ckr.MECHANISM_INVALID)
         if not self._backend.allows(mechanism.type):
             raise CkError(Ckr.MECHANISM_INVALID, "not allowed for this service")
-        expected = Cko.PUBLIC_KEY if kind is Operation.VERIFY else Cko.PRIVATE_KEY
-        usage = {Operation.SIGN: 0x108, Operation.DECRYPT: 0x105, Operation.VERIFY: 0x10A}[kind]
         if key.object_class is not expected or key.attributes.get(usage) is False:
             raise CkError(Ckr.KEY_FUNCTION_NOT_PERMITTED)
         self._backend.output_length(key, mechanism)  # raises if they do not suit
