@@ -293,6 +293,8 @@ class P11KitWorkers:
                 self._spawned(int(message["spawned"]), int(message["pid"]))
             elif "exited" in message:
                 self._exited(int(message["exited"]), int(message["status"]))
+            elif "failed" in message:
+                self._failed(int(message["failed"]), str(message.get("error", "")))
 
     def _spawned(self, token: int, pid: int) -> None:
         w = self._pending.pop(token, None)
@@ -309,6 +311,18 @@ class P11KitWorkers:
         )
         if w.ending:
             self._end(w)
+
+    def _failed(self, token: int, error: str) -> None:
+        w = self._pending.pop(token, None)
+        if w is None:
+            return
+        _log.error(
+            "[p11kit %d] no worker for %s: %s; its connection is closed",
+            w.conn.number,
+            _who(w.peer),
+            error,
+        )
+        w.conn.worker_ended()
 
     def _exited(self, pid: int, status: int) -> None:
         w = self._live.pop(pid, None)

@@ -8,10 +8,11 @@ it never talks to a client. Over its private SOCK_SEQPACKET pair (FD) the
 daemon sends, per connection, a `Handoff` (JSON: the peer, the matched
 service, the PIN, the log level) with the connection's descriptor
 (SCM_RIGHTS); the zygote forks one worker for it and answers
-`{"spawned": token, "pid": pid}`, and `{"exited": pid, "status": s}` when a
-worker ends. `{"end": pid}` asks it to SIGTERM a worker; the end of the
-pair (the daemon stopping or gone) ends every worker and the zygote. The
-PIN travels only over that pair: never in argv, the environment or a file.
+`{"spawned": token, "pid": pid}` (or `{"failed": token, "error": why}` if
+it could not fork), and `{"exited": pid, "status": s}` when a worker
+ends. `{"end": pid}` asks it to SIGTERM a worker; the end of the pair
+(the daemon stopping or gone) ends every worker and the zygote. The PIN
+travels only over that pair: never in argv, the environment or a file.
 
 A worker takes the daemon's uid, gids and log level, initialises the
 module itself (`ModuleWorker`, its calls made inline: the process has one
@@ -281,7 +282,7 @@ def run_worker(sock: socket.socket, h: Handoff) -> int:
 # -- the zygote ---------------------------------------------------------------------
 
 
-def _send(control: socket.socket, message: dict[str, int]) -> None:
+def _send(control: socket.socket, message: dict[str, int | str]) -> None:
     with contextlib.suppress(OSError):  # the daemon is gone: the loop sees the end
         control.send(json.dumps(message).encode())
 
@@ -300,6 +301,8 @@ def _reap(control: socket.socket, workers: set[int]) -> None:
 
 
 def _fork_worker(control: socket.socket, wakeup: Sequence[int], conn: int, data: bytes) -> int:
+    """Fork the worker for one hand-off; the zygote's copy of the
+    connection is closed once the worker has its own."""
     h = Handoff.decode(data)
     pid = os.fork()
     if pid == 0:
@@ -383,9 +386,17 @@ def zygote(control: socket.socket) -> None:
                 for fd in fds:
                     os.close(fd)
                 continue
-            pid = _fork_worker(control, (r, w), fds[0], data)
+            token = int(message["token"])
+            try:
+                pid = _fork_worker(control, (r, w), fds[0], data)
+            except (OSError, ValueError, TypeError) as exc:
+                # One connection lost (fork refused, a hand-off we cannot
+                # read), not the workers already serving.
+                os.close(fds[0])
+                _send(control, {"failed": token, "error": str(exc)})
+                continue
             workers.add(pid)
-            _send(control, {"spawned": int(message["token"]), "pid": pid})
+            _send(control, {"spawned": token, "pid": pid})
     finally:
         _end_all(workers)
 
