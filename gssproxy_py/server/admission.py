@@ -21,12 +21,16 @@ uid and its buffered bytes.
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from gssproxy_py.config.peer import Peer
+from gssproxy_py.ratelimit import RateLimitedLog
 
 K = TypeVar("K", bound=Hashable)
 
@@ -194,3 +198,28 @@ def open_fd_count() -> int:
         return len(os.listdir("/proc/self/fd")) - 1  # less listdir's own
     except OSError:
         return 0
+
+
+def log_refusal(
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    limit: RateLimitedLog,
+    now: float,
+    socket_path: str,
+    peer: Peer,
+    why: str,
+) -> None:
+    """The one line per `refusal_log_interval` that says a connection was
+    refused: who (pid, uid, program), where, why, and how many more were
+    refused since the last such line."""
+    suppressed = limit.admit(now)
+    if suppressed is None:
+        return
+    log.warning(
+        "refused a connection on %s from pid %d uid %d program %s: %s%s",
+        socket_path,
+        peer.pid,
+        peer.uid,
+        peer.program or "(unknown)",
+        why,
+        f" ({suppressed} more refused since the last such line)" if suppressed else "",
+    )

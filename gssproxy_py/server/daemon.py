@@ -49,6 +49,7 @@ from gssproxy_py.server.admission import (
     BudgetLimits,
     ConnectionCaps,
     InputBudget,
+    log_refusal,
     open_fd_count,
     raise_fd_limit,
 )
@@ -266,17 +267,8 @@ class GssProxyServer:
         if refusal is None:
             self._admission.opened(peer.uid)
             return True
-        suppressed = self._refusal_log.admit(asyncio.get_running_loop().time())
-        if suppressed is not None:
-            _log.warning(
-                "refused a connection on %s from pid %d uid %d program %s: %s%s",
-                conn.socket_path,
-                peer.pid,
-                peer.uid,
-                peer.program or "(unknown)",
-                refusal,
-                f" ({suppressed} more refused since the last such line)" if suppressed else "",
-            )
+        now = asyncio.get_running_loop().time()
+        log_refusal(_log, self._refusal_log, now, conn.socket_path, peer, refusal)
         return False
 
     def input_buffered(self, conn: RpcConnection, size: int) -> None:

@@ -46,6 +46,8 @@ from gssproxy_py.pkcs11.errors import SignFailure
 from gssproxy_py.pkcs11.pin import Pin
 from gssproxy_py.pkcs11.program import TokenSignBackend
 from gssproxy_py.ratelimit import RateLimitedLog
+from gssproxy_py.server.admission import log_refusal
+from gssproxy_py.server.connection import PrefixLog
 from gssproxy_py.server.p11kit_zygote import MAX_MESSAGE, Handoff
 
 __all__ = ["HandedOff", "P11KitWorkers", "WorkerRow"]
@@ -194,18 +196,9 @@ class P11KitWorkers:
                 refusal = f"cannot start a p11-kit worker: {exc}"
         if refusal is None:
             return True
-        suppressed = self._refusals.admit(asyncio.get_running_loop().time())
-        if suppressed is not None:
-            _log.warning(
-                "[p11kit %d] refused a connection on %s from pid %d uid %d program %s: %s%s",
-                conn.number,
-                conn.socket_path,
-                peer.pid,
-                peer.uid,
-                peer.program or "(unknown)",
-                refusal,
-                f" ({suppressed} more refused since the last such line)" if suppressed else "",
-            )
+        log = PrefixLog(_log, f"[p11kit {conn.number}]")
+        now = asyncio.get_running_loop().time()
+        log_refusal(log, self._refusals, now, conn.socket_path, peer, refusal)
         return False
 
     def _send(

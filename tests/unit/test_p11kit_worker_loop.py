@@ -38,6 +38,11 @@ def _read_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
+def _handshake(sock: socket.socket) -> None:
+    sock.sendall(b"\x00")
+    assert _read_exact(sock, 1) == b"\x00"
+
+
 def _reply(sock: socket.socket) -> tuple[int, bytes]:
     code, olen, dlen = struct.unpack(">III", _read_exact(sock, 12))
     _read_exact(sock, olen)
@@ -84,8 +89,7 @@ def test_a_malformed_frame_closes_the_connection(
     pair: tuple[socket.socket, threading.Thread],
 ) -> None:
     client, worker = pair
-    client.sendall(b"\x00")
-    _read_exact(client, 1)
+    _handshake(client)
     client.sendall(_frame(5, b"\x00\x00\x00\x04\xff\xff\xff\xf0"))
     with pytest.raises(EOFError):
         _reply(client)
@@ -98,8 +102,7 @@ def test_a_partial_frame_past_the_record_timeout_closes(
     pair: tuple[socket.socket, threading.Thread],
 ) -> None:
     client, worker = pair
-    client.sendall(b"\x00")
-    _read_exact(client, 1)
+    _handshake(client)
     client.sendall(_frame(5, initialize())[:7])
     worker.join(TIMEOUT)
     assert not worker.is_alive()
