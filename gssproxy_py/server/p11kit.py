@@ -13,11 +13,13 @@ the next request is matched again, and a connection whose service changed
 starts afresh (its sessions are gone). A peer no service matches sees no
 slot. A malformed frame or body closes only that connection.
 
-In the daemon (`serve` builds the token layer itself), every connection is
-handed to a worker process instead (`server.p11kit_workers`) once its peer
-is read, admitted and matched: this object then only stands for it in the
-connection table (caps, status, stop) until the worker ends. Served here on
-the loop: tests' injected backends, and whatever runs without workers.
+In the daemon (`serve` builds the token layer itself), a connection whose
+peer matches a service is handed to a worker process instead
+(`server.p11kit_workers`) once its peer is read, admitted and matched: this
+object then only stands for it in the connection table (caps, status,
+stop) until the worker ends. Served here on the loop: peers no service
+matches (no slot), tests' injected backends, and whatever runs without
+workers.
 """
 
 from __future__ import annotations
@@ -224,10 +226,15 @@ class P11KitConnection(asyncio.Protocol):
 
     def _hand_off(self, workers: P11KitWorkers, peer: Peer) -> None:
         """Give the connection to a worker process; the daemon's copy of
-        the socket closes either way (refused: the connection ends)."""
+        the socket closes either way (refused: the connection ends). A peer
+        no service matches stays here: it sees no slot, needs no module,
+        and so takes no worker from those who have a service."""
         transport = self._transport
         assert transport is not None
-        service, reason = self._match(self._host.config, peer)
+        config = self._host.config
+        service, reason = self._match(config, peer)
+        if service is None:
+            return  # served on the loop, matched again per request
         self.log.info("%s", reason)
         sock = transport.get_extra_info("socket")
         self._handed_off = workers.hand_off(self, peer, service, sock.fileno(), self._host.config)

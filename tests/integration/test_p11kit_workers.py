@@ -203,10 +203,12 @@ def test_reload_ends_the_workers_of_a_uid_that_lost_its_service(daemon: Daemon) 
     daemon.wait_workers(0)
     assert f"ending worker pid {worker}" in daemon.log()
     with P11KitClient(daemon.sock) as after:
-        # root now matches no service: its new worker shows no slot.
+        # root now matches no service: the daemon answers it, with no slot
+        # and no worker.
         assert error_of(after.call(initialize())) is None
         _, _, r = response(after.call(Request(4, "yfu").y(1).fu(8).body()))
         assert r.flag() and r.u32() == 0
+        assert daemon.workers() == []
 
 
 def test_stop_ends_every_worker_and_no_pin_in_their_argv_or_environment(daemon: Daemon) -> None:
