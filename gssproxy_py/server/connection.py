@@ -353,6 +353,13 @@ class RpcConnection(asyncio.Protocol):
     def peer_uid(self) -> int | None:
         return None if self.info is None else self.info.peer.uid
 
+    @property
+    def from_kernel(self) -> bool:
+        """The kernel's own connection (the nfsd upcall): root, connected by
+        a kernel thread, which has no executable. A root process in another
+        pid namespace reads the same; it is root, so nothing is lost."""
+        return self.info is not None and self.info.peer.uid == 0 and self.info.peer.program is None
+
     def drop_partial_record(self, why: str) -> None:
         """The input budget is spent: forget the partial record and close
         (the stream cannot go on without the rest of the record)."""

@@ -250,7 +250,7 @@ class GssProxyServer:
         quiet = not self._turn_scheduled and self._turns.idle
         if quiet and not conn.start_calls(self._turns.calls_per_connection)[1]:
             return
-        self._turns.add(conn, uid, conn.calls_queued)
+        self._turns.add(conn, uid, conn.calls_queued, first=conn.from_kernel)
         if not self._turn_scheduled:
             self._turn_scheduled = True
             asyncio.get_running_loop().call_soon(self._run_turn)

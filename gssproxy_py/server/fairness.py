@@ -7,10 +7,12 @@ callback (up to `CALLS_PER_TURN`). Once calls wait, every connection with
 calls to start queues here, and one turn of the scheduler per turn of the
 event loop starts them:
 
-* first every *light* connection, one with at most `calls_per_connection`
-  records waiting: a caller that sends one call at a time, the kernel's
-  upcall, rpc.gssd; a flood of pipelined calls never delays them by more
-  than one bounded turn;
+* first the kernel's own connections (the nfsd upcall: a root peer with no
+  executable, `first`), up to `calls_per_uid` calls each, however many
+  nfsd threads have calls waiting;
+* then every *light* connection, one with at most `calls_per_connection`
+  records waiting: a caller that sends one call at a time, rpc.gssd; a
+  flood of pipelined calls never delays them by more than one bounded turn;
 * then the *heavy* ones (pipelining more than that), round-robin per uid,
   root first, the other uids taking turns being first: each uid up to
   `calls_per_uid` calls spread round-robin over its connections
@@ -59,6 +61,7 @@ class TurnScheduler(Generic[C]):
     __slots__ = (
         "_by_uid",
         "_clock",
+        "_first",
         "_light",
         "_order",
         "_queued",
@@ -85,6 +88,7 @@ class TurnScheduler(Generic[C]):
         self.calls_per_turn = calls_per_turn or 2 * calls_per_uid
         self.time_slice = time_slice
         self._clock = clock
+        self._first: deque[C] = deque()
         self._light: deque[C] = deque()
         self._by_uid: dict[int, deque[C]] = {}
         #: uids with heavy work, in the order they are served next turn
@@ -96,11 +100,15 @@ class TurnScheduler(Generic[C]):
         """Nothing is queued."""
         return not self._queued
 
-    def add(self, conn: C, uid: int, waiting: int) -> None:
-        """`conn` (of `uid`) has `waiting` records to start."""
+    def add(self, conn: C, uid: int, waiting: int, first: bool = False) -> None:
+        """`conn` (of `uid`) has `waiting` records to start; `first` for the
+        kernel's connection, served before all others."""
         if conn in self._queued:
             return
         self._queued.add(conn)
+        if first:
+            self._first.append(conn)
+            return
         if waiting <= self.calls_per_connection:
             self._light.append(conn)
             return
@@ -121,14 +129,12 @@ class TurnScheduler(Generic[C]):
         """Serve one turn: `start(conn, limit)` starts up to `limit` calls of
         `conn` and says how many it started and whether more wait. True if
         work remains queued (run another turn after polling I/O)."""
+        # Swapped out first: a connection queued while these start waits
+        # for the next turn.
+        first, self._first = self._first, deque()
+        self._serve_ahead(first, self._first, self.calls_per_uid, start)
         light, self._light = self._light, deque()
-        for conn in light:
-            if conn in self._queued:
-                self._queued.discard(conn)
-                _, more = start(conn, self.calls_per_connection)
-                if more:
-                    self._queued.add(conn)
-                    self._light.append(conn)
+        self._serve_ahead(light, self._light, self.calls_per_connection, start)
         budget = self.calls_per_turn
         deadline = self._clock() + self.time_slice
         uids = list(self._order)
@@ -143,6 +149,23 @@ class TurnScheduler(Generic[C]):
         if len(self._order) > 1:
             self._order.rotate(-1)
         return bool(self._queued)
+
+    def _serve_ahead(
+        self,
+        queue: deque[C],
+        again: deque[C],
+        limit: int,
+        start: Callable[[C, int], tuple[int, bool]],
+    ) -> None:
+        """Serve every connection of `queue` (up to `limit` calls each) ahead
+        of the heavy ones; those with more waiting go to `again`, in order."""
+        for conn in queue:
+            if conn in self._queued:
+                self._queued.discard(conn)
+                _, more = start(conn, limit)
+                if more:
+                    self._queued.add(conn)
+                    again.append(conn)
 
     def _serve_uid(
         self,

@@ -91,13 +91,14 @@ def test_window_drop_backlog_and_misuse() -> None:
 
 
 class FakeSocket:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, pid: int | None = None) -> None:
         self.fail = fail
+        self.pid = os.getpid() if pid is None else pid
 
     def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes:
         if self.fail:
             raise OSError(95, "Operation not supported")
-        return struct.pack("=iII", os.getpid(), os.getuid(), os.getgid())[:buflen]
+        return struct.pack("=iII", self.pid, os.getuid(), os.getgid())[:buflen]
 
 
 class FakeTransport(asyncio.Transport):
@@ -462,5 +463,18 @@ def test_stop_accepting_calls_drops_the_backlog() -> None:
         await settle()
         assert transport.writes == [success(1, tag_args(b"a"))]
         assert gates.started == [b"a"]
+
+    run(body)
+
+
+def test_a_root_peer_with_no_executable_is_the_kernels_connection() -> None:
+    async def body() -> None:
+        server = make_server(Gates())
+        # pid 0: what SO_PEERCRED gives for a peer with no process we can
+        # name (a kernel thread reads the same: no executable).
+        kernel, _ = connect(server, FakeSocket(pid=0))
+        process, _ = connect(server)
+        assert kernel.from_kernel is (os.getuid() == 0)
+        assert not process.from_kernel
 
     run(body)

@@ -131,3 +131,16 @@ def test_a_slow_call_still_lets_one_heavy_connection_start_per_turn() -> None:
 def test_the_time_slice_must_be_positive() -> None:
     with pytest.raises(ValueError):
         TurnScheduler(1, 1, time_slice=0)
+
+
+def test_the_kernels_connection_goes_before_the_light_and_the_heavy_ones() -> None:
+    sched: TurnScheduler[str] = TurnScheduler(8, 2, 16)
+    conns = Conns({"flood": 100, "serial": 1, "kernel": 20})
+    conns.add_all(sched, {"flood": ROOT_UID, "serial": ROOT_UID})
+    # Twenty upcalls from as many nfsd threads: heavy by count, first by origin.
+    sched.add("kernel", ROOT_UID, 20, first=True)
+    assert sched.turn(conns.start)
+    assert conns.log == [("kernel", 8), ("serial", 1), ("flood", 2)]
+    conns.log.clear()
+    sched.turn(conns.start)
+    assert conns.log[0] == ("kernel", 8)
