@@ -8,6 +8,12 @@ import pytest
 from gssproxy_py.server.fairness import ROOT_UID, TurnScheduler
 
 
+def still() -> float:
+    """A clock that stands still: tests not about the time slice must not
+    have a turn ended early by a slow (loaded) machine."""
+    return 0.0
+
+
 class Conns:
     """Fake connections: name -> calls waiting; records what each turn started."""
 
@@ -27,7 +33,7 @@ class Conns:
 
 
 def test_light_connections_go_first_whatever_the_flood() -> None:
-    sched: TurnScheduler[str] = TurnScheduler(8, 4, 12)
+    sched: TurnScheduler[str] = TurnScheduler(8, 4, 12, clock=still)
     conns = Conns({f"flood{i}": 100 for i in range(6)} | {"serial": 1, "kernel": 1})
     conns.add_all(sched, {f"flood{i}": ROOT_UID for i in range(6)})
     conns.add_all(sched, {"serial": ROOT_UID, "kernel": ROOT_UID})
@@ -38,7 +44,7 @@ def test_light_connections_go_first_whatever_the_flood() -> None:
 
 
 def test_a_uid_with_many_connections_gets_no_more_per_turn_than_one_with_one() -> None:
-    sched: TurnScheduler[str] = TurnScheduler(8, 4, 64)
+    sched: TurnScheduler[str] = TurnScheduler(8, 4, 64, clock=still)
     conns = Conns({f"flood{i}": 100 for i in range(6)} | {"other": 50})
     conns.add_all(sched, {f"flood{i}": 1000 for i in range(6)} | {"other": 1001})
     sched.turn(conns.start)
@@ -53,7 +59,7 @@ def test_a_uid_with_many_connections_gets_no_more_per_turn_than_one_with_one() -
 
 
 def test_root_goes_first_among_heavy_uids() -> None:
-    sched: TurnScheduler[str] = TurnScheduler(4, 4, 8)
+    sched: TurnScheduler[str] = TurnScheduler(4, 4, 8, clock=still)
     conns = Conns({"user": 10, "gssd": 10})
     conns.add_all(sched, {"user": 1000, "gssd": ROOT_UID})
     for _ in range(2):
@@ -63,7 +69,7 @@ def test_root_goes_first_among_heavy_uids() -> None:
 
 
 def test_finished_or_gone_connections_leave() -> None:
-    sched: TurnScheduler[str] = TurnScheduler(8, 2, 16)
+    sched: TurnScheduler[str] = TurnScheduler(8, 2, 16, clock=still)
     conns = Conns({"a": 3, "b": 3, "c": 9})
     conns.add_all(sched, {"a": 1, "b": 2, "c": 3})
     sched.turn(conns.start)
@@ -134,7 +140,7 @@ def test_the_time_slice_must_be_positive() -> None:
 
 
 def test_the_kernels_connection_goes_before_the_light_and_the_heavy_ones() -> None:
-    sched: TurnScheduler[str] = TurnScheduler(8, 2, 16)
+    sched: TurnScheduler[str] = TurnScheduler(8, 2, 16, clock=still)
     conns = Conns({"flood": 100, "serial": 1, "kernel": 20})
     conns.add_all(sched, {"flood": ROOT_UID, "serial": ROOT_UID})
     # Twenty upcalls from as many nfsd threads: heavy by count, first by origin.
