@@ -43,7 +43,7 @@ MAX_WORKERS = 3
 DEADLINE = 20.0
 
 
-def _config(paths: DaemonPaths, module: str, *, served: bool = True) -> str:
+def _config(paths: DaemonPaths, module: str, *, served: bool = True, extra: str = "") -> str:
     service = f"""[service/root-keys]
   euid = 0
   mechs = krb5
@@ -51,7 +51,7 @@ def _config(paths: DaemonPaths, module: str, *, served: bool = True) -> str:
   pkcs11_pin = keyring:gpytest-p11kit
   pkcs11_uri = pkcs11:token={MAIN.label};object=p256
   p11kit_socket = {paths.workdir}/p11.sock
-"""
+{extra}"""
     # Without root's service, another keeps the socket open (for nobody).
     other = f"""[service/nobody-keys]
   euid = 65534
@@ -190,6 +190,25 @@ def test_beyond_p11kit_max_workers_a_connection_is_refused(daemon: Daemon) -> No
     assert len(refused) == 1, refused
     program = os.path.realpath("/proc/self/exe")
     assert f"from pid {os.getpid()} uid 0 program {program}" in refused[0], refused
+
+
+def test_a_reload_keeps_the_workers_whose_service_is_unchanged(daemon: Daemon) -> None:
+    config = Path(daemon.process.config)  # type: ignore[attr-defined]
+    with P11KitClient(daemon.sock) as c:
+        assert _signs(c)
+        (worker,) = daemon.wait_workers(1)
+        daemon.process.reload()  # type: ignore[attr-defined]  # the same file
+        assert _signs(c) and daemon.workers() == [worker]
+        # the service's mechanisms change: its worker ends
+        config.write_text(
+            _config(daemon.paths, daemon.module, extra="  p11kit_mechanisms = ECDSA\n")
+        )
+        daemon.process.reload()  # type: ignore[attr-defined]
+        assert _closed(c)
+    daemon.wait_workers(0)
+    assert f"ending worker pid {worker}" in daemon.log()
+    with P11KitClient(daemon.sock) as again:
+        assert _signs(again)  # under the new policy, by a new worker
 
 
 def test_reload_ends_the_workers_of_a_uid_that_lost_its_service(daemon: Daemon) -> None:
