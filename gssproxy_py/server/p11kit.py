@@ -237,7 +237,7 @@ class P11KitConnection(asyncio.Protocol):
             return  # served on the loop, matched again per request
         self.log.info("%s", reason)
         sock = transport.get_extra_info("socket")
-        self._handed_off = workers.hand_off(self, peer, service, sock.fileno(), self._host.config)
+        self._handed_off = workers.hand_off(self, peer, service, sock.fileno(), config)
         self._stopped = True
         transport.close()
 
