@@ -28,20 +28,20 @@ from gssproxy_py.p11kit.ck import Ckf, Cko, Ckr
 from gssproxy_py.p11kit.wire import Mechanism
 from gssproxy_py.testing.daemon import DaemonPaths
 from gssproxy_py.testing.users import ensure_test_users, run_as
-from tests.support.p11kit_client import P11KitClient, Request, error_of, initialize, response
+from tests.support.p11kit_client import (
+    CLIENT,
+    INTEGRATION_MARKS,
+    P11KitClient,
+    Request,
+    error_of,
+    initialize,
+    response,
+)
 from tests.support.softhsm import MAIN, put_pins_in_session_keyring, shared_softhsm
 
-CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
 ENGINE = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.root,
-    pytest.mark.skipif(
-        not os.path.exists("/usr/lib/softhsm/libsofthsm2.so") or not os.path.exists(CLIENT),
-        reason="SoftHSM2 or p11-kit-modules is not installed (make deps installs them)",
-    ),
-]
+pytestmark = INTEGRATION_MARKS
 
 
 def _run(argv: list[str], env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[str]:

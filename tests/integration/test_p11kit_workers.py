@@ -25,19 +25,17 @@ import pytest
 from gssproxy_py.p11kit.ck import Ckf
 from gssproxy_py.p11kit.wire import Mechanism
 from gssproxy_py.testing.daemon import DaemonPaths
-from tests.support.p11kit_client import P11KitClient, Request, error_of, initialize, response
+from tests.support.p11kit_client import (
+    INTEGRATION_MARKS,
+    P11KitClient,
+    Request,
+    error_of,
+    initialize,
+    response,
+)
 from tests.support.softhsm import MAIN, put_pins_in_session_keyring, shared_softhsm
 
-CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.root,
-    pytest.mark.skipif(
-        not os.path.exists("/usr/lib/softhsm/libsofthsm2.so") or not os.path.exists(CLIENT),
-        reason="SoftHSM2 or p11-kit-modules is not installed (make deps installs them)",
-    ),
-]
+pytestmark = INTEGRATION_MARKS
 
 MAX_WORKERS = 3
 DEADLINE = 20.0

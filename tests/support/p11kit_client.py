@@ -7,14 +7,29 @@ not from p11-kit; only what tests send.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections.abc import Sequence
+
+import pytest
 
 from gssproxy_py.p11kit.attributes import Attribute, value_length
 from gssproxy_py.p11kit.wire import AttributeOut, Mechanism, OaepParams, PssParams, Reader, Writer
 
 HANDSHAKE = b"PRIVATE-GNOME-KEYRING-PKCS11-PROTOCOL-V-1"
+#: p11-kit's client module, as Debian 12 installs it (p11-kit-modules).
+CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
+#: The marks of the integration tests that drive the real daemon with
+#: SoftHSM2 through p11-kit's client.
+INTEGRATION_MARKS = [
+    pytest.mark.integration,
+    pytest.mark.root,
+    pytest.mark.skipif(
+        not os.path.exists("/usr/lib/softhsm/libsofthsm2.so") or not os.path.exists(CLIENT),
+        reason="SoftHSM2 or p11-kit-modules is not installed (make deps installs them)",
+    ),
+]
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
