@@ -385,14 +385,19 @@ def accept_sec_context(
     )
 
 
-def inquire_context(context: SecurityContext) -> ContextInfo | None:
-    """Names, lifetime, flags of a context; None when the mech cannot say (partial)."""
+def inquire_context(context: SecurityContext, initiator: Name | None = None) -> ContextInfo | None:
+    """Names, lifetime, flags of a context; None when the mech cannot say (partial).
+
+    `initiator`: the initiator's name the caller already holds (the src_name
+    of the accept that completed this context), used instead of asking for a
+    second copy: in MIT each name object costs a krb5 context to release.
+    """
     try:
-        info = graw.inquire_context(context)
+        info = graw.inquire_context(context, initiator_name=initiator is None)
     except GSSError:
         return None
     return ContextInfo(
-        initiator=info.initiator_name,
+        initiator=info.initiator_name if initiator is None else initiator,
         target=info.target_name,
         lifetime=lifetime(info.lifetime),
         mech=oid_bytes(info.mech),

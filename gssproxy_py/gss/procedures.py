@@ -396,8 +396,9 @@ def _export_context(
     mech: bytes,
     locally_initiated: bool,
     complete: bool,
+    initiator: api.Name | None = None,
 ) -> GssxCtx:
-    info = api.inquire_context(context)
+    info = api.inquire_context(context, initiator)
     kernel = types.kernel and complete
     if kernel:
         try:
@@ -621,6 +622,9 @@ async def proc_accept_sec_context(
             mech=step.mech or oids.KRB5,
             locally_initiated=False,
             complete=complete,
+            # The accept's src_name is the context's initiator (MIT duplicates
+            # the same principal for both); a partial context asks for its own.
+            initiator=step.initiator if complete else None,
         )
         delegated = _delegated_cred(engine, req, arg, types, step)
         extra.extend(_sync_option(engine, req, lease, wants_sync))

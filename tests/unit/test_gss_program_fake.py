@@ -136,7 +136,7 @@ class FakeGss:
         self._seen("init_sec_context")
         return api.StepResult(FakeCtx(b"me"), b"ap-req", oids.KRB5, 0, False)  # type: ignore[arg-type]
 
-    def inquire_context(self, context: FakeCtx) -> None:
+    def inquire_context(self, context: FakeCtx, initiator: FakeName | None = None) -> None:
         return None
 
     def export_sec_context(self, context: FakeCtx) -> bytes:
