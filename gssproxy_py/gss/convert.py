@@ -25,6 +25,7 @@ __all__ = [
     "gssx_ctx",
     "gssx_name",
     "import_gssx_name",
+    "krb5_display_of_export",
     "name_spec",
 ]
 
@@ -59,15 +60,45 @@ def import_gssx_name(name: GssxName) -> api.Name:
     return api.import_name(spec.value, spec.name_type)
 
 
+#: The head of a krb5 mechanism name's `gss_export_name` token (RFC 2743
+#: 3.2: TOK_ID 04 01, the DER OID's length and the OID; RFC 1964 2.1.3).
+_KRB5_EXPORT_HEAD = b"\x04\x01" + (len(oids.KRB5) + 2).to_bytes(2, "big") + b"\x06"
+_KRB5_EXPORT_HEAD += bytes([len(oids.KRB5)]) + oids.KRB5
+
+
+def krb5_display_of_export(exported: bytes) -> tuple[bytes, bytes] | None:
+    """`gss_display_name`'s answer for a krb5 MN, read from its exported name.
+
+    MIT's krb5 mechanism makes both from `krb5_unparse_name` of the same
+    principal, so the exported token's name is the display form, of type
+    GSS_KRB5_NT_PRINCIPAL_NAME; a display_name call costs a krb5 context of
+    its own. None (ask `gss_display_name`) for anything else: another
+    mechanism, a malformed token, or a WELLKNOWN principal (the anonymous
+    one displays as GSS_C_NT_ANONYMOUS).
+    """
+    head = _KRB5_EXPORT_HEAD
+    if not exported.startswith(head) or len(exported) < len(head) + 4:
+        return None
+    size = int.from_bytes(exported[len(head) : len(head) + 4], "big")
+    shown = exported[len(head) + 4 :]
+    if len(shown) != size or shown.startswith(b"WELLKNOWN/"):
+        return None
+    return shown, oids.NT_KRB5_PRINCIPAL
+
+
 def gssx_name(name: api.Name | None, *, kernel: bool = False) -> GssxName:
     """Wire form of a name; for the kernel, no composite export and a length check."""
     if name is None:
         return EMPTY_NAME
-    try:
-        display, name_type = api.display_name(name)
-    except GssFailure:
-        # inquire_context on a partial context hands back empty name objects.
-        return EMPTY_NAME
+    exported = api.export_name(name)
+    shown = krb5_display_of_export(exported)
+    if shown is None:
+        try:
+            shown = api.display_name(name)
+        except GssFailure:
+            # inquire_context on a partial context hands back empty name objects.
+            return EMPTY_NAME
+    display, name_type = shown
     if kernel and len(display) > KERNEL_MAX_PRINCIPAL:
         raise GssFailure(
             GSS_S_FAILURE,
@@ -77,7 +108,7 @@ def gssx_name(name: api.Name | None, *, kernel: bool = False) -> GssxName:
     return GssxName(
         display_name=display,
         name_type=name_type,
-        exported_name=api.export_name(name),
+        exported_name=exported,
         # The kernel does not want PAC-carrying composite names (gssproxy clears them).
         exported_composite_name=b"" if kernel else api.export_name_composite(name),
         name_attributes=(),
