@@ -30,6 +30,7 @@ DEFAULT_MIN_LIFETIME = 15
 DEFAULT_MAX_CONNECTIONS = 8192
 DEFAULT_MAX_CONNECTIONS_PER_UID = 512
 DEFAULT_P11KIT_MAX_WORKERS = 64
+DEFAULT_P11KIT_MAX_WORKERS_PER_UID = 16
 DEFAULT_FD_RESERVE = 128
 DEFAULT_RECORD_TIMEOUT = 15.0
 DEFAULT_IDLE_CONNECTION_TIMEOUT = 600.0
@@ -175,6 +176,8 @@ class GlobalSettings:
     * `p11kit_max_workers` (≥ 1): p11-kit worker processes (one per
       `p11kit_socket` connection, `server/p11kit_workers.py`) at once;
       beyond it a connection is refused.
+    * `p11kit_max_workers_per_uid` (≥ 1): of those, the ones one uid other
+      than root may hold, so one user cannot take them all.
     * `strict_modes`: refuse configuration files, keytabs and client keytabs
       that a non-root user could change (`strict.py`).
     """
@@ -204,6 +207,7 @@ class GlobalSettings:
     turn_time_us: int = 100
     strict_modes: bool = True
     p11kit_max_workers: int = DEFAULT_P11KIT_MAX_WORKERS
+    p11kit_max_workers_per_uid: int = DEFAULT_P11KIT_MAX_WORKERS_PER_UID
     origins: tuple[OptionOrigin, ...] = ()
 
 

@@ -300,6 +300,16 @@ OPTIONS: tuple[Option, ...] = (
         source=OURS,
     ),
     Option(
+        "p11kit_max_workers_per_uid",
+        G,
+        v.integer(1),
+        "p11-kit worker processes one uid other than root may hold at once (within "
+        "p11kit_max_workers), so one user cannot take them all; beyond it that uid's next "
+        "connection is refused, with one rate-limited line naming uid, pid and program",
+        "16",
+        source=OURS,
+    ),
+    Option(
         "turn_calls_per_connection",
         G,
         v.integer(1),

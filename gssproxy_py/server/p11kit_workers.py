@@ -7,8 +7,9 @@ forks a worker that serves it alone, module calls and all, on its own
 core. `P11KitWorkers` keeps the table of live workers (pid, peer,
 service), which:
 
-* caps them: beyond `p11kit_max_workers` a connection is refused, with one
-  rate-limited line naming uid, pid and program;
+* caps them: beyond `p11kit_max_workers` in all, or
+  `p11kit_max_workers_per_uid` for one uid other than root, a connection
+  is refused, with one rate-limited line naming uid, pid and program;
 * re-matches each worker's peer at a reload and ends (SIGTERM) the workers
   whose service, or that service's keys, mechanisms, module or PIN,
   changed: a uid the new configuration no longer serves loses its access;
@@ -48,6 +49,7 @@ from gssproxy_py.pkcs11.program import TokenSignBackend
 from gssproxy_py.ratelimit import RateLimitedLog
 from gssproxy_py.server.admission import log_refusal
 from gssproxy_py.server.connection import PrefixLog
+from gssproxy_py.server.fairness import ROOT_UID
 from gssproxy_py.server.p11kit_zygote import MAX_MESSAGE, Handoff
 
 __all__ = ["HandedOff", "P11KitWorkers", "WorkerRow"]
@@ -184,8 +186,16 @@ class P11KitWorkers:
         g = config.globals
         self._refusals.interval = g.refusal_log_interval
         refusal = None
-        if len(self._pending) + len(self._live) >= g.p11kit_max_workers:
+        workers = [*self._pending.values(), *self._live.values()]
+        if len(workers) >= g.p11kit_max_workers:
             refusal = f"{g.p11kit_max_workers} p11-kit workers are running (p11kit_max_workers)"
+        elif peer.uid != ROOT_UID and (
+            sum(1 for w in workers if w.peer.uid == peer.uid) >= g.p11kit_max_workers_per_uid
+        ):
+            refusal = (
+                f"uid {peer.uid} holds {g.p11kit_max_workers_per_uid} p11-kit workers "
+                "(p11kit_max_workers_per_uid)"
+            )
         elif self._closing:
             refusal = "the daemon is stopping"
         if refusal is None:

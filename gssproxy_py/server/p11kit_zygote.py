@@ -58,6 +58,7 @@ from gssproxy_py.pkcs11.token import ModuleWorker, ServiceAccess
 from gssproxy_py.proto.token_sign import TsStatus
 from gssproxy_py.server.connection import PrefixLog
 from gssproxy_py.server.logs import configure_logging
+from gssproxy_py.server.workers import die_with_parent
 
 __all__ = ["MAX_MESSAGE", "Handoff", "main", "serve_connection"]
 
@@ -304,10 +305,15 @@ def _fork_worker(control: socket.socket, wakeup: Sequence[int], conn: int, data:
     """Fork the worker for one hand-off; the zygote's copy of the
     connection is closed once the worker has its own."""
     h = Handoff.decode(data)
+    zygote = os.getpid()
     pid = os.fork()
     if pid == 0:
         status = 70
         try:
+            # A worker never outlives its zygote: the daemon counts, re-matches
+            # at reload and ends workers through it, so one left behind by a
+            # killed zygote would keep a service the daemon has revoked.
+            die_with_parent(zygote)
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -150,7 +150,7 @@ def describe_exit(status: int) -> str:
     return f"exited with status {code}"
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """SIGTERM when the parent dies; exit now if it already has."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -226,7 +226,7 @@ class WorkerSupervisor:
         _log.info("worker process %d started (%d of %d)", pid, slot.number + 1, self.count)
 
     def _worker(self, supervisor: int) -> int:
-        _die_with_parent(supervisor)
+        die_with_parent(supervisor)
         # SIGHUP stays blocked until the worker's loop handles it (the
         # worker unblocks it once ready): one sent while it starts is
         # pending, not fatal, and not lost.
@@ -355,7 +355,7 @@ def start_workers(
     if pid == 0:
 
         def supervise() -> int:
-            _die_with_parent(first)
+            die_with_parent(first)
             in_child()
             return supervisor.run()
 

@@ -4,9 +4,11 @@ one per p11kit_socket connection, forked by the zygote.
 A worker that is killed closes only its connection (the others and the
 daemon keep serving, and it is logged once); a reload that takes a uid's
 service away ends that uid's workers; beyond `p11kit_max_workers` a
-connection is refused with one line naming uid, pid and program; stopping
-the daemon ends every worker and the zygote; the PIN is in no worker's or
-the zygote's argv or environment.
+connection is refused with one line naming uid, pid and program, and so is
+one beyond `p11kit_max_workers_per_uid` for an ordinary uid, while root is
+still served; a killed zygote takes its workers with it; stopping the
+daemon ends every worker and the zygote; the PIN is in no worker's or the
+zygote's argv or environment.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import pytest
 from gssproxy_py.p11kit.ck import Ckf
 from gssproxy_py.p11kit.wire import Mechanism
 from gssproxy_py.testing.daemon import DaemonPaths
+from gssproxy_py.testing.paths import VENV_PYTHON
+from gssproxy_py.testing.users import check_can_run_python, ensure_test_users, popen_as
 from tests.support.p11kit_client import (
     INTEGRATION_MARKS,
     P11KitClient,
@@ -60,11 +64,23 @@ def _config(paths: DaemonPaths, module: str, *, served: bool = True, extra: str 
   pkcs11_uri = pkcs11:token={MAIN.label};object=p256
   p11kit_socket = {paths.workdir}/p11.sock
 """
+    (user1, _) = ensure_test_users()
+    # An ordinary uid with keys of its own, held to one worker.
+    user = f"""[service/user1-keys]
+  euid = {user1.uid}
+  mechs = krb5
+  socket = {paths.workdir}/user1.sock
+  pkcs11_module = {module}
+  pkcs11_pin = keyring:gpytest-p11kit
+  pkcs11_uri = pkcs11:token={MAIN.label};object=p256
+  p11kit_socket = {paths.workdir}/p11.sock
+"""
     return f"""[gssproxy]
   debug_level = 1
   state_dir = {paths.workdir}/state
   p11kit_max_workers = {MAX_WORKERS}
-{service if served else ""}{other}"""
+  p11kit_max_workers_per_uid = 1
+{service if served else ""}{other}{user}"""
 
 
 class Daemon:
@@ -263,6 +279,87 @@ def test_stop_ends_every_worker_and_no_pin_in_their_argv_or_environment(daemon: 
     finally:
         for c in clients:
             c.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+#: Run as an ordinary uid: two p11-kit connections, each told as served (the
+#: handshake's version byte came back) or refused (closed without one); both
+#: held until stdin closes.
+_HOLD_TWO = """
+import socket, sys
+held = []
+for _ in range(2):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(20)
+    s.connect(sys.argv[1])
+    try:
+        s.sendall(b"\\0")
+        answer = s.recv(1)
+    except (ConnectionResetError, BrokenPipeError):
+        answer = b""
+    print("served" if answer else "refused", flush=True)
+    held.append(s)
+sys.stdin.read()
+"""
+
+
+def test_one_uid_cannot_take_more_than_its_share_of_workers(daemon: Daemon) -> None:
+    (user1, _) = ensure_test_users()
+    check_can_run_python(user1)
+    proc = popen_as(
+        user1,
+        [str(VENV_PYTHON), "-c", _HOLD_TWO, daemon.sock],
+        {},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        seen = [proc.stdout.readline().strip() for _ in range(2)]
+        assert seen == ["served", "refused"], (seen, daemon.log()[-2000:])
+        # Root is not held to the share: served while user1 holds its worker.
+        with P11KitClient(daemon.sock) as root:
+            assert _signs(root)
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=DEADLINE)
+    refused = [line for line in daemon.log().splitlines() if "p11kit_max_workers_per_uid" in line]
+    assert len(refused) == 1, refused
+    assert f"uid {user1.uid} holds 1 p11-kit workers" in refused[0], refused
+    assert f" uid {user1.uid} program {os.path.realpath(VENV_PYTHON)}" in refused[0], refused
+
+
+def test_a_killed_zygote_takes_its_workers_with_it(daemon: Daemon) -> None:
+    with P11KitClient(daemon.sock) as first:
+        assert _signs(first)
+        (worker,) = daemon.wait_workers(1)
+        zygote = daemon.zygote()
+        os.kill(zygote, signal.SIGKILL)
+        deadline = time.monotonic() + DEADLINE
+        # The worker ends with it (it would otherwise go on serving a
+        # connection the daemon no longer counts nor can revoke).
+        while Path(f"/proc/{worker}").exists() and _state(worker) != "Z":
+            assert time.monotonic() < deadline, daemon.log()[-2000:]
+            time.sleep(0.05)
+        assert _closed(first)
+    # A new zygote serves new connections.
+    deadline = time.monotonic() + DEADLINE
+    while daemon.zygote() == zygote:
+        with P11KitClient(daemon.sock) as probe:
+            if _signs(probe):
+                break
+        assert time.monotonic() < deadline, daemon.log()[-2000:]
+        time.sleep(0.1)
+    with P11KitClient(daemon.sock) as again:
+        assert _signs(again)
 
 
 def _state(pid: int) -> str:
