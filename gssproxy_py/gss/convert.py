@@ -13,6 +13,8 @@ Blocking (GSSAPI calls): run in the gss executor.
 
 from __future__ import annotations
 
+import struct
+
 from gssproxy_py.gss import api
 from gssproxy_py.gss.policy import NameSpec
 from gssproxy_py.gss.status import EINVAL, GSS_S_BAD_NAME, GSS_S_FAILURE, GssFailure
@@ -26,6 +28,7 @@ __all__ = [
     "gssx_name",
     "import_gssx_name",
     "krb5_display_of_export",
+    "krb5_export_of_composite",
     "name_spec",
 ]
 
@@ -60,10 +63,54 @@ def import_gssx_name(name: GssxName) -> api.Name:
     return api.import_name(spec.value, spec.name_type)
 
 
-#: The head of a krb5 mechanism name's `gss_export_name` token (RFC 2743
-#: 3.2: TOK_ID 04 01, the DER OID's length and the OID; RFC 1964 2.1.3).
-_KRB5_EXPORT_HEAD = b"\x04\x01" + (len(oids.KRB5) + 2).to_bytes(2, "big") + b"\x06"
-_KRB5_EXPORT_HEAD += bytes([len(oids.KRB5)]) + oids.KRB5
+#: What follows the TOK_ID of a krb5 mechanism name's exported token (RFC
+#: 2743 3.2: the DER OID's length and the OID; RFC 1964 2.1.3), then a 4-byte
+#: length and the principal. TOK_ID 04 01 is `gss_export_name`'s token; 04 02
+#: is `gss_export_name_composite`'s, which adds a 4-byte length and the
+#: name's attributes (MIT's export_name.c).
+_KRB5_MECH_PART = (len(oids.KRB5) + 2).to_bytes(2, "big") + b"\x06" + bytes([len(oids.KRB5)])
+_KRB5_MECH_PART += oids.KRB5
+_EXPORT_ID = b"\x04\x01"
+_COMPOSITE_ID = b"\x04\x02"
+
+
+_U32 = struct.Struct(">I")
+_HEAD = 2 + len(_KRB5_MECH_PART)
+
+
+def _krb5_principal(token: bytes, tok_id: bytes) -> bytes | None:
+    """The principal in a krb5 exported-name token of `tok_id`, or None if
+    the token is not one, exactly (no byte missing or left over)."""
+    if len(token) < _HEAD + 4 or token[:2] != tok_id or token[2:_HEAD] != _KRB5_MECH_PART:
+        return None
+    end = _HEAD + 4 + _U32.unpack_from(token, _HEAD)[0]
+    if tok_id == _COMPOSITE_ID:
+        if len(token) < end + 4 or len(token) != end + 4 + _U32.unpack_from(token, end)[0]:
+            return None
+    elif len(token) != end:
+        return None
+    return token[_HEAD + 4 : end]
+
+
+def _export_token(principal: bytes) -> bytes:
+    return b"".join((_EXPORT_ID, _KRB5_MECH_PART, _U32.pack(len(principal)), principal))
+
+
+def _krb5_display(principal: bytes) -> tuple[bytes, bytes] | None:
+    # The anonymous principal displays as GSS_C_NT_ANONYMOUS: left to MIT.
+    return None if principal.startswith(b"WELLKNOWN/") else (principal, oids.NT_KRB5_PRINCIPAL)
+
+
+def krb5_export_of_composite(composite: bytes) -> bytes | None:
+    """`gss_export_name`'s token for a krb5 MN, read from its composite export.
+
+    MIT's krb5 mechanism writes both from `krb5_unparse_name` of the same
+    principal, the composite token being the plain one with TOK_ID 04 02 and
+    the attributes appended; each call costs a krb5 context of its own.
+    None for anything else (ask `gss_export_name`).
+    """
+    principal = _krb5_principal(composite, _COMPOSITE_ID)
+    return None if principal is None else _export_token(principal)
 
 
 def krb5_display_of_export(exported: bytes) -> tuple[bytes, bytes] | None:
@@ -76,22 +123,28 @@ def krb5_display_of_export(exported: bytes) -> tuple[bytes, bytes] | None:
     mechanism, a malformed token, or a WELLKNOWN principal (the anonymous
     one displays as GSS_C_NT_ANONYMOUS).
     """
-    head = _KRB5_EXPORT_HEAD
-    if not exported.startswith(head) or len(exported) < len(head) + 4:
-        return None
-    size = int.from_bytes(exported[len(head) : len(head) + 4], "big")
-    shown = exported[len(head) + 4 :]
-    if len(shown) != size or shown.startswith(b"WELLKNOWN/"):
-        return None
-    return shown, oids.NT_KRB5_PRINCIPAL
+    principal = _krb5_principal(exported, _EXPORT_ID)
+    return None if principal is None else _krb5_display(principal)
 
 
 def gssx_name(name: api.Name | None, *, kernel: bool = False) -> GssxName:
-    """Wire form of a name; for the kernel, no composite export and a length check."""
+    """Wire form of a name; for the kernel, no composite export and a length check.
+
+    Of MIT's three calls for a krb5 MN (composite export, export, display)
+    only the composite export is made (the export, for the kernel); the
+    others' answers are read from its token.
+    """
     if name is None:
         return EMPTY_NAME
-    exported = api.export_name(name)
-    shown = krb5_display_of_export(exported)
+    # The kernel does not want PAC-carrying composite names (gssproxy clears them).
+    composite = b"" if kernel else api.export_name_composite(name)
+    principal = _krb5_principal(composite, _COMPOSITE_ID) if composite else None
+    if principal is not None:
+        exported = _export_token(principal)
+        shown = _krb5_display(principal)
+    else:
+        exported = api.export_name(name)
+        shown = krb5_display_of_export(exported)
     if shown is None:
         try:
             shown = api.display_name(name)
@@ -109,8 +162,7 @@ def gssx_name(name: api.Name | None, *, kernel: bool = False) -> GssxName:
         display_name=display,
         name_type=name_type,
         exported_name=exported,
-        # The kernel does not want PAC-carrying composite names (gssproxy clears them).
-        exported_composite_name=b"" if kernel else api.export_name_composite(name),
+        exported_composite_name=composite,
         name_attributes=(),
         extensions=(),
     )

@@ -22,7 +22,7 @@ import pytest
 
 from gssproxy_py.config.load import load_config_text
 from gssproxy_py.config.model import Config
-from gssproxy_py.gss import credcache
+from gssproxy_py.gss import api, convert, credcache
 from gssproxy_py.gss.lucid import parse_linux_lucid_v1
 from gssproxy_py.gss.program import gss_proxy_service
 from gssproxy_py.gss.status import GSS_S_COMPLETE, GSS_S_NO_CRED
@@ -359,3 +359,26 @@ def test_init_numbers_beyond_32_bits_are_a_gss_error(
         assert "Traceback" not in caplog.text and "unexpected error" not in caplog.text
     finally:
         d.close()
+
+
+def test_reply_names_are_what_mit_says_for_an_accepted_context(env: StandardRealm) -> None:
+    # gssx_name reads the export and the display form from the composite
+    # export (convert.krb5_export_of_composite, krb5_display_of_export): for
+    # the names of a real accepted context (the initiator's carries the
+    # ticket's authorization data), each field is MIT's own answer.
+    acc_creds = gssapi.Credentials(usage="accept", store={"keytab": str(env.service_keytab)})
+    acc = gssapi.SecurityContext(creds=acc_creds, usage="accept")
+    init = gssapi.SecurityContext(name=HOST, usage="initiate")
+    acc.step(init.step())
+    assert acc.complete
+    for name in (acc.initiator_name, acc.target_name):
+        wire = convert.gssx_name(name)
+        assert (wire.display_name, wire.name_type) == api.display_name(name)
+        assert wire.exported_name == api.export_name(name)
+        assert wire.exported_composite_name == api.export_name_composite(name)
+        kernel = convert.gssx_name(name, kernel=True)
+        assert (kernel.display_name, kernel.name_type) == api.display_name(name)
+        assert kernel.exported_name == api.export_name(name)
+        assert kernel.exported_composite_name == b""
+    composite = api.export_name_composite(acc.initiator_name)
+    assert len(composite) > len(api.export_name(acc.initiator_name)) + 4  # attributes present

@@ -90,3 +90,31 @@ def test_anything_else_is_not_read() -> None:
         b"\x04\x02" + head[2:] + b"\x00\x00\x00\x05alice",  # a composite token
     ):
         assert good(token) is None, token
+
+
+@pytest.mark.usefixtures("krb5_config")
+@pytest.mark.parametrize("value", NAMES)
+def test_the_export_read_from_the_composite_is_gss_export_name(value: bytes) -> None:
+    name = _mn(value, oids.NT_KRB5_PRINCIPAL)
+    composite = api.export_name_composite(name)
+    assert convert.krb5_export_of_composite(composite) == api.export_name(name)
+    wire = convert.gssx_name(name)
+    assert wire.exported_composite_name == composite
+    assert wire.exported_name == api.export_name(name)
+
+
+def test_a_composite_with_attributes_and_malformed_ones() -> None:
+    read = convert.krb5_export_of_composite
+    mech = b"\x00\x0b\x06\x09" + oids.KRB5
+    plain = b"\x04\x01" + mech + b"\x00\x00\x00\x05alice"
+    assert read(b"\x04\x02" + mech + b"\x00\x00\x00\x05alice" + b"\x00\x00\x00\x03abc") == plain
+    assert read(b"\x04\x02" + mech + b"\x00\x00\x00\x05alice" + b"\x00\x00\x00\x00") == plain
+    for token in (
+        b"",
+        plain,  # not a composite token
+        b"\x04\x02" + mech + b"\x00\x00\x00\x05alice",  # no attribute length
+        b"\x04\x02" + mech + b"\x00\x00\x00\x05alice" + b"\x00\x00\x00\x04abc",  # short
+        b"\x04\x02" + mech + b"\x00\x00\x00\x05alice" + b"\x00\x00\x00\x02abc",  # long
+        b"\x04\x02" + mech + b"\x00\x00\x00\x09alice" + b"\x00\x00\x00\x00",
+    ):
+        assert read(token) is None, token
