@@ -121,7 +121,10 @@ def krb5_display_of_export(exported: bytes) -> tuple[bytes, bytes] | None:
     GSS_KRB5_NT_PRINCIPAL_NAME; a display_name call costs a krb5 context of
     its own. None (ask `gss_display_name`) for anything else: another
     mechanism, a malformed token, or a WELLKNOWN principal (the anonymous
-    one displays as GSS_C_NT_ANONYMOUS).
+    one displays as GSS_C_NT_ANONYMOUS). This is MIT's rule (disp_name.c and
+    export_name.c), the library gssproxy and this daemon are built on;
+    Heimdal displays without escapes, and tests/unit/test_gss_convert_names.py
+    would fail against it.
     """
     principal = _krb5_principal(exported, _EXPORT_ID)
     return None if principal is None else _krb5_display(principal)
