@@ -204,7 +204,7 @@ def round_for(label: str, d: object, realm: object, work: Path, args: argparse.N
     finally:
         d.stop()
     return (
-        f"| {label} | {lat['p50_ms']:.1f} | {lat['p99_ms']:.1f} | {int(lat['calls'])} "
+        f"| {label} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.1f} | {int(lat['calls'])} "
         f"| {int(kern['kernel_calls'])} | {kern['kernel_rate']:.0f} | {int(answered)} |"
     )
 
