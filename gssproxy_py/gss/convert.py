@@ -130,12 +130,16 @@ def krb5_display_of_export(exported: bytes) -> tuple[bytes, bytes] | None:
     return None if principal is None else _krb5_display(principal)
 
 
-def gssx_name(name: api.Name | None, *, kernel: bool = False) -> GssxName:
+def gssx_name(
+    name: api.Name | None, *, kernel: bool = False, exported: bytes | None = None
+) -> GssxName:
     """Wire form of a name; for the kernel, no composite export and a length check.
 
     Of MIT's three calls for a krb5 MN (composite export, export, display)
     only the composite export is made (the export, for the kernel); the
-    others' answers are read from its token.
+    others' answers are read from its token. `exported`: the name's
+    `gss_export_name` token when the caller already made it (the kernel's
+    initiator, exported for linux_creds_v1).
     """
     if name is None:
         return EMPTY_NAME
@@ -146,7 +150,8 @@ def gssx_name(name: api.Name | None, *, kernel: bool = False) -> GssxName:
         exported = _export_token(principal)
         shown = _krb5_display(principal)
     else:
-        exported = api.export_name(name)
+        if exported is None:
+            exported = api.export_name(name)
         shown = krb5_display_of_export(exported)
     if shown is None:
         try:
@@ -192,12 +197,14 @@ def gssx_ctx(
     mech: bytes,
     locally_initiated: bool,
     kernel: bool = False,
+    src_export: bytes | None = None,
 ) -> GssxCtx:
     """The `gssx_ctx` for an exported (or partial) context.
 
     `info` comes from `inquire_context` before the export consumed the
     context; None (a partial context the mech cannot describe) gives empty
-    names, as gssproxy tolerates.
+    names, as gssproxy tolerates. `src_export`: the initiator's export
+    token, when the caller already made it.
     """
     if info is None:
         return GssxCtx(
@@ -218,7 +225,7 @@ def gssx_ctx(
         state=b"",
         needs_release=False,
         mech=info.mech or mech,
-        src_name=gssx_name(info.initiator, kernel=kernel),
+        src_name=gssx_name(info.initiator, kernel=kernel, exported=src_export),
         targ_name=gssx_name(info.target, kernel=kernel),
         # The interposer reads this as the remaining lifetime (gssproxy fills it
         # from gss_inquire_context's lifetime_rec), not as an absolute time.

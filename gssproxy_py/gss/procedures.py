@@ -397,7 +397,9 @@ def _export_context(
     locally_initiated: bool,
     complete: bool,
     initiator: api.Name | None = None,
+    initiator_export: bytes | None = None,
 ) -> GssxCtx:
+    """`initiator_export`: `initiator`'s export token, when the caller made it."""
     info = api.inquire_context(context, initiator)
     kernel = types.kernel and complete
     if kernel:
@@ -410,7 +412,12 @@ def _export_context(
     if types.kernel and len(token) > 128:
         raise GssFailure(GSS_S_FAILURE, EINVAL, "exported context exceeds the kernel's 128 bytes")
     return convert.gssx_ctx(
-        token, info, mech=mech, locally_initiated=locally_initiated, kernel=types.kernel
+        token,
+        info,
+        mech=mech,
+        locally_initiated=locally_initiated,
+        kernel=types.kernel,
+        src_export=initiator_export if initiator is not None else None,
     )
 
 
@@ -520,16 +527,18 @@ def _check_delegation(svc: Service, lease: CredLease, target: api.Name) -> None:
 # -- 9 ACCEPT_SEC_CONTEXT --------------------------------------------------------------
 
 
-async def _linux_creds(engine: GssEngine, req: Request, name: api.Name | None) -> bytes:
+async def _linux_creds(
+    engine: GssEngine, req: Request, name: api.Name | None, exported: bytes
+) -> bytes:
     """The `linux_creds_v1` value for the initiator (UNMAPPED if no local user).
 
+    `exported`: the name's `gss_export_name` token (b"" if none).
     The local name and the NSS answers are reused for `engine.local_creds`'s
     TTL; looking them up may wait.
     """
     if name is None:
         req.log.info("linux_creds_v1 for no initiator name: unmapped")
         return encode_linux_creds(UNMAPPED.uid, UNMAPPED.gid, UNMAPPED.groups)
-    exported = api.export_name(name)
     found = engine.local_creds.get(exported) if exported else None
     if found is None:
         await req.steps.may_wait("local user lookup (NSS)")
@@ -611,10 +620,14 @@ async def proc_accept_sec_context(
                 req.service.name,
             )
         extra: list[GssxOption] = []
+        # The kernel's initiator is exported once, for linux_creds_v1 and src_name.
+        initiator_export: bytes | None = None
         if types.creds is options.CredsExport.LINUX_CREDS_V1 and complete:
+            if step.initiator is not None:
+                initiator_export = api.export_name(step.initiator)
             # After the accept consumed its token: a lookup that must wait
             # continues the call on a thread from here, it does not repeat it.
-            value = await _linux_creds(engine, req, step.initiator)
+            value = await _linux_creds(engine, req, step.initiator, initiator_export or b"")
             extra.append(options.option(options.LINUX_CREDS_V1, value))
         ctx = _export_context(
             step.context,
@@ -625,6 +638,7 @@ async def proc_accept_sec_context(
             # The accept's src_name is the context's initiator (MIT duplicates
             # the same principal for both); a partial context asks for its own.
             initiator=step.initiator if complete else None,
+            initiator_export=initiator_export,
         )
         delegated = _delegated_cred(engine, req, arg, types, step)
         extra.extend(_sync_option(engine, req, lease, wants_sync))
