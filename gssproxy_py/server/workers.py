@@ -217,9 +217,31 @@ class WorkerSupervisor:
         due = [s.due for s in self.slots if s.pid is None]
         return max(0.0, min(due) - time.monotonic()) if due else 60.0
 
+    @staticmethod
+    def _backed_off(slot: _Slot, now: float) -> None:
+        """A start that failed counts as a quick death: the slot is due
+        after `restart_delay` (1s, 2s ...: no fork loop)."""
+        slot.pid = None
+        slot.quick_deaths += 1
+        slot.due = now + restart_delay(slot.quick_deaths)
+
     def _fork(self, slot: _Slot) -> None:
         supervisor = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            # EAGAIN (RLIMIT_NPROC, pids cgroup) or ENOMEM: this slot waits
+            # and tries again. An exception here would end the supervisor,
+            # and with it every worker already serving (PR_SET_PDEATHSIG).
+            self._backed_off(slot, time.monotonic())
+            _log.error(
+                "worker process %d of %d not started: fork: %s; trying again in %gs",
+                slot.number + 1,
+                self.count,
+                exc.strerror,
+                slot.due - time.monotonic(),
+            )
+            return
         if pid == 0:
             _child(lambda: self._worker(supervisor))
         slot.pid, slot.started = pid, time.monotonic()

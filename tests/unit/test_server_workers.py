@@ -4,9 +4,11 @@ view of the sockets, the restart back-off, the single-thread check, and the
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,30 @@ def test_worker_processes_option(tmp_path: Path, value: str, ok: bool) -> None:
     else:
         with pytest.raises(ConfigError, match=f"{conf}:2: option 'worker_processes'"):
             load_config(str(conf), None, default_socket=str(tmp_path / "s"))
+
+
+def test_a_fork_that_fails_backs_the_slot_off_and_the_supervisor_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EAGAIN from fork (RLIMIT_NPROC, the pids cgroup) must not end the
+    supervisor: that would end every worker already serving with it."""
+
+    def refuse() -> int:
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    monkeypatch.setattr(workers.os, "fork", refuse)
+    supervisor = workers.WorkerSupervisor(
+        count=3,
+        run_worker=lambda _config: 0,
+        reload_config=_config,
+        config=_config(),
+        shutdown_grace=1.0,
+    )
+    slot = workers._Slot(1)
+    for tries, delay in ((1, 1.0), (2, 2.0), (3, 4.0)):
+        before = time.monotonic()
+        supervisor._fork(slot)
+        assert slot.pid is None
+        assert slot.quick_deaths == tries
+        assert slot.due >= before + delay
+        assert supervisor._wait_time() > 0
