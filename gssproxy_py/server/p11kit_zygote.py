@@ -12,7 +12,9 @@ service, the PIN, the log level) with the connection's descriptor
 it could not fork), and `{"exited": pid, "status": s}` when a worker
 ends. `{"end": pid}` asks it to SIGTERM a worker; the end of the pair
 (the daemon stopping or gone) ends every worker and the zygote. The PIN
-travels only over that pair: never in argv, the environment or a file.
+travels only over that pair: never in argv, the environment or a file;
+the zygote and its workers are not dumpable (no core file, no ptrace by
+the daemon's uid).
 
 A worker takes the daemon's uid, gids and log level, initialises the
 module itself (`ModuleWorker`, its calls made inline: the process has one
@@ -28,6 +30,7 @@ daemon's format (`server.logs`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -71,6 +74,7 @@ MAX_MESSAGE: Final = 64 * 1024
 #: Seconds the zygote gives its workers to end after SIGTERM at the end.
 _END_GRACE: Final = 5.0
 _READ_SIZE: Final = 64 * 1024
+_PR_SET_DUMPABLE: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +411,19 @@ def zygote(control: socket.socket) -> None:
         _end_all(workers)
 
 
+def _not_dumpable() -> None:
+    """PR_SET_DUMPABLE 0 for the zygote and, inherited over fork, for every
+    worker: they hold the PIN (and a worker the module's session), so no core
+    file, and no ptrace or /proc/PID/mem by other processes of the daemon's
+    uid (its /proc files then belong to root). A worker that changes uid
+    would be made non-dumpable by the kernel; one of the same uid would not."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0)")
+
+
 def main(argv: Sequence[str]) -> int:
+    _not_dumpable()
     control = socket.socket(fileno=int(argv[0]))
     zygote(control)
     return 0

@@ -1,0 +1,81 @@
+"""The p11-kit zygote and the workers it forks are not dumpable
+(PR_SET_DUMPABLE 0): both hold the PIN, so neither may leave a core file
+nor be read through ptrace or /proc/PID/mem by another process of the
+daemon's uid. Seen from outside, the /proc/PID files of a process that is
+not dumpable belong to root (the directory itself excepted) whatever uid it runs as, so the real zygote
+runs here as an ordinary uid (as it does under `run_as_user`) and is handed
+one connection, served by a real worker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gssproxy_py.server.p11kit_zygote import MAX_MESSAGE, Handoff
+from gssproxy_py.testing.paths import VENV_PYTHON
+from gssproxy_py.testing.users import check_can_run_python, ensure_test_users, popen_as
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+
+def _real_uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid: line for pid {pid}")
+
+
+def test_the_zygote_and_its_workers_are_not_dumpable() -> None:
+    (user, _) = ensure_test_users()
+    check_can_run_python(user)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.settimeout(30)
+    zygote = popen_as(
+        user,
+        [str(VENV_PYTHON), "-m", "gssproxy_py.server.p11kit_zygote", str(theirs.fileno())],
+        {},
+        pass_fds=(theirs.fileno(),),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    theirs.close()
+    client, served = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        handoff = Handoff(
+            token=1,
+            number=1,
+            socket_path="test",
+            who="test",
+            log_level=logging.WARNING,
+            record_timeout=5.0,
+            uid=user.uid,
+            gid=user.gid,
+            groups=(),
+        )
+        socket.send_fds(ours, [handoff.encode()], [served.fileno()])
+        served.close()
+        answer = json.loads(ours.recv(MAX_MESSAGE))
+        assert answer.get("spawned") == 1, answer
+        worker = int(answer["pid"])
+        for pid in (zygote.pid, worker):
+            assert _real_uid(pid) == user.uid, pid
+            assert os.stat(f"/proc/{pid}/mem").st_uid == 0, f"pid {pid} is dumpable"
+        client.close()
+        ended = json.loads(ours.recv(MAX_MESSAGE))
+        assert ended == {"exited": worker, "status": 0}, ended
+    finally:
+        client.close()
+        ours.close()  # the end of the pair ends the zygote
+        try:
+            _, err = zygote.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            zygote.kill()
+            _, err = zygote.communicate()
+    assert zygote.returncode == 0, err.decode()
