@@ -141,7 +141,10 @@ class P11KitWorkers:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._zygote = subprocess.Popen(
-                [sys.executable, "-m", ZYGOTE_MODULE, str(theirs.fileno())],
+                # -P: `-m` would put the working directory first on sys.path,
+                # so a daemon started with -i from a directory others can
+                # write would import their json.py (as root) in the zygote.
+                [sys.executable, "-P", "-m", ZYGOTE_MODULE, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

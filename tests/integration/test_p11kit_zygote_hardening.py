@@ -1,13 +1,15 @@
-"""The p11-kit zygote and the workers it forks are not dumpable
+"""The p11-kit zygote's hardening: it imports nothing from the daemon's
+working directory, and it and the workers it forks are not dumpable
 (PR_SET_DUMPABLE 0): both hold the PIN, so neither may leave a core file
 nor be read through ptrace or /proc/PID/mem by another process of the
 daemon's uid. Seen from outside, the /proc/PID files of a process that is
-not dumpable belong to root (the directory itself excepted) whatever uid it runs as, so the real zygote
-runs here as an ordinary uid (as it does under `run_as_user`) and is handed
-one connection, served by a real worker."""
+not dumpable belong to root (the directory itself excepted) whatever uid it
+runs as, so the real zygote runs here as an ordinary uid (as it does under
+`run_as_user`) and is handed one connection, served by a real worker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from gssproxy_py.server.p11kit_workers import P11KitWorkers
 from gssproxy_py.server.p11kit_zygote import MAX_MESSAGE, Handoff
 from gssproxy_py.testing.paths import VENV_PYTHON
 from gssproxy_py.testing.users import check_can_run_python, ensure_test_users, popen_as
@@ -79,3 +82,31 @@ def test_the_zygote_and_its_workers_are_not_dumpable() -> None:
             zygote.kill()
             _, err = zygote.communicate()
     assert zygote.returncode == 0, err.decode()
+
+
+#: Stands for any module another user could leave in the daemon's working
+#: directory: it leaves a mark if imported.
+_PLANTED = "open(__file__ + '.imported', 'w').close()\nraise SystemExit(3)\n"
+
+
+def test_the_zygote_imports_nothing_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m` puts the working directory first on sys.path: the zygote
+    of a daemon started with -i from a directory others can write must not
+    import their modules (the first one it imports is json)."""
+    (tmp_path / "json.py").write_text(_PLANTED)
+    monkeypatch.chdir(tmp_path)
+
+    async def start_and_stop() -> bool:
+        workers = P11KitWorkers(None, 1.0)
+        workers.start()
+        # Time for its imports; close() then waits for it to end, so the
+        # mark below is there if it imported the planted module at all.
+        await asyncio.sleep(0.5)
+        running = workers.running
+        await workers.close()
+        return running
+
+    assert asyncio.run(start_and_stop())
+    assert not (tmp_path / "json.py.imported").exists()
