@@ -342,7 +342,9 @@ def get_tgt_here(request: PkinitRequest, pin: Pin) -> None:
 
 
 def _child_argv() -> list[str]:
-    return [sys.executable, "-m", "gssproxy_py.pkcs11.pkinit"]
+    # -P: `-m` alone puts the working directory first on sys.path (a daemon
+    # run with -i from a directory others can write would import theirs).
+    return [sys.executable, "-P", "-m", "gssproxy_py.pkcs11.pkinit"]
 
 
 def _child_input(request: PkinitRequest, pin: Pin) -> bytes:

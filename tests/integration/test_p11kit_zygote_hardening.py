@@ -1,5 +1,5 @@
-"""The p11-kit zygote's hardening: it imports nothing from the daemon's
-working directory, and it and the workers it forks are not dumpable
+"""The p11-kit zygote's hardening: it (and the PKINIT child) imports nothing
+from the daemon's working directory, and it and the workers it forks are not dumpable
 (PR_SET_DUMPABLE 0): both hold the PIN, so neither may leave a core file
 nor be read through ptrace or /proc/PID/mem by another process of the
 daemon's uid. Seen from outside, the /proc/PID files of a process that is
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from gssproxy_py.pkcs11.pin import Pin
+from gssproxy_py.pkcs11.pkinit import PkinitError, PkinitRequest, obtain_tgt_sync
 from gssproxy_py.server.p11kit_workers import P11KitWorkers
 from gssproxy_py.server.p11kit_zygote import MAX_MESSAGE, Handoff
 from gssproxy_py.testing.paths import VENV_PYTHON
@@ -109,4 +111,17 @@ def test_the_zygote_imports_nothing_from_the_working_directory(
         return running
 
     assert asyncio.run(start_and_stop())
+    assert not (tmp_path / "json.py.imported").exists()
+
+
+def test_the_pkinit_child_imports_nothing_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PKINIT child (`python -m gssproxy_py.pkcs11.pkinit`, given the PIN
+    on stdin) is started the same way, and must not either."""
+    (tmp_path / "json.py").write_text(_PLANTED)
+    monkeypatch.chdir(tmp_path)
+    request = PkinitRequest("nobody@EXAMPLE.TEST", "PKCS11:module_name=/nonexistent", "MEMORY:x")
+    with pytest.raises(PkinitError):
+        obtain_tgt_sync(request, Pin("not-a-pin", "test"), env={}, time_limit=60)
     assert not (tmp_path / "json.py.imported").exists()
