@@ -39,7 +39,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final, TypeVar
 
 from gssproxy_py.config.model import Service
@@ -94,7 +94,8 @@ class Handoff:
     pkcs11_module: str | None = None
     pkcs11_uris: tuple[str, ...] = ()
     p11kit_mechanisms: tuple[str, ...] | None = None
-    pin: str | None = None
+    # Out of repr: a hand-off in a log line or an assertion shows no PIN.
+    pin: str | None = field(default=None, repr=False)
     pin_source: str = ""
     pin_problem: str | None = None
     failure: str | None = None  # why the service has no token access

@@ -124,7 +124,11 @@ def test_the_hand_off_round_trips() -> None:
         pkcs11_module="/usr/lib/softhsm/libsofthsm2.so",
         pkcs11_uris=("pkcs11:token=t;object=k",),
         p11kit_mechanisms=("ECDSA",),
-        pin="1234",
+        pin="secret-pin-1234",
         pin_source="keyring:k",
     )
     assert Handoff.decode(h.encode()) == h
+    # The JSON carries it to the worker; a repr (a log line, a failed
+    # assertion's message) never shows it.
+    assert "secret-pin-1234" not in repr(h)
+    assert "keyring:k" in repr(h)
