@@ -14,12 +14,22 @@ SYSPY   := /usr/bin/python3
 APT_PKGS := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gssproxy krb5-gss-samples \
             krb5-pkinit softhsm2 opensc p11-kit p11-kit-modules gnutls-bin libengine-pkcs11-openssl \
             openssh-client openssh-server keyutils iproute2 python3-venv python3-dev \
-            util-linux slapd ldap-utils krb5-kdc-ldap systemd man-db faketime
+            util-linux slapd ldap-utils krb5-kdc-ldap systemd man-db faketime gcc
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# mypyc: the modules listed in gssproxy_py/compiled.py are compiled in place
+# (mk/mypyc_build.py); `make deps MYPYC=0` (or GSSPROXY_PY_NO_MYPYC=1 in the
+# environment) removes the build instead. A build that fails leaves the
+# pure-Python tree, which is what runs without one. The stamp in the venv
+# is remade, and the modules rebuilt, when a compiled module's source changes.
+MYPYC   ?= $(if $(filter-out 0,$(GSSPROXY_PY_NO_MYPYC)),0,1)
+MYPYC_STAMP := $(VENV)/.mypyc
+MYPYC_SRC := gssproxy_py/compiled.py $(shell sed -n 's/^    "\(gssproxy_py\.[a-z_.]*\)",$$/\1/p' \
+                 gssproxy_py/compiled.py | tr . / | sed 's/$$/.py/')
+COMPILED := $(if $(filter 1,$(MYPYC)),$(MYPYC_STAMP),nocompile)
 IDL     := $(wildcard idl/*.x)
 STUBS   := $(patsubst idl/%.x,gssproxy_py/proto/%.py,$(IDL))
 
-.PHONY: help deps apt run test unit pytest lint stubs docs fuzz bench kernel-test clean
+.PHONY: help deps apt nocompile run test unit pytest pytest-pure lint stubs docs fuzz bench kernel-test clean
 
 help:
 	@echo "make run     start a throwaway realm and the daemon; show a real client through it"
@@ -31,7 +41,7 @@ help:
 	@echo "make fuzz    run the decoder fuzz targets for longer"
 	@echo "make lint    ruff and mypy --strict"
 
-deps: apt $(STAMP)
+deps: apt $(STAMP) $(COMPILED)
 
 # Install only the packages that are missing, so a prepared machine pays nothing.
 apt:
@@ -48,14 +58,32 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
 
+$(MYPYC_STAMP): $(STAMP) $(MYPYC_SRC)
+	@echo "mypyc: compiling the hot modules (gssproxy_py/compiled.py)"
+	$(PY) mk/mypyc_build.py || echo "mypyc: the pure-Python modules run"
+	touch $@
+
+nocompile:
+	@if [ -f gssproxy_py/compiled.sha256 ]; then $(PY) mk/mypyc_build.py --clean; fi
+	rm -f $(MYPYC_STAMP)
+
 run: deps
 	$(PY) -m gssproxy_py.testing.demo
 
 # kernel-test boots a VM under qemu TCG (most of a minute; see mk/kernel.mk).
-test: deps lint pytest kernel-test
+test: deps lint pytest pytest-pure kernel-test
 
+# The whole suite runs on the compiled modules (when they are built);
+# pytest-pure runs the pure layers again on the .py files, so the fallback
+# is tested too.
 pytest: deps
 	$(PY) -m pytest -q
+
+pytest-pure: deps
+	@if [ -f gssproxy_py/compiled.sha256 ]; then \
+	    echo "GSSPROXY_PY_NO_MYPYC=1: tests/unit and tests/conformance on the .py files"; \
+	    GSSPROXY_PY_NO_MYPYC=1 $(PY) -m pytest -q tests/unit tests/conformance; \
+	fi
 
 unit: deps
 	$(PY) -m pytest -q tests/unit tests/conformance
@@ -87,6 +115,8 @@ bench: deps
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find gssproxy_py -name '*.so' -delete
+	rm -f gssproxy_py/compiled.sha256 $(MYPYC_STAMP)
 
 include mk/kernel.mk
 include mk/install.mk

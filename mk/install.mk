@@ -42,7 +42,12 @@ INSTALL_SOURCES := setup.cfg pyproject.toml MANIFEST.in README.md LICENSE gsspro
 
 .PHONY: install uninstall
 
-install:
+# With MYPYC=1 (the default) the modules mypyc compiles are built in the
+# tree first, as `make deps` does (which needs its .venv), and their
+# extensions copied next to the installed .py files; the daemon's guard
+# (gssproxy_py/compiled.py) checks them against those files at start.
+# MYPYC=0, or a build that failed, installs the pure-Python package.
+install: $(if $(filter 1,$(MYPYC)),$(MYPYC_STAMP))
 	@test -x $(SYSPY) || { echo "$(SYSPY) is missing: apt-get install python3-venv"; exit 1; }
 	rm -rf '$(VENV_DEST)'
 	$(SYSPY) -m venv '$(VENV_DEST)'
@@ -50,8 +55,15 @@ install:
 	@# sources, and build/ holds the kernel test's VM.
 	src=$$(mktemp -d) && trap 'rm -rf "$$src"' EXIT && \
 	cp -r $(INSTALL_SOURCES) "$$src/" && \
+	find "$$src/gssproxy_py" \( -name '*.so' -o -name compiled.sha256 \) -delete && \
 	'$(VENV_DEST)/bin/python' -m pip install -q --disable-pip-version-check \
 	    --no-warn-script-location "$$src"
+	if [ '$(MYPYC)' = 1 ] && [ -f gssproxy_py/compiled.sha256 ]; then \
+	    site=$$('$(VENV_DEST)/bin/python' -c 'import sysconfig; print(sysconfig.get_path("purelib"))') && \
+	    for f in gssproxy_py/compiled.sha256 $$(find gssproxy_py -name '*.so'); do \
+	        install -D -m 0644 "$$f" "$$site/$$f" || exit 1; \
+	    done; \
+	fi
 	@# The venv was made at $(VENV_DEST); it will run from $(LIBDIR).
 	@if [ -n '$(DESTDIR)' ]; then \
 	    grep -rlI --null -F '$(VENV_DEST)' '$(VENV_DEST)/bin' '$(VENV_DEST)/pyvenv.cfg' \

@@ -27,11 +27,14 @@ equal value.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import enum
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 from gssproxy_py.errors import LocalError
@@ -165,22 +168,47 @@ _FIELDS: dict[type[Any], tuple[tuple[str, TypeDesc], ...]] = {}
 def struct_fields(cls: type[Any]) -> tuple[tuple[str, TypeDesc], ...]:
     """(name, descriptor) of each field of a generated dataclass, in order.
 
-    The discriminant of a single-case union arm is a property, not a dataclass field, so an arm
-    lists only what it carries. Results are cached per class (a race between
-    threads only computes the same tuple twice).
+    The discriminant of a single-case union arm is a property, not a
+    dataclass field, so an arm lists only what it carries. Results are
+    cached per class (a race between threads only computes the same tuple
+    twice).
     """
     cached = _FIELDS.get(cls)
     if cached is not None:
         return cached
-    namespace = vars(sys.modules[cls.__module__])
+    module = sys.modules[cls.__module__]
+    namespace = vars(module)
     annotations: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        annotations.update(getattr(klass, "__annotations__", {}))
+    origin = getattr(module, "__file__", None) or ""  # none for code built in memory
+    if origin.endswith(tuple(EXTENSION_SUFFIXES)):
+        annotations = _source_annotations(cls, origin)
+    else:
+        for klass in reversed(cls.__mro__):
+            annotations.update(getattr(klass, "__annotations__", {}))
     fields = tuple(
         (f.name, describe(annotations[f.name], namespace)) for f in dataclasses.fields(cls)
     )
     _FIELDS[cls] = fields
     return fields
+
+
+def _source_annotations(cls: type[Any], extension: str) -> dict[str, str]:
+    """A class's field annotations as written in its module's .py file.
+
+    A module compiled with mypyc (gssproxy_py/compiled.py) keeps only the
+    runtime classes in `__annotations__` (`tuple`, not `tuple[GssxOption,
+    ...]`, names qualified); its source, which the build keeps beside the
+    extension, still has the text the descriptors are made from.
+    """
+    source = Path(extension).parent / (cls.__module__.rpartition(".")[2] + ".py")
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
+            return {
+                item.target.id: ast.unparse(item.annotation)
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            }
+    raise TypeError(f"no class {cls.__name__} in {source}")
 
 
 #: What a procedure table gives as an argument or result type: a class, or the

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gssproxy_py import compiled
 from gssproxy_py.admin.paths import admin_socket_path
 from gssproxy_py.admin.stats import CallCounters
 from gssproxy_py.config.load import load_config
@@ -931,6 +932,9 @@ async def serve(
         loop.add_signal_handler(signal.SIGHUP, server.request_reload)
         for signum in _STOP_SIGNALS:
             loop.add_signal_handler(signum, server.request_stop)
+    # Which build runs: a stale mypyc build (the .py files run instead) is worth a warning.
+    stale_build, build_line = compiled.describe()
+    _log.log(logging.WARNING if stale_build else logging.DEBUG, "python modules: %s", build_line)
     # A worker's line is another: tools wait for the first process's.
     _log.info("%s", READY_MESSAGE if options.first_process else WORKER_READY_MESSAGE)
     notify("READY=1")
