@@ -38,6 +38,12 @@ MODULES: Final = (
     "gssproxy_py.proto.gss_proxy",
     "gssproxy_py.proto.rpc_msg",
     "gssproxy_py.rpc.messages",
+    "gssproxy_py.rpc.records",
+    "gssproxy_py.rpc.dispatch",
+    "gssproxy_py.xdr.program",
+    "gssproxy_py.gss.credentials",
+    "gssproxy_py.gss.convert",
+    "gssproxy_py.server.calls",
 )
 #: The manifest the build writes next to this file.
 MANIFEST: Final = "compiled.sha256"

@@ -119,28 +119,36 @@ class RecordReader:
         """Feed view[pos:] through the reassembly buffer, fragment by fragment."""
         end = len(view)
         while pos < end:
-            if self._fragment_left is None:
-                pos = self._take_header(view, pos)
-                if self._fragment_left is None:
+            # A local, not the attribute twice: mypy (and so mypyc) keeps the
+            # attribute narrowed to None across _take_header's assignment.
+            left = self._fragment_left
+            if left is None:
+                pos, left = self._take_header(view, pos)
+                if left is None:
                     return  # the header continues in the next chunk
-            take = min(self._fragment_left, end - pos)
+            take = min(left, end - pos)
             if take:
                 self._record += view[pos : pos + take]
                 pos += take
-                self._fragment_left -= take
-            if self._fragment_left == 0:
+                left -= take
+            self._fragment_left = left
+            if left == 0:
                 self._fragment_left = None
                 if self._is_last:
                     records.append(bytes(self._record))
                     self._record.clear()
 
-    def _take_header(self, view: memoryview, pos: int) -> int:
-        """Read (the rest of) a fragment header; once whole, start its fragment."""
+    def _take_header(self, view: memoryview, pos: int) -> tuple[int, int | None]:
+        """Read (the rest of) a fragment header; once whole, start its fragment.
+
+        Returns where the chunk goes on and the fragment's length, None while
+        the header is still incomplete.
+        """
         take = min(HEADER_SIZE - len(self._header), len(view) - pos)
         self._header += view[pos : pos + take]
         pos += take
         if len(self._header) < HEADER_SIZE:
-            return pos
+            return pos, None
         (word,) = _HEADER.unpack(self._header)
         self._header.clear()
         length = word & FRAGMENT_LENGTH_MASK
@@ -150,7 +158,7 @@ class RecordReader:
             raise self._spent
         self._fragment_left = length
         self._is_last = bool(word & LAST_FRAGMENT)
-        return pos
+        return pos, length
 
 
 def frame(record: bytes | bytearray | memoryview) -> bytes:
