@@ -25,9 +25,7 @@ Differences from gssproxy, on purpose (see also the report in the docs):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from gssproxy_py.config.model import CredUsage, Service
 from gssproxy_py.gss import api, convert, options, policy
@@ -41,6 +39,7 @@ from gssproxy_py.gss.linux_creds import (
     resolve_local_creds,
 )
 from gssproxy_py.gss.lucid import LucidFormatError, format_linux_lucid_v1
+from gssproxy_py.gss.rows import GssProcedure, row
 from gssproxy_py.gss.sealing import gssx_cred
 from gssproxy_py.gss.status import (
     EACCES,
@@ -59,13 +58,10 @@ from gssproxy_py.gss.status import (
     ok_status,
 )
 from gssproxy_py.proto import gss_proxy as gp
-from gssproxy_py.proto.gss_proxy import GssxCred, GssxCtx, GssxOption, GssxStatus
+from gssproxy_py.proto.gss_proxy import GssxCred, GssxCtx, GssxOption
 from gssproxy_py.vocab import oids
 
 __all__ = ["PROCEDURES", "GssProcedure", "row"]
-
-_A = TypeVar("_A")
-_R = TypeVar("_R")
 
 #: GSS_C_DELEG_FLAG
 _DELEG_FLAG = 1
@@ -783,39 +779,7 @@ async def proc_wrap_size_limit(
     return gp.GssxResWrapSizeLimit(status=ok_status(oids.KRB5), max_input_size=size)
 
 
-# -- the rows ----------------------------------------------------------------------------
-
-_Handler = Callable[[GssEngine, Request, _A], Coroutine[Any, Any, _R]]
-
-
-@dataclass(frozen=True, slots=True)
-class GssProcedure(Generic[_A, _R]):
-    """One GSS-Proxy procedure: everything the program needs to serve it."""
-
-    number: int
-    arg: type[_A]
-    result: type[_R]
-    handler: _Handler[_A, _R]
-    #: may be tried on the event loop (see `gss.inline`); the others (names,
-    #: cred import/export/store, init) may wait for DNS, a KDC or a ccache
-    #: daemon at once, and always start on a thread
-    inline: bool
-    #: the result carrying only a failure status (everything else empty)
-    failure: Callable[[GssxStatus], _R]
-
-
-def row(
-    number: int,
-    arg: type[_A],
-    result: type[_R],
-    handler: _Handler[_A, _R],
-    *,
-    inline: bool,
-    failure: Callable[[GssxStatus], _R],
-) -> GssProcedure[_A, _R]:
-    """A row, with its types checked against the handler's (by mypy)."""
-    return GssProcedure(number, arg, result, handler, inline, failure)
-
+# -- the rows (their type: gss/rows.py) ---------------------------------------------
 
 _BOTH = gp.GssxCredUsage.GSSX_C_BOTH
 
