@@ -44,6 +44,8 @@ MODULES: Final = (
     "gssproxy_py.gss.credentials",
     "gssproxy_py.gss.convert",
     "gssproxy_py.server.calls",
+    "gssproxy_py.gss.procedures",
+    "gssproxy_py.gss.program",
 )
 #: The manifest the build writes next to this file.
 MANIFEST: Final = "compiled.sha256"
@@ -51,6 +53,16 @@ MANIFEST: Final = "compiled.sha256"
 NO_MYPYC_ENV: Final = "GSSPROXY_PY_NO_MYPYC"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def source_of(module: str) -> Path:
+    """The .py file of a module of this package.
+
+    Not from the module's `__file__`: mypyc sets that of a module first
+    imported by another of its build under the shared library's directory
+    (`gssproxy_py/gssproxy_py/...`).
+    """
+    return _PACKAGE_DIR.parent / (module.replace(".", "/") + ".py")
 
 
 class SourceFirst(importlib.abc.MetaPathFinder):

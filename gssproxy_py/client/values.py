@@ -34,9 +34,9 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.machinery import EXTENSION_SUFFIXES
-from pathlib import Path
 from typing import Any, Final, TypeAlias
 
+from gssproxy_py import compiled
 from gssproxy_py.errors import LocalError
 from gssproxy_py.vocab.oids import OidError, decode_oid, encode_oid
 
@@ -181,7 +181,7 @@ def struct_fields(cls: type[Any]) -> tuple[tuple[str, TypeDesc], ...]:
     annotations: dict[str, Any] = {}
     origin = getattr(module, "__file__", None) or ""  # none for code built in memory
     if origin.endswith(tuple(EXTENSION_SUFFIXES)):
-        annotations = _source_annotations(cls, origin)
+        annotations = _source_annotations(cls)
     else:
         for klass in reversed(cls.__mro__):
             annotations.update(getattr(klass, "__annotations__", {}))
@@ -192,7 +192,7 @@ def struct_fields(cls: type[Any]) -> tuple[tuple[str, TypeDesc], ...]:
     return fields
 
 
-def _source_annotations(cls: type[Any], extension: str) -> dict[str, str]:
+def _source_annotations(cls: type[Any]) -> dict[str, str]:
     """A class's field annotations as written in its module's .py file.
 
     A module compiled with mypyc (gssproxy_py/compiled.py) keeps only the
@@ -200,7 +200,7 @@ def _source_annotations(cls: type[Any], extension: str) -> dict[str, str]:
     ...]`, names qualified); its source, which the build keeps beside the
     extension, still has the text the descriptors are made from.
     """
-    source = Path(extension).parent / (cls.__module__.rpartition(".")[2] + ".py")
+    source = compiled.source_of(cls.__module__)
     for node in ast.parse(source.read_text()).body:
         if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
             return {

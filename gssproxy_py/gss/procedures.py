@@ -476,9 +476,13 @@ async def proc_init_sec_context(
     target = convert.import_gssx_name(arg.target_name)
     context = _imported_context(arg.context_handle)
     lease = await engine.credentials.lease_handle(req, arg.cred_handle)
+    if lease is None:
+        # Before the try: compiled with mypyc, a finally that reads a
+        # variable narrowed inside its try reads it as narrowed, and raised
+        # TypeError when the default acquisition failed (release(None) did
+        # nothing here anyway).
+        lease = await _default_lease(engine, req, CredUsage.INITIATE)
     try:
-        if lease is None:
-            lease = await _default_lease(engine, req, CredUsage.INITIATE)
         if context is None:
             _check_delegation(svc, lease, target)
         wants_sync = options.wants_sync(arg.options)
@@ -594,9 +598,9 @@ async def proc_accept_sec_context(
     types = options.parse_call_options(arg.call_ctx.options)
     context = _imported_context(arg.context_handle)
     lease = await engine.credentials.lease_handle(req, arg.cred_handle)
+    if lease is None:  # before the try: see proc_init_sec_context
+        lease = await _default_lease(engine, req, CredUsage.ACCEPT)
     try:
-        if lease is None:
-            lease = await _default_lease(engine, req, CredUsage.ACCEPT)
         wants_sync = options.wants_sync(arg.options)
         _prepare_sync(lease, wants_sync, req)
         step = api.accept_sec_context(

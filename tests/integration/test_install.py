@@ -118,6 +118,31 @@ def test_destdir_install_has_final_paths_and_uninstall_removes_everything(
     assert not venv.exists()
 
 
+def test_installed_package_runs_the_trees_build(prefix: Path) -> None:
+    # make install copies the tree's mypyc build (make deps) when there is
+    # one; the installed daemon's guard finds it fresh against the installed
+    # sources, or, without a build, runs the .py files.
+    probe = (
+        "import gssproxy_py.gss.program, gssproxy_py.compiled as c, sys; "
+        "print(c.STATE); print(sys.modules[c.MODULES[0]].__file__)"
+    )
+    proc = subprocess.run(
+        [str(prefix / "lib/gssproxy-py/bin/python"), "-c", probe],
+        env={k: v for k, v in os.environ.items() if k != "GSSPROXY_PY_NO_MYPYC"},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    state, module_file = proc.stdout.splitlines()
+    assert module_file.startswith(str(prefix / "lib/gssproxy-py/lib")), module_file
+    if (REPO_ROOT / "gssproxy_py/compiled.sha256").is_file():
+        assert state.startswith("compiled with mypyc") and module_file.endswith(".so")
+    else:
+        assert state == "pure Python (no mypyc build)" and module_file.endswith(".py")
+
+
 @needs_systemd_analyze
 def test_installed_unit_verifies(prefix: Path) -> None:
     unit = prefix / "lib/systemd/system" / UNIT

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from gssproxy_py import compiled
 from gssproxy_py.config.load import load_config_text
 from gssproxy_py.config.model import Config, CredUsage
 from gssproxy_py.gss import api, engine, localname, options
@@ -284,7 +285,7 @@ def handler_hints(handler: Callable[..., object]) -> dict[str, Any]:
     there."""
     if isinstance(handler, types.FunctionType):
         return typing.get_type_hints(handler)
-    source = Path(procs.__file__ or "").with_name("procedures.py")
+    source = compiled.source_of(procs.__name__)
     for node in ast.parse(source.read_text()).body:
         if isinstance(node, ast.AsyncFunctionDef) and node.name == handler.__name__:
             namespace = vars(procs)
