@@ -55,14 +55,15 @@ NO_MYPYC_ENV: Final = "GSSPROXY_PY_NO_MYPYC"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def source_of(module: str) -> Path:
-    """The .py file of a module of this package.
+def source_of(module: str, root: Path = _PACKAGE_DIR.parent) -> Path:
+    """The .py file of a module of this package (under `root`, the directory
+    that holds the package).
 
     Not from the module's `__file__`: mypyc sets that of a module first
     imported by another of its build under the shared library's directory
     (`gssproxy_py/gssproxy_py/...`).
     """
-    return _PACKAGE_DIR.parent / (module.replace(".", "/") + ".py")
+    return root / (module.replace(".", "/") + ".py")
 
 
 class SourceFirst(importlib.abc.MetaPathFinder):
@@ -70,7 +71,7 @@ class SourceFirst(importlib.abc.MetaPathFinder):
 
     def __init__(self, root: Path, modules: Sequence[str]) -> None:
         # root: the directory that holds the top-level package
-        self.paths = {m: root / (m.replace(".", "/") + ".py") for m in modules}
+        self.paths = {m: source_of(m, root) for m in modules}
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
@@ -95,7 +96,7 @@ def stale_modules(package_dir: Path) -> list[str] | None:
         built[module_name.strip()] = digest_hex
     for module in MODULES:
         try:
-            digest = hashlib.sha256((root / (module.replace(".", "/") + ".py")).read_bytes())
+            digest = hashlib.sha256(source_of(module, root).read_bytes())
         except FileNotFoundError:
             continue  # no source to prefer: the extension is all there is
         if built.get(module) != digest.hexdigest():

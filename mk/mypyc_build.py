@@ -42,6 +42,11 @@ def build() -> None:
     from setuptools import setup
 
     paths = [m.replace(".", "/") + ".py" for m in MODULES]
+    # The sources as they are compiled: one edited during the build shows as stale.
+    lines = [
+        f"{hashlib.sha256(Path(path).read_bytes()).hexdigest()}  {module}\n"
+        for path, module in zip(paths, MODULES, strict=True)
+    ]
     with tempfile.TemporaryDirectory(prefix="gssproxy-py-mypyc-") as tmp:
         # mypy's options come from setup.cfg; its cache and gcc's output stay
         # in the scratch directory (build/ holds the kernel test's VM).
@@ -53,10 +58,6 @@ def build() -> None:
             ext_modules=ext,
             script_args=["-q", "build_ext", "--inplace", "--build-temp", tmp, "--build-lib", tmp],
         )
-    lines = [
-        f"{hashlib.sha256(Path(path).read_bytes()).hexdigest()}  {module}\n"
-        for path, module in zip(paths, MODULES, strict=True)
-    ]
     # Last, and whole: the guard loads no extension before the manifest exists.
     (PACKAGE / (MANIFEST + ".new")).write_text("".join(lines))
     (PACKAGE / (MANIFEST + ".new")).replace(PACKAGE / MANIFEST)
