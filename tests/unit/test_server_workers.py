@@ -28,6 +28,17 @@ def _config(*sockets: str) -> Config:
     return Config(globals=GlobalSettings(), services=services)
 
 
+def _supervisor(count: int) -> workers.WorkerSupervisor:
+    """A supervisor whose workers would serve nothing (none is forked here)."""
+    return workers.WorkerSupervisor(
+        count=count,
+        run_worker=lambda _config: 0,
+        reload_config=_config,
+        config=_config(),
+        shutdown_grace=1.0,
+    )
+
+
 def test_every_socket_is_bound_before_the_fork_and_released_once(tmp_path: Path) -> None:
     default, extra = str(tmp_path / "default.sock"), str(tmp_path / "d" / "extra.sock")
     bound = workers.bind_rpc_sockets(_config(extra), default, ())
@@ -93,13 +104,7 @@ def test_no_fork_while_another_thread_runs() -> None:
     thread.start()
     try:
         assert workers.threads_running() >= 2
-        supervisor = workers.WorkerSupervisor(
-            count=2,
-            run_worker=lambda _config: 0,
-            reload_config=_config,
-            config=_config(),
-            shutdown_grace=1.0,
-        )
+        supervisor = _supervisor(2)
         with pytest.raises(workers.WorkerStartError, match="threads already run"):
             workers.start_workers(supervisor)
     finally:
@@ -132,13 +137,7 @@ def test_a_fork_that_fails_backs_the_slot_off_and_the_supervisor_goes_on(
         raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
 
     monkeypatch.setattr(workers.os, "fork", refuse)
-    supervisor = workers.WorkerSupervisor(
-        count=3,
-        run_worker=lambda _config: 0,
-        reload_config=_config,
-        config=_config(),
-        shutdown_grace=1.0,
-    )
+    supervisor = _supervisor(3)
     slot = workers._Slot(1)
     for tries, delay in ((1, 1.0), (2, 2.0), (3, 4.0)):
         before = time.monotonic()
