@@ -21,7 +21,8 @@ service), which:
 The zygote is a fresh interpreter started with `subprocess` (fork and
 exec), so it carries none of the daemon's threads or modules whenever it is
 started; the daemon starts it at start-up, after dropping privileges, and
-again if it died. The PIN goes to it only inside a hand-off, over the pair.
+again if it died. The PIN goes with a hand-off in a pipe of its own, which
+the zygote passes on unread to the worker.
 """
 
 from __future__ import annotations
@@ -108,6 +109,23 @@ def _view(service: Service | None) -> tuple[object, ...] | None:
 
 def _same_pin(a: Pin | None, b: Pin | None) -> bool:
     return (a is None and b is None) or (a is not None and b is not None and a.same_as(b))
+
+
+def _pin_pipe(pin: Pin) -> int:
+    """The read end of a pipe holding `pin` and nothing more (the write end
+    closed): what the worker reads its PIN from."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        data = pin.reveal().encode()
+        # A PIN is far below the pipe's buffer (64 KiB), so this never blocks.
+        if os.write(w, data) != len(data):
+            raise OSError("the PIN did not fit in a pipe")
+    except OSError:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    return r
 
 
 def _who(peer: Peer) -> str:
@@ -222,7 +240,14 @@ class P11KitWorkers:
         token = next(self._tokens)
         handoff, pin = self._handoff(token, conn, peer, service, config)
         try:
-            socket.send_fds(control, [handoff.encode()], [fd])
+            fds = [fd]
+            if pin is not None:
+                fds.append(_pin_pipe(pin))
+            try:
+                socket.send_fds(control, [handoff.encode()], fds)
+            finally:
+                for extra in fds[1:]:
+                    os.close(extra)
         except OSError as exc:
             return f"the p11-kit worker zygote took no connection: {exc}"
         self._pending[token] = _Worker(token, conn, peer, service, pin)
@@ -260,7 +285,7 @@ class P11KitWorkers:
         return (
             Handoff(
                 **base,
-                pin=pin.reveal() if pin is not None else None,
+                has_pin=pin is not None,
                 pin_source=pin.source if pin is not None else "",
                 pin_problem=access.pin_problem,
             ),

@@ -6,15 +6,17 @@ FD`) as a fresh interpreter: it has no thread and no PKCS#11 module of the
 daemon's (PKCS#11 forbids using a module initialised before a fork), and
 it never talks to a client. Over its private SOCK_SEQPACKET pair (FD) the
 daemon sends, per connection, a `Handoff` (JSON: the peer, the matched
-service, the PIN, the log level) with the connection's descriptor
-(SCM_RIGHTS); the zygote forks one worker for it and answers
-`{"spawned": token, "pid": pid}` (or `{"failed": token, "error": why}` if
-it could not fork), and `{"exited": pid, "status": s}` when a worker
-ends. `{"end": pid}` asks it to SIGTERM a worker; the end of the pair
-(the daemon stopping or gone) ends every worker and the zygote. The PIN
-travels only over that pair: never in argv, the environment or a file;
-the zygote and its workers are not dumpable (no core file, no ptrace by
-the daemon's uid).
+service, the log level) with the connection's descriptor and, if the
+service has a PIN, the read end of a pipe holding it (SCM_RIGHTS); the
+zygote forks one worker for it and answers `{"spawned": token, "pid":
+pid}` (or `{"failed": token, "error": why}` if it could not fork), and
+`{"exited": pid, "status": s}` when a worker ends. `{"end": pid}` asks it
+to SIGTERM a worker; the end of the pair (the daemon stopping or gone)
+ends every worker and the zygote. The PIN travels only in that pipe, read
+by the worker alone (never by the zygote, so no worker holds another
+service's PIN): never in argv, the environment or a file. The zygote and
+its workers are not dumpable (no core file, no ptrace by the daemon's
+uid).
 
 A worker takes the daemon's uid, gids and log level, initialises the
 module itself (`ModuleWorker`, its calls made inline: the process has one
@@ -39,7 +41,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Final, TypeVar
 
 from gssproxy_py.config.model import Service
@@ -94,8 +96,9 @@ class Handoff:
     pkcs11_module: str | None = None
     pkcs11_uris: tuple[str, ...] = ()
     p11kit_mechanisms: tuple[str, ...] | None = None
-    # Out of repr: a hand-off in a log line or an assertion shows no PIN.
-    pin: str | None = field(default=None, repr=False)
+    # The PIN itself is not here: it comes in a pipe (the hand-off's second
+    # descriptor) that only the worker reads.
+    has_pin: bool = False
     pin_source: str = ""
     pin_problem: str | None = None
     failure: str | None = None  # why the service has no token access
@@ -140,7 +143,7 @@ class _OneService:
         return self._access, self.worker
 
 
-def _service_access(h: Handoff) -> tuple[Service | None, _OneService]:
+def _service_access(h: Handoff, pin_text: str | None) -> tuple[Service | None, _OneService]:
     if h.service is None:
         return None, _OneService(None, None)
     service = Service(
@@ -158,7 +161,7 @@ def _service_access(h: Handoff) -> tuple[Service | None, _OneService]:
         uris = parse_service_uris(service, module)
     except SignFailure as f:
         return service, _OneService(None, str(f))
-    pin = Pin(h.pin, h.pin_source) if h.pin is not None else None
+    pin = Pin(pin_text, h.pin_source) if pin_text is not None else None
     access = ServiceAccess(h.service, module, uris, pin, h.pin_problem, h.pkcs11_module)
     return service, _OneService(access, None)
 
@@ -265,13 +268,26 @@ def _take_credentials(h: Handoff) -> None:
     os.setuid(h.uid)
 
 
-def run_worker(sock: socket.socket, h: Handoff) -> int:
-    """The body of a worker process: serve `sock` as `h` says."""
+def read_pin(fd: int) -> str:
+    """The PIN from the hand-off's pipe (the daemon wrote it and closed its
+    end), which is closed here."""
+    chunks = []
+    try:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
+
+
+def run_worker(sock: socket.socket, h: Handoff, pin_text: str | None = None) -> int:
+    """The body of a worker process: serve `sock` as `h` says, with the
+    service's PIN `pin_text`."""
     _take_credentials(h)
     configure_logging(0)
     logging.getLogger().setLevel(h.log_level)
     log = PrefixLog(_log, f"[p11kit {h.number}]")
-    service, access = _service_access(h)
+    service, access = _service_access(h, pin_text)
     backend = P11KitTokens(access).view(service, h.who) if service is not None else None
     try:
         serve_connection(sock, Cryptoki(backend), log, h.record_timeout)
@@ -306,10 +322,17 @@ def _reap(control: socket.socket, workers: set[int]) -> None:
         _send(control, {"exited": pid, "status": status})
 
 
-def _fork_worker(control: socket.socket, wakeup: Sequence[int], conn: int, data: bytes) -> int:
-    """Fork the worker for one hand-off; the zygote's copy of the
-    connection is closed once the worker has its own."""
+def _fork_worker(
+    control: socket.socket, wakeup: Sequence[int], fds: Sequence[int], data: bytes
+) -> int:
+    """Fork the worker for one hand-off (`fds`: the connection, and the
+    PIN's pipe when `has_pin`); the zygote's copies are closed once the
+    worker has its own. The zygote never reads the pipe: no PIN is ever in
+    its memory, nor therefore in the workers it forks later for others."""
     h = Handoff.decode(data)
+    if len(fds) != 1 + h.has_pin:
+        raise ValueError(f"a hand-off with {len(fds)} descriptors (has_pin {h.has_pin})")
+    conn = fds[0]
     zygote = os.getpid()
     pid = os.fork()
     if pid == 0:
@@ -325,13 +348,15 @@ def _fork_worker(control: socket.socket, wakeup: Sequence[int], conn: int, data:
             for fd in wakeup:
                 os.close(fd)
             control.close()
-            status = run_worker(socket.socket(fileno=conn), h)
+            pin_text = read_pin(fds[1]) if h.has_pin else None
+            status = run_worker(socket.socket(fileno=conn), h, pin_text)
         except BaseException:
             logging.getLogger(__name__).exception("p11-kit worker failed")
         finally:
             logging.shutdown()
             os._exit(status)
-    os.close(conn)
+    for fd in fds:
+        os.close(fd)
     return pid
 
 
@@ -382,7 +407,7 @@ def zygote(control: socket.socket) -> None:
                 _reap(control, workers)
             if control.fileno() not in ready:
                 continue
-            data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 1)
+            data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 2)
             if not data:
                 for fd in fds:
                     os.close(fd)
@@ -393,17 +418,16 @@ def zygote(control: socket.socket) -> None:
                 if pid in workers:
                     os.kill(pid, signal.SIGTERM)
                 continue
-            if len(fds) != 1:
-                for fd in fds:
-                    os.close(fd)
+            if not fds:
                 continue
             token = int(message["token"])
             try:
-                pid = _fork_worker(control, (r, w), fds[0], data)
+                pid = _fork_worker(control, (r, w), fds, data)
             except (OSError, ValueError, TypeError) as exc:
                 # One connection lost (fork refused, a hand-off we cannot
                 # read), not the workers already serving.
-                os.close(fds[0])
+                for fd in fds:
+                    os.close(fd)
                 _send(control, {"failed": token, "error": str(exc)})
                 continue
             workers.add(pid)

@@ -367,3 +367,40 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def _memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether `needle` is anywhere in the writable memory of `pid` (heap,
+    data, anonymous mappings: where freed objects stay until reused)."""
+    with (
+        open(f"/proc/{pid}/maps") as maps,
+        open(f"/proc/{pid}/mem", "rb", buffering=0) as mem,
+    ):
+        for line in maps:
+            fields = line.split()
+            if "rw" not in fields[1] or (len(fields) > 5 and fields[5].startswith("[v")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def test_the_pin_is_in_its_worker_and_never_in_the_zygote(daemon: Daemon) -> None:
+    """The zygote passes the PIN's pipe on unread, so a worker it forks
+    later, for another service, cannot find that PIN in what it inherits.
+    The worker that logged in holds it: the same search finds it there."""
+    clients = [P11KitClient(daemon.sock) for _ in range(2)]
+    try:
+        assert all(_signs(c) for c in clients)
+        workers = daemon.wait_workers(2)
+        pin = MAIN.pin.encode()
+        assert _memory_holds(workers[0], pin)
+        assert not _memory_holds(daemon.zygote(), pin)
+    finally:
+        for c in clients:
+            c.close()
