@@ -781,6 +781,7 @@ async def _start_namespaces(
     if workers is not None:
         server.reload_hooks.append(workers.reload)
         server.stop_hooks.append(workers.stop)
+        workers.watch()
     if server.options.first_process:
         await namespaces.start(config)
         server.reload_hooks.append(namespaces.apply)

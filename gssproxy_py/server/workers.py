@@ -27,7 +27,10 @@ The supervisor is a child of the first process, not the first process
 itself, because the first process starts threads (executors) once it
 serves, after which forking it again would be unsafe; the supervisor never
 starts any. Each child asks the kernel for SIGTERM when its parent dies
-(PR_SET_PDEATHSIG), so no worker outlives the daemon.
+(PR_SET_PDEATHSIG), so no worker outlives the daemon. The first process
+watches the supervisor (a pidfd on its loop): one that ends unasked is
+reaped and logged; its workers are gone with it, and the first process,
+which runs threads by then, serves alone.
 
 Reload: the first process loads and checks the new configuration; if it is
 taken, it sends SIGHUP to the supervisor, which loads it for the workers it
@@ -43,6 +46,7 @@ drain, then exits; the first process waits for the supervisor.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import dataclasses
@@ -323,6 +327,7 @@ class WorkerGroup:
     supervisor: int
     shutdown_grace: float
     _reaped: bool = False
+    _stopping: bool = False
 
     def _signal(self, signum: int) -> None:
         if not self._reaped:
@@ -335,7 +340,43 @@ class WorkerGroup:
 
     def stop(self) -> None:
         """Tell the workers to drain and stop (they do so in parallel with us)."""
+        self._stopping = True
         self._signal(signal.SIGTERM)
+
+    def watch(self) -> None:
+        """On the first process's loop: reap and log a supervisor that ends
+        before we stop it. Its workers end with it (PR_SET_PDEATHSIG), and
+        this process, which runs threads by now, cannot fork them again."""
+        try:
+            fd = os.pidfd_open(self.supervisor)
+        except OSError as exc:
+            _log.warning("worker supervisor %d cannot be watched: %s", self.supervisor, exc)
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_reader(fd, self._ended, loop, fd)
+
+    def _ended(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        if self._reaped:
+            return
+        try:
+            pid, status = os.waitpid(self.supervisor, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+        self._reaped = True
+        if self._stopping:
+            if status:
+                _log.warning("worker supervisor %d %s", pid, describe_exit(status))
+            return
+        _log.error(
+            "worker supervisor %d %s, and its worker processes with it: this process "
+            "serves alone until the daemon is restarted",
+            pid,
+            describe_exit(status),
+        )
 
     def wait(self) -> None:
         """Stop the workers and wait until the supervisor has exited; SIGKILL

@@ -271,6 +271,24 @@ def test_a_killed_worker_is_forked_again(daemon: DaemonProcess) -> None:
     assert daemon.log_text()[offset:].count("starting another") == 1
 
 
+def test_a_killed_supervisor_is_reaped_and_logged(daemon: DaemonProcess) -> None:
+    """Its workers end with it (PR_SET_PDEATHSIG); the first process, which
+    cannot fork them again, says so, reaps it and serves on alone."""
+    log = daemon.log_text()
+    (supervisor,) = pids(SUPERVISOR_STARTED, log)
+    (worker,) = pids(WORKER_STARTED, log)
+    os.kill(supervisor, signal.SIGKILL)
+    daemon.wait_for_log(
+        f"worker supervisor {supervisor} killed by SIGKILL, and its worker processes with it"
+    )
+    wait_until(lambda: not Path(f"/proc/{supervisor}").exists())  # reaped: no zombie
+    wait_until(lambda: not alive(worker))
+    with contextlib.ExitStack() as stack:
+        _, pid = open_served(daemon, stack)
+    assert pid == daemon.pid
+    assert daemon.stop() == 0
+
+
 def test_one_process_by_default(daemon_factory: Any, realm: StandardRealm) -> None:
     d: DaemonProcess = daemon_factory("py", lambda paths: render(realm, paths.workdir, workers=1))
     with contextlib.ExitStack() as stack:
