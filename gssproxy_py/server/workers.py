@@ -407,14 +407,20 @@ def start_workers(
     """Fork the supervisor (which forks the workers); the first process's
     handle on it. `in_child` runs first in the supervisor (e.g. closing
     what belongs to the first process alone). Raises `WorkerStartError` if
-    a thread already runs."""
+    a thread already runs or the fork fails."""
     threads = threads_running()
     if threads != 1:
         raise WorkerStartError(
             f"worker_processes = {supervisor.count}: cannot fork, {threads} threads already run"
         )
     first = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        # The daemon does not start (`cannot start: ...`), as with threads.
+        raise WorkerStartError(
+            f"worker_processes = {supervisor.count}: cannot fork the supervisor: {exc.strerror}"
+        ) from None
     if pid == 0:
 
         def supervise() -> int:

@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -127,16 +128,19 @@ def test_worker_processes_option(tmp_path: Path, value: str, ok: bool) -> None:
             load_config(str(conf), None, default_socket=str(tmp_path / "s"))
 
 
+def _fork_fails(code: int) -> Callable[[], int]:
+    def refuse() -> int:
+        raise OSError(code, os.strerror(code))
+
+    return refuse
+
+
 def test_a_fork_that_fails_backs_the_slot_off_and_the_supervisor_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """EAGAIN from fork (RLIMIT_NPROC, the pids cgroup) must not end the
     supervisor: that would end every worker already serving with it."""
-
-    def refuse() -> int:
-        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
-
-    monkeypatch.setattr(workers.os, "fork", refuse)
+    monkeypatch.setattr(workers.os, "fork", _fork_fails(errno.EAGAIN))
     supervisor = _supervisor(3)
     slot = workers._Slot(1)
     for tries, delay in ((1, 1.0), (2, 2.0), (3, 4.0)):
@@ -146,3 +150,13 @@ def test_a_fork_that_fails_backs_the_slot_off_and_the_supervisor_goes_on(
         assert slot.quick_deaths == tries
         assert slot.due >= before + delay
         assert supervisor._wait_time() > 0
+
+
+def test_a_supervisor_that_cannot_be_forked_is_a_start_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The daemon then says `cannot start: ...` (server.cli), not a traceback."""
+    monkeypatch.setattr(workers.os, "fork", _fork_fails(errno.ENOMEM))
+    monkeypatch.setattr(workers, "threads_running", lambda: 1)  # whatever pytest runs
+    with pytest.raises(workers.WorkerStartError, match="cannot fork the supervisor"):
+        workers.start_workers(_supervisor(2))
