@@ -38,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -128,6 +129,32 @@ def _pin_pipe(pin: Pin) -> int:
     return r
 
 
+def _when_ended(zygote: subprocess.Popen[bytes], then: Callable[[int], None]) -> None:
+    """`then(status)` once `zygote` has exited, reaped (no zombie left): at
+    once if it has, else when its pidfd says so. The end of the pair can
+    come before the exit."""
+    status = zygote.poll()
+    if status is not None:
+        then(status)
+        return
+    try:
+        fd = os.pidfd_open(zygote.pid)
+    except OSError:
+        return  # reaped with the next zygote's start (subprocess's own clean-up)
+    loop = asyncio.get_running_loop()
+
+    def ended() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        then(zygote.wait())  # it has exited: this only reaps it
+
+    loop.add_reader(fd, ended)
+
+
+def _log_zygote_end(status: int) -> None:
+    _log.error("the p11-kit worker zygote ended (status %s); starting a new one", status)
+
+
 def _who(peer: Peer) -> str:
     return f"uid {peer.uid} pid {peer.pid} program {peer.program or '(unknown)'}"
 
@@ -190,9 +217,8 @@ class P11KitWorkers:
         are gone too (or will be), and the next hand-off starts a new one."""
         self._drop_control()
         zygote, self._zygote = self._zygote, None
-        status = zygote.poll() if zygote is not None else None
-        if not self._closing:
-            _log.error("the p11-kit worker zygote ended (status %s); starting a new one", status)
+        if zygote is not None and not self._closing:
+            _when_ended(zygote, _log_zygote_end)
         for w in [*self._pending.values(), *self._live.values()]:
             w.conn.worker_ended()
         self._pending.clear()

@@ -350,6 +350,13 @@ def test_a_killed_zygote_takes_its_workers_with_it(daemon: Daemon) -> None:
             assert time.monotonic() < deadline, daemon.log()[-2000:]
             time.sleep(0.05)
         assert _closed(first)
+    # The daemon reaped it and said how it ended (no zombie left until the
+    # next zygote starts).
+    wait_for = time.monotonic() + DEADLINE
+    while "the p11-kit worker zygote ended (status -9)" not in daemon.log():
+        assert time.monotonic() < wait_for, daemon.log()[-2000:]
+        time.sleep(0.05)
+    assert _state(zygote) == "gone"
     # A new zygote serves new connections.
     deadline = time.monotonic() + DEADLINE
     while daemon.zygote() == zygote:
