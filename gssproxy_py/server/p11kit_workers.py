@@ -265,12 +265,17 @@ class P11KitWorkers:
         assert control is not None
         token = next(self._tokens)
         handoff, pin = self._handoff(token, conn, peer, service, config)
+        message = handoff.encode()
+        if len(message) > MAX_MESSAGE:
+            # The zygote would read it cut short, fail to parse it and end,
+            # and every worker with it.
+            return f"the hand-off is {len(message)} bytes, over the zygote's {MAX_MESSAGE}"
         try:
             fds = [fd]
             if pin is not None:
                 fds.append(_pin_pipe(pin))
             try:
-                socket.send_fds(control, [handoff.encode()], fds)
+                socket.send_fds(control, [message], fds)
             finally:
                 for extra in fds[1:]:
                     os.close(extra)

@@ -2,7 +2,8 @@
 over a socket pair, with the fake backend: the version byte answered with
 min(client's, ours), requests sent together answered together and in
 order, a malformed frame or a partial frame past the record timeout closing
-the connection; and the hand-off message surviving its JSON round trip."""
+the connection; and the hand-off message surviving its JSON round trip,
+refused by the daemon when the zygote could not read it whole."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
+from gssproxy_py.config.model import Config, GlobalSettings
+from gssproxy_py.config.peer import Peer
 from gssproxy_py.p11kit.ck import Ckf
 from gssproxy_py.p11kit.session import Cryptoki
 from gssproxy_py.server.connection import PrefixLog
-from gssproxy_py.server.p11kit_zygote import Handoff, serve_connection
+from gssproxy_py.server.p11kit_workers import P11KitWorkers
+from gssproxy_py.server.p11kit_zygote import MAX_MESSAGE, Handoff, serve_connection
 from tests.support.p11kit_client import Request, error_of, initialize, response
 from tests.unit.test_p11kit_session import FakeBackend
 
@@ -135,3 +140,36 @@ def test_the_hand_off_round_trips() -> None:
         "pin" in name and name not in ("has_pin", "pin_source", "pin_problem")
         for name in json.loads(h.encode())
     )
+
+
+def test_a_hand_off_the_zygote_could_not_read_whole_is_refused() -> None:
+    """A hand-off over `MAX_MESSAGE` would reach the zygote cut short (a
+    SOCK_SEQPACKET read keeps only what fits) and end it with every worker:
+    the daemon refuses that one connection instead and sends nothing."""
+
+    @dataclass
+    class Conn:
+        number: int = 1
+        socket_path: str = "/run/p11.sock"
+
+        def worker_ended(self) -> None:
+            raise AssertionError("never handed off")
+
+    ours, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    served, _client = socket.socketpair()
+    workers = P11KitWorkers(None, 1.0)
+    workers._control = ours
+    try:
+        peer = Peer(pid=42, uid=1000, gid=1000, program="/" + "x" * MAX_MESSAGE)
+        config = Config(globals=GlobalSettings(), services=())
+        refusal = workers._send(Conn(), peer, None, served.fileno(), config)
+        assert refusal is not None and "over the zygote's" in refusal
+        zygote_end.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            zygote_end.recv(MAX_MESSAGE)
+        short = Peer(pid=42, uid=1000, gid=1000, program="/usr/bin/ssh")
+        assert workers._send(Conn(), short, None, served.fileno(), config) is None
+        assert Handoff.decode(zygote_end.recv(MAX_MESSAGE)).who.endswith("/usr/bin/ssh")
+    finally:
+        for s in (ours, zygote_end, served, _client):
+            s.close()
