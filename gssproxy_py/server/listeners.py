@@ -12,13 +12,16 @@ and against a second instance:
   there) is replaced atomically: the socket is bound in a fresh private
   directory (mode 0700) beside the path, given its mode there, and renamed
   over the path. rename(2) replaces a symlink, never its target, and the
-  mode is never set through a path another user could swap. Such a
+  mode is never set through a path another user could swap (and, either
+  way, it is set through an O_PATH descriptor of the socket itself, which
+  a symlink or any other file put there meanwhile cannot be). Such a
   directory is also worth a warning: whoever can write it can replace the
   socket while we run. (The kernel keeps the name a socket was bound to,
   so `ss -x` and `lsof` show such a socket as `.gp-XXXX/s` beside the
   path.)
-* In a directory only root (or we) can write, nobody can swap the path
-  between two steps: what is there (stale socket, file, symlink: never its
+* In a directory only root (or we) can write, below directories no other
+  user can write either (a sticky one is fine when what it holds on the way
+  down is root's or ours), nobody can swap the path between two steps: what is there (stale socket, file, symlink: never its
   target) is unlinked and the socket bound at the path itself, so `ss -x`
   and `lsof` show its real name.
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import pwd
@@ -190,6 +194,44 @@ def others_can_write(directory: str) -> str | None:
     return None
 
 
+def ancestor_open_to_others(directory: str) -> str | None:
+    """A directory above `directory` through which users other than root
+    (and us) could swap it, or None: one they can write, unless it is
+    sticky and what it holds on the way down is root's or ours (then only
+    its owner may rename or remove that)."""
+    child = os.path.abspath(directory)
+    while child != "/":
+        above = os.path.dirname(child)
+        why = others_can_write(above)
+        if why is not None:
+            try:
+                st_above, st_child = os.stat(above), os.lstat(child)
+            except OSError:
+                return f"{above} ({why})"
+            sticky = st_above.st_mode & stat.S_ISVTX
+            if not (sticky and st_child.st_uid in (0, os.geteuid())):
+                return f"{above} ({why})"
+        child = above
+    return None
+
+
+def _chmod_socket(path: str, mode: int) -> os.stat_result:
+    """chmod the socket we just bound at `path`, never through a symlink or
+    onto anything but a socket (if another user swapped the path meanwhile,
+    nothing of theirs or of the system's is changed); its stat."""
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EEXIST, "replaced by something else while binding")
+        # An O_PATH descriptor takes no fchmod; its /proc link reaches the
+        # very inode it holds, so no path is looked up again.
+        os.chmod(f"/proc/self/fd/{fd}", mode)
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
 def _describe(path: str) -> str | None:
     """What is at `path` now (for the log), or None if nothing."""
     try:
@@ -222,6 +264,15 @@ def bind_socket(path: str, mode: int = SOCKET_MODE) -> tuple[socket.socket, tupl
         _log.warning(
             "socket directory %s is %s; whoever can write it can replace %s", parent, shared, path
         )
+    elif (above := ancestor_open_to_others(parent)) is not None:
+        shared = above
+        _log.warning(
+            "the directory %s above socket directory %s can be written by other users; "
+            "whoever can write it can replace %s",
+            above,
+            parent,
+            path,
+        )
     if live_daemon_on(path):
         raise ListenError(
             f"{path}: a running daemon answers on this socket; stop it first "
@@ -246,8 +297,7 @@ def _bind_in_place(path: str, mode: int) -> tuple[socket.socket, tuple[int, int]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a stale socket, a file, a symlink (not its target)
         sock.bind(path)
-        os.chmod(path, mode)
-        st = os.lstat(path)
+        st = _chmod_socket(path, mode)
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError as exc:
@@ -265,8 +315,7 @@ def _bind_and_rename(path: str, parent: str, mode: int) -> tuple[socket.socket, 
         private = tempfile.mkdtemp(prefix=".gp-", dir=parent)
         temp_path = os.path.join(private, "s")
         sock.bind(temp_path)
-        os.chmod(temp_path, mode)
-        st = os.lstat(temp_path)
+        st = _chmod_socket(temp_path, mode)
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
         os.rename(temp_path, path)
