@@ -21,9 +21,10 @@ and against a second instance:
   path.)
 * In a directory only root (or we) can write, below directories no other
   user can write either (a sticky one is fine when what it holds on the way
-  down is root's or ours), nobody can swap the path between two steps: what is there (stale socket, file, symlink: never its
-  target) is unlinked and the socket bound at the path itself, so `ss -x`
-  and `lsof` show its real name.
+  down is root's or ours), nobody can swap the path between two steps:
+  what is there (stale socket, file, symlink: never its target) is
+  unlinked and the socket bound at the path itself, so `ss -x` and `lsof`
+  show its real name.
 
 The socket is mode 0666, as gssproxy makes it: who may use the daemon is
 decided per call by service matching, not by file permissions.
