@@ -45,6 +45,19 @@ MAX_WORKERS = 3
 DEADLINE = 20.0
 
 
+def _keys_service(name: str, euid: int, paths: DaemonPaths, module: str) -> str:
+    """A service of `euid` with the P-256 key on the shared p11kit_socket."""
+    return f"""[service/{name}]
+  euid = {euid}
+  mechs = krb5
+  socket = {paths.workdir}/{name}.sock
+  pkcs11_module = {module}
+  pkcs11_pin = keyring:gpytest-p11kit
+  pkcs11_uri = pkcs11:token={MAIN.label};object=p256
+  p11kit_socket = {paths.workdir}/p11.sock
+"""
+
+
 def _config(paths: DaemonPaths, module: str, *, served: bool = True, extra: str = "") -> str:
     service = f"""[service/root-keys]
   euid = 0
@@ -55,26 +68,10 @@ def _config(paths: DaemonPaths, module: str, *, served: bool = True, extra: str 
   p11kit_socket = {paths.workdir}/p11.sock
 {extra}"""
     # Without root's service, another keeps the socket open (for nobody).
-    other = f"""[service/nobody-keys]
-  euid = 65534
-  mechs = krb5
-  socket = {paths.workdir}/nobody.sock
-  pkcs11_module = {module}
-  pkcs11_pin = keyring:gpytest-p11kit
-  pkcs11_uri = pkcs11:token={MAIN.label};object=p256
-  p11kit_socket = {paths.workdir}/p11.sock
-"""
-    (user1, _) = ensure_test_users()
+    other = _keys_service("nobody-keys", 65534, paths, module)
     # An ordinary uid with keys of its own, held to one worker.
-    user = f"""[service/user1-keys]
-  euid = {user1.uid}
-  mechs = krb5
-  socket = {paths.workdir}/user1.sock
-  pkcs11_module = {module}
-  pkcs11_pin = keyring:gpytest-p11kit
-  pkcs11_uri = pkcs11:token={MAIN.label};object=p256
-  p11kit_socket = {paths.workdir}/p11.sock
-"""
+    (user1, _) = ensure_test_users()
+    user = _keys_service("user1-keys", user1.uid, paths, module)
     return f"""[gssproxy]
   debug_level = 1
   state_dir = {paths.workdir}/state
