@@ -52,10 +52,10 @@ TIME_SLICE = 0.0001
 
 
 class TurnScheduler(Generic[C]):
-    """Queued connections, served a bounded amount per turn: the light ones
-    (at most `calls_per_connection` waiting: a caller that sends one call at
-    a time, the kernel's upcall) first, then the heavy ones round-robin per
-    uid, root's first, within `calls_per_turn` calls and `time_slice`
+    """Queued connections, served a bounded amount per turn: the kernel's
+    first, then the light ones (at most `calls_per_connection` waiting: a
+    caller that sends one call at a time), then the heavy ones round-robin
+    per uid, root's first, within `calls_per_turn` calls and `time_slice`
     seconds (by `clock`) in all."""
 
     __slots__ = (
