@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from bench.pkcs11_sign import (
     make_token,
     run_worker,
     running_daemon,
+    stop_process,
 )
 
 CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
@@ -94,13 +94,7 @@ def p11kit_server(token: Token) -> Iterator[str]:
             time.sleep(0.05)
         yield sock
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 def measure(duration: float = 2.0, clients: Sequence[int] = (1, 8)) -> dict[str, float]:
