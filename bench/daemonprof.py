@@ -163,7 +163,11 @@ def _cpu(r: BenchRealm, d: BenchDaemon, work: Path, n: int) -> None:
     tick = 1e6 / os.sysconf("SC_CLK_TCK")
     user = (int(f1[11]) - int(f0[11])) * tick / (n + 1)
     system = (int(f1[12]) - int(f0[12])) * tick / (n + 1)
-    print(f"daemon CPU per accept: user {user:.0f} us, system {system:.0f} us")
+    faults = (int(f1[7]) - int(f0[7])) / (n + 1)
+    print(
+        f"daemon CPU per accept: user {user:.0f} us, system {system:.0f} us, "
+        f"minor page faults {faults:.1f}"
+    )
 
 
 def _profile(r: BenchRealm, d: BenchDaemon, work: Path, n: int, top: int) -> None:
