@@ -20,7 +20,9 @@ uid).
 
 A worker takes the daemon's uid, gids and log level, initialises the
 module itself (`ModuleWorker`, its calls made inline: the process has one
-thread), and serves the connection with a plain loop: read, cut frames
+thread), logs in and reads the token, then drops every capability
+(`privileges.drop_all_capabilities`: with no `run_as_user` it is root, and
+the peer is not trusted), and only then serves the connection with a plain loop: read, cut frames
 (`p11kit.wire`), answer each with `p11kit.calls.dispatch` (the handlers
 never wait here, so a coroutine ends at its first step), write the
 replies of one read at once. A partial frame older than the record
@@ -56,13 +58,14 @@ from gssproxy_py.p11kit.wire import (
 )
 from gssproxy_py.pkcs11.adapter import load_library
 from gssproxy_py.pkcs11.errors import SignFailure, TokenFailure
-from gssproxy_py.pkcs11.p11kit_backend import P11KitTokens
+from gssproxy_py.pkcs11.p11kit_backend import P11KitTokens, ServiceTokens
 from gssproxy_py.pkcs11.pin import Pin
 from gssproxy_py.pkcs11.program import parse_service_uris
 from gssproxy_py.pkcs11.token import ModuleWorker, ServiceAccess
 from gssproxy_py.proto.token_sign import TsStatus
 from gssproxy_py.server.connection import PrefixLog
 from gssproxy_py.server.logs import configure_logging
+from gssproxy_py.server.privileges import drop_all_capabilities, threads_with_capabilities
 from gssproxy_py.server.workers import die_with_parent
 
 __all__ = ["MAX_MESSAGE", "Handoff", "main", "serve_connection"]
@@ -166,8 +169,8 @@ def _service_access(h: Handoff, pin_text: str | None) -> tuple[Service | None, _
     return service, _OneService(access, None)
 
 
-def _answer(coro: Coroutine[Any, Any, bytes]) -> bytes:
-    """The result of a dispatch that never waits (the worker's handlers
+def _answer(coro: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never waits (the worker's handlers
     call the module inline)."""
     try:
         coro.send(None)
@@ -280,6 +283,22 @@ def read_pin(fd: int) -> str:
     return b"".join(chunks).decode()
 
 
+def _unprivileged(backend: ServiceTokens | None, log: PrefixLog) -> None:
+    """Load the module, log in and read the token (what the first call
+    would do, kept for it: `SNAPSHOT_TTL`), then drop every capability
+    before the first byte of the peer's is read: nothing after needs one
+    (a re-login after the token came back uses the module already loaded,
+    as the same uid). Raises `PrivilegeDropError`: the worker then ends
+    and its connection with it."""
+    if backend is not None:
+        _answer(backend.tokens())
+    drop_all_capabilities()
+    others = threads_with_capabilities()
+    if others:
+        # Capabilities are per thread: ones the module started keep theirs.
+        log.warning("threads %s of the module still hold capabilities", others)
+
+
 def run_worker(sock: socket.socket, h: Handoff, pin_text: str | None = None) -> int:
     """The body of a worker process: serve `sock` as `h` says, with the
     service's PIN `pin_text`."""
@@ -290,6 +309,7 @@ def run_worker(sock: socket.socket, h: Handoff, pin_text: str | None = None) -> 
     service, access = _service_access(h, pin_text)
     backend = P11KitTokens(access).view(service, h.who) if service is not None else None
     try:
+        _unprivileged(backend, log)
         serve_connection(sock, Cryptoki(backend), log, h.record_timeout)
     finally:
         sock.close()

@@ -1,4 +1,6 @@
-"""`run_as_user`: leave root once the sockets exist, as gssproxy does.
+"""`run_as_user`: leave root once the sockets exist, as gssproxy does; and
+`drop_all_capabilities` for the p11-kit workers, which need none once their
+module is logged in.
 
 What stays: only CAP_SYS_PTRACE, in the permitted and effective sets of the
 thread that accepts connections, because matching `program =` reads
@@ -10,6 +12,11 @@ Capabilities are per thread in Linux, so this runs on the event-loop thread
 threads. Worker threads do not need the capability: they open keytabs and
 ccaches, which must be readable by the user (the administrator's job; the
 error says so).
+
+`drop_all_capabilities` empties every set of the calling thread (bounding,
+when it may: CAP_SETPCAP; ambient, permitted, effective, inheritable) and
+sets no_new_privs, so nothing is gained back by exec either; it checks the
+result and raises if a set is not empty.
 """
 
 from __future__ import annotations
@@ -22,9 +29,13 @@ import stat
 
 from gssproxy_py.errors import LocalError
 
+CAP_SETPCAP = 8
 CAP_SYS_PTRACE = 19
 _PR_CAPBSET_DROP = 24
 _PR_SET_KEEPCAPS = 8
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
 _CAP_LAST_CAP_FILE = "/proc/sys/kernel/cap_last_cap"
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _SYS_CAPSET = 126  # x86_64
@@ -50,10 +61,10 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def _check(rc: int, what: str) -> None:
+def _check(rc: int, what: str, context: str = "run_as_user") -> None:
     if rc != 0:
         err = ctypes.get_errno()
-        raise PrivilegeDropError(f"run_as_user: {what} failed: {os.strerror(err)}")
+        raise PrivilegeDropError(f"{context}: {what} failed: {os.strerror(err)}")
 
 
 def _last_cap() -> int:
@@ -91,18 +102,63 @@ def drop_privileges(user: str, *, keep: tuple[int, ...] = (CAP_SYS_PTRACE,)) -> 
     mask = 0
     for cap in keep:
         mask |= 1 << cap
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    data[0].effective = data[0].permitted = mask & 0xFFFFFFFF
-    data[1].effective = data[1].permitted = mask >> 32
-    _check(
-        libc.syscall(_SYS_CAPSET, ctypes.byref(header), ctypes.byref(data)),
-        "setting the kept capabilities",
-    )
+    _capset(libc, mask, "setting the kept capabilities")
     _check(libc.prctl(_PR_SET_KEEPCAPS, 0, 0, 0, 0), "clearing PR_SET_KEEPCAPS")
     if os.getuid() != pw.pw_uid or os.geteuid() != pw.pw_uid:
         raise PrivilegeDropError("run_as_user: the uid did not change")
     return pw.pw_uid, pw.pw_gid
+
+
+def _capset(libc: ctypes.CDLL, mask: int, what: str, context: str = "run_as_user") -> None:
+    """Permitted and effective = `mask`, inheritable empty (this thread)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    data[0].effective = data[0].permitted = mask & 0xFFFFFFFF
+    data[1].effective = data[1].permitted = mask >> 32
+    _check(libc.syscall(_SYS_CAPSET, ctypes.byref(header), ctypes.byref(data)), what, context)
+
+
+_DROP_ALL = "dropping every capability"
+
+
+def drop_all_capabilities() -> None:
+    """Leave this thread no capability, now or after an exec.
+
+    The bounding set is emptied only while CAP_SETPCAP is held (as root): a
+    process of another uid cannot, and keeps what it had (under
+    `run_as_user`, CAP_SYS_PTRACE), which no_new_privs makes unreachable.
+    Raises `PrivilegeDropError` if a call fails or a set is left non-empty.
+    """
+    libc = _libc()
+    bounding = bool(capability_sets()["CapEff"] & (1 << CAP_SETPCAP))
+    if bounding:
+        for cap in range(_last_cap() + 1):
+            _check(libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0), f"dropping {cap}", _DROP_ALL)
+    _check(
+        libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
+        "clearing the ambient set",
+        _DROP_ALL,
+    )
+    _capset(libc, 0, "capset", _DROP_ALL)
+    _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS", _DROP_ALL)
+    left = {k: v for k, v in capability_sets().items() if v and (bounding or k != "CapBnd")}
+    if left:
+        raise PrivilegeDropError(f"{_DROP_ALL}: still held: {left}")
+
+
+def threads_with_capabilities() -> list[int]:
+    """The threads of this process that hold an effective or permitted
+    capability (capabilities are per thread: a module may have started
+    threads before the drop)."""
+    out = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            sets = _capability_sets(f"/proc/self/task/{tid}/status")
+        except OSError:
+            continue  # the thread ended
+        if sets["CapPrm"] or sets["CapEff"]:
+            out.append(int(tid))
+    return sorted(out)
 
 
 def give_state_dir(state_dir: str, user: str) -> None:
@@ -145,12 +201,16 @@ def reclaim_state_dir(state_dir: str) -> int | None:
     return previous
 
 
-def capability_sets() -> dict[str, int]:
-    """This thread's capability sets, from /proc/thread-self/status."""
+def _capability_sets(status: str) -> dict[str, int]:
     out: dict[str, int] = {}
-    with open("/proc/thread-self/status") as f:
+    with open(status) as f:
         for line in f:
             key, _, value = line.partition(":")
-            if key in ("CapInh", "CapPrm", "CapEff", "CapBnd"):
+            if key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
                 out[key] = int(value.strip(), 16)
     return out
+
+
+def capability_sets() -> dict[str, int]:
+    """This thread's capability sets, from /proc/thread-self/status."""
+    return _capability_sets("/proc/thread-self/status")

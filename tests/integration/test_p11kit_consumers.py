@@ -13,7 +13,9 @@ keeps serving; the PIN is in no reply byte and no log line.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -238,6 +240,72 @@ def test_pkcs11_tool_lists_signs_with_every_mechanism_and_decrypts(setup: Setup)
     log = s.log()
     assert log.count("p11kit sign:") >= 6 and log.count("p11kit decrypt:") >= 2
     assert "service root-keys key pkcs11:" in log and "CKM_SHA384_RSA_PKCS" in log
+
+
+def _status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def _worker_serving(s: Setup, peer_pid: int, proc: subprocess.Popen[str]) -> int:
+    """The pid of the worker the daemon handed `peer_pid`'s connection to."""
+    pattern = re.compile(rf"worker pid (\d+) serves uid \d+ pid {peer_pid} ")
+    deadline = time.monotonic() + 30
+    while not (found := pattern.search(s.log())):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, s.log()[-2000:]
+        time.sleep(0.05)
+    return int(found.group(1))
+
+
+def test_a_worker_serves_with_no_capability(setup: Setup) -> None:
+    """With no run_as_user a worker runs as root, loads the module and logs
+    in as root, then drops every capability before serving: seen in its
+    /proc status while pkcs11-tool (a real p11-kit-client.so consumer) waits
+    for its input on a FIFO, and the signature made after still verifies."""
+    s = setup
+    pem = _pubkeys(s)["p256"]
+    data = b"signed by a worker that holds no capability\n"
+    fifo = s.tmp / "input"
+    os.mkfifo(fifo)
+    sig = s.tmp / "sig"
+    argv = ["pkcs11-tool", "--module", CLIENT, "-s", "-m", "ECDSA", "--id", "02"]
+    argv += ["-i", str(fifo), "-o", str(sig), "--signature-format", "openssl"]
+    proc = subprocess.Popen(
+        argv, env=s.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        worker = _worker_serving(s, proc.pid, proc)
+        status = _status(worker)
+        assert status["Uid"].split()[0] == "0", status  # root: the drop is what matters
+        for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(status[key], 16) == 0, (key, status[key])
+        assert status["NoNewPrivs"] == "1"
+        # Blocks until pkcs11-tool opens its input (it may not have yet).
+        with open(fifo, "wb") as f:
+            f.write(hashlib.sha256(data).digest())
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    (s.tmp / "data").write_bytes(data)
+    _verified(
+        [
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-verify",
+            str(pem),
+            "-signature",
+            str(sig),
+            str(s.tmp / "data"),
+        ]
+    )
 
 
 def test_p11tool_lists_and_test_signs(setup: Setup) -> None:
