@@ -180,6 +180,8 @@ class GlobalSettings:
       than root may hold, so one user cannot take them all.
     * `strict_modes`: refuse configuration files, keytabs and client keytabs
       that a non-root user could change (`strict.py`).
+    * `allow_core_dumps`: leave the daemon's processes dumpable
+      (PR_SET_DUMPABLE, `server/privileges.py`); off by default.
     """
 
     debug_level: int = 0
@@ -208,6 +210,7 @@ class GlobalSettings:
     strict_modes: bool = True
     p11kit_max_workers: int = DEFAULT_P11KIT_MAX_WORKERS
     p11kit_max_workers_per_uid: int = DEFAULT_P11KIT_MAX_WORKERS_PER_UID
+    allow_core_dumps: bool = False
     origins: tuple[OptionOrigin, ...] = ()
 
 

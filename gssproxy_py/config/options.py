@@ -362,6 +362,16 @@ OPTIONS: tuple[Option, ...] = (
         source=OURS,
         unset="DIR/NAME-admin.sock beside the default socket DIR/NAME.sock",
     ),
+    Option(
+        "allow_core_dumps",
+        G,
+        v.BOOLEAN,
+        "keep the daemon's processes dumpable, for debugging: a core file, or gdb or py-spy "
+        "run by the daemon's uid without CAP_SYS_PTRACE (under run_as_user), then reaches "
+        "its keytab keys, PINs and handle key; the p11-kit zygote and workers never are",
+        "yes",
+        source=OURS,
+    ),
     # --- [service/NAME] ---
     Option("euid", S, v.USER, "the uid a caller must have to use this service", "0", required=True),
     Option("mechs", S, v.MECHS, "mechanisms the service offers", "krb5", required=True),

@@ -67,6 +67,7 @@ from gssproxy_py.server.pidfile import (
     remove_pid_file,
     write_pid_file,
 )
+from gssproxy_py.server.privileges import PrivilegeDropError, apply_allow_core_dumps
 from gssproxy_py.server.workers import (
     WorkerGroup,
     WorkerSupervisor,
@@ -282,6 +283,15 @@ def _load(args: argparse.Namespace) -> tuple[Config, str]:
     return config, default_socket
 
 
+def _core_dumps(config: Config) -> None:
+    """Not dumpable before any secret is read (`allow_core_dumps`); the
+    processes forked later inherit it."""
+    try:
+        apply_allow_core_dumps(config.globals.allow_core_dumps, _log)
+    except PrivilegeDropError as exc:
+        raise _StartupError(str(exc)) from None
+
+
 def _inherited() -> list[InheritedSocket]:
     try:
         return inherited_sockets()
@@ -320,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pid_file = _pid_file(args)
     try:
         config, default_socket = _load(args)
+        _core_dumps(config)
         inherited = _inherited()
         _log_config(config, args, cli_level)
         on_ready = _detach(pid_file, args.interactive)

@@ -79,9 +79,11 @@ from gssproxy_py.server.p11kit_workers import P11KitWorkers
 from gssproxy_py.server.peer import peer_credentials, selinux_enabled
 from gssproxy_py.server.privileges import (
     PrivilegeDropError,
+    apply_allow_core_dumps,
     drop_privileges,
     give_state_dir,
     reclaim_state_dir,
+    set_dumpable,
 )
 from gssproxy_py.server.programs import load_programs
 from gssproxy_py.server.workers import WorkerGroup
@@ -546,6 +548,10 @@ class GssProxyServer:
         if opts.cli_debug_level is None:
             set_debug_level(effective_debug_level(None, config.globals.debug_level))
         set_status_syslog(opts.syslog_status or config.globals.syslog_status)
+        try:
+            apply_allow_core_dumps(config.globals.allow_core_dumps, _log)
+        except PrivilegeDropError as exc:
+            _log.error("%s", exc)
         for program in self._programs.values():
             if program.reload is not None:
                 try:
@@ -802,6 +808,8 @@ def _become_configured_user(config: Config) -> bool:
     try:
         give_state_dir(config.globals.state_dir, user)
         uid, _ = drop_privileges(user)
+        # The change of uid made it the kernel's suid_dumpable (0 by default).
+        set_dumpable(config.globals.allow_core_dumps)
     except (PrivilegeDropError, KeyError, OSError) as exc:
         _log.error("cannot run as %s: %s", user, exc)
         return False

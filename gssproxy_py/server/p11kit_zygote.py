@@ -34,7 +34,6 @@ daemon's format (`server.logs`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -65,7 +64,11 @@ from gssproxy_py.pkcs11.token import ModuleWorker, ServiceAccess
 from gssproxy_py.proto.token_sign import TsStatus
 from gssproxy_py.server.connection import PrefixLog
 from gssproxy_py.server.logs import configure_logging
-from gssproxy_py.server.privileges import drop_all_capabilities, threads_with_capabilities
+from gssproxy_py.server.privileges import (
+    drop_all_capabilities,
+    set_dumpable,
+    threads_with_capabilities,
+)
 from gssproxy_py.server.workers import die_with_parent
 
 __all__ = ["MAX_MESSAGE", "Handoff", "main", "serve_connection"]
@@ -79,7 +82,6 @@ MAX_MESSAGE: Final = 64 * 1024
 #: Seconds the zygote gives its workers to end after SIGTERM at the end.
 _END_GRACE: Final = 5.0
 _READ_SIZE: Final = 64 * 1024
-_PR_SET_DUMPABLE: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,19 +458,13 @@ def zygote(control: socket.socket) -> None:
         _end_all(workers)
 
 
-def _not_dumpable() -> None:
-    """PR_SET_DUMPABLE 0 for the zygote and, inherited over fork, for every
-    worker: they hold the PIN (and a worker the module's session), so no core
-    file, and no ptrace or /proc/PID/mem by other processes of the daemon's
-    uid (its /proc files then belong to root). A worker that changes uid
-    would be made non-dumpable by the kernel; one of the same uid would not."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0)")
-
-
 def main(argv: Sequence[str]) -> int:
-    _not_dumpable()
+    # Whatever allow_core_dumps says: the zygote and (inherited over fork)
+    # every worker hold the PIN, and a worker the module's session, so no
+    # core file, and no ptrace or /proc/PID/mem by other processes of the
+    # daemon's uid. A worker that changes uid would be made non-dumpable by
+    # the kernel; one of the same uid would not.
+    set_dumpable(False)
     control = socket.socket(fileno=int(argv[0]))
     zygote(control)
     return 0

@@ -13,6 +13,13 @@ threads. Worker threads do not need the capability: they open keytabs and
 ccaches, which must be readable by the user (the administrator's job; the
 error says so).
 
+`set_dumpable` is PR_SET_DUMPABLE (`allow_core_dumps`): the daemon's
+processes hold keytab keys, PINs and the handle key, so by default they are
+not dumpable: no core file, and no ptrace or /proc/PID/mem by other
+processes of their uid (their /proc/PID files then belong to root). A
+change of uid (`run_as_user`) resets it to the kernel's `suid_dumpable`,
+so it is set again after the drop.
+
 `drop_all_capabilities` empties every set of the calling thread (bounding,
 when it may: CAP_SETPCAP; ambient, permitted, effective, inheritable) and
 sets no_new_privs, so nothing is gained back by exec either; it checks the
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import pwd
 import stat
@@ -33,6 +41,8 @@ CAP_SETPCAP = 8
 CAP_SYS_PTRACE = 19
 _PR_CAPBSET_DROP = 24
 _PR_SET_KEEPCAPS = 8
+_PR_SET_DUMPABLE = 4
+_PR_GET_DUMPABLE = 3
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -107,6 +117,34 @@ def drop_privileges(user: str, *, keep: tuple[int, ...] = (CAP_SYS_PTRACE,)) -> 
     if os.getuid() != pw.pw_uid or os.geteuid() != pw.pw_uid:
         raise PrivilegeDropError("run_as_user: the uid did not change")
     return pw.pw_uid, pw.pw_gid
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """PR_SET_DUMPABLE 1 or 0 for this process (inherited over fork, not
+    over a change of uid). Raises `PrivilegeDropError`."""
+    libc = _libc()
+    _check(libc.prctl(_PR_SET_DUMPABLE, int(dumpable), 0, 0, 0), "PR_SET_DUMPABLE", "dumpable")
+
+
+def is_dumpable() -> bool:
+    """PR_GET_DUMPABLE of this process."""
+    return bool(_libc().prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0) == 1)
+
+
+def apply_allow_core_dumps(allow: bool, log: logging.Logger) -> None:
+    """Make this process dumpable or not as `allow_core_dumps` says, and
+    say so when that changes. Raises `PrivilegeDropError`."""
+    was = is_dumpable()
+    set_dumpable(allow)
+    if allow and not was:
+        log.warning(
+            "allow_core_dumps = yes: core files, and ptrace by uid %d, reach the keys and "
+            "PINs of process %d",
+            os.geteuid(),
+            os.getpid(),
+        )
+    elif was and not allow:
+        log.info("process %d is not dumpable (allow_core_dumps = no)", os.getpid())
 
 
 def _capset(libc: ctypes.CDLL, mask: int, what: str, context: str = "run_as_user") -> None:

@@ -62,6 +62,7 @@ from gssproxy_py.config.model import Config
 from gssproxy_py.errors import LocalError
 from gssproxy_py.server.activation import InheritedSocket, assign
 from gssproxy_py.server.listeners import bind_socket, socket_paths
+from gssproxy_py.server.privileges import PrivilegeDropError, set_dumpable
 
 __all__ = [
     "STABLE_AFTER",
@@ -268,6 +269,12 @@ class WorkerSupervisor:
         except Exception as exc:
             # The first process took it: only a change in between can fail.
             _log.error("supervisor: configuration not reloaded for new workers: %s", exc)
+        else:
+            # The workers forked from now on inherit it.
+            try:
+                set_dumpable(self.config.globals.allow_core_dumps)
+            except PrivilegeDropError as exc:
+                _log.error("supervisor: %s", exc)
         for slot in self.slots:
             if slot.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
