@@ -1,6 +1,9 @@
 """`gssproxy-py-ctl status` output: text for a person, Prometheus text
 exposition format (version 0.0.4) for node_exporter's textfile collector.
 
+With `worker_processes` > 1 the daemon's figures are the totals over its
+processes, and each process's own follow (`processes`).
+
 Both render the same `AdmStatus` the daemon sent (`idl/admin.x`); neither
 computes anything the other lacks. Outcome codes are named per program: the
 GSS routine error (`GSS_S_FAILURE`...) for GSS-Proxy, the `ts_status` name
@@ -14,7 +17,7 @@ from collections.abc import Iterable
 
 from gssproxy_py.admin.stats import SYSTEM_ERR_CODE, bucket_upper_us, quantile
 from gssproxy_py.gss import status as gss_status
-from gssproxy_py.proto.admin import AdmCallStats, AdmStatus
+from gssproxy_py.proto.admin import AdmCallStats, AdmProcess, AdmStatus
 from gssproxy_py.proto.gss_proxy import GSSPROXY
 from gssproxy_py.proto.token_sign import TOKEN_SIGN, TsStatus
 
@@ -103,8 +106,33 @@ def render_text(st: AdmStatus) -> str:
         "",
         "token sessions:",
         *_tokens(st),
+        *_processes(st),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _process_name(p: AdmProcess) -> str:
+    return "first process" if p.number == 0 else f"worker {p.number}"
+
+
+def _processes(st: AdmStatus) -> list[str]:
+    """Each process's own counters (`worker_processes` > 1); nothing with one."""
+    if not st.processes:
+        return []
+    lines = ["", "processes (the figures above are their totals):"]
+    for p in st.processes:
+        if not p.answered:
+            lines.append(f"  {_process_name(p)}: no answer (being forked again, or stuck)")
+            continue
+        connections = ", ".join(f"uid {c.uid}: {c.connections}" for c in p.connections)
+        calls = sum(r.calls for r in p.calls)
+        errors = sum(e.count for r in p.calls for e in r.errors)
+        lines.append(
+            f"  {_process_name(p)}, pid {p.pid}: connections {connections or 'none'}; "
+            f"calls in flight {p.calls_in_flight}; {calls} calls, {errors} errors"
+        )
+        lines.extend(f"  {line}" for line in _calls_table(p.calls))
+    return lines
 
 
 def _calls_table(calls: Iterable[AdmCallStats]) -> list[str]:
@@ -284,4 +312,47 @@ def render_prometheus(st: AdmStatus) -> str:
             for t in st.tokens
         ],
     )
+    _process_metrics(m, st)
     return "\n".join(m.lines) + "\n"
+
+
+def _process_metrics(m: _Metrics, st: AdmStatus) -> None:
+    """Per process (`worker_processes` > 1; the families above are totals)."""
+    if not st.processes:
+        return
+    m.family(
+        "process_answered",
+        "gauge",
+        "1 if the process answered the status request (0: its figures are missing)",
+        [
+            f"{PREFIX}_process_answered{_labels(process=str(p.number))} {int(p.answered)}"
+            for p in st.processes
+        ],
+    )
+    answered = [p for p in st.processes if p.answered]
+    m.family(
+        "process_connections",
+        "gauge",
+        "open GSS-Proxy connections of one process",
+        [
+            f"{PREFIX}_process_connections{_labels(process=str(p.number))} "
+            f"{sum(c.connections for c in p.connections)}"
+            for p in answered
+        ],
+    )
+    calls = []
+    for p in answered:
+        for row in p.calls:
+            labels = _labels(
+                process=str(p.number),
+                service=_s(row.service),
+                program=PROGRAM_NAMES.get(row.program, str(row.program)),
+                procedure=_s(row.procedure),
+            )
+            calls.append(f"{PREFIX}_process_calls_total{labels} {row.calls}")
+    m.family(
+        "process_calls_total",
+        "counter",
+        "calls one process answered, per service and procedure (from its start)",
+        calls,
+    )

@@ -16,14 +16,23 @@ The outcome code of a result: for GSS-Proxy the GSS major status, for
 TOKEN_SIGN the `ts_status`; `SYSTEM_ERR_CODE` when the server answered
 SYSTEM_ERR (a handler failed or ran past `call_timeout`). 0 is success and
 is not counted as an error.
+
+With `worker_processes` > 1 each process keeps its own counters; the
+`total_*` functions add up what the processes report (`server.admin`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from gssproxy_py.proto.admin import AdmCallStats, AdmErrorCount
+from gssproxy_py.proto.admin import (
+    AdmCallStats,
+    AdmErrorCount,
+    AdmPool,
+    AdmProcess,
+    AdmUidConnections,
+)
 
 #: Buckets up to 2^31 us (about 36 minutes); more would never fill.
 BUCKETS = 32
@@ -78,22 +87,22 @@ class CallCounters:
 
     def snapshot(self) -> tuple[AdmCallStats, ...]:
         """The rows as the admin program sends them, sorted."""
-        out = []
-        for (service, program, procedure), row in sorted(self._rows.items()):
-            out.append(
-                AdmCallStats(
-                    service=service.encode(),
-                    program=program,
-                    procedure=procedure.encode(),
-                    calls=row.calls,
-                    errors=tuple(
-                        AdmErrorCount(code=code, count=n) for code, n in sorted(row.errors.items())
-                    ),
-                    latency_sum_us=row.sum_ns // 1000,
-                    latency_buckets=tuple(row.buckets),
-                )
-            )
-        return tuple(out)
+        return tuple(
+            _wire_row(service.encode(), program, procedure.encode(), row)
+            for (service, program, procedure), row in sorted(self._rows.items())
+        )
+
+
+def _wire_row(service: bytes, program: int, procedure: bytes, row: CallStats) -> AdmCallStats:
+    return AdmCallStats(
+        service=service,
+        program=program,
+        procedure=procedure,
+        calls=row.calls,
+        errors=tuple(AdmErrorCount(code=code, count=n) for code, n in sorted(row.errors.items())),
+        latency_sum_us=row.sum_ns // 1000,
+        latency_buckets=tuple(row.buckets),
+    )
 
 
 def bucket_upper_us(index: int) -> int:
@@ -113,3 +122,59 @@ def quantile(buckets: Sequence[int], q: float) -> int | None:
         if seen >= rank:
             return bucket_upper_us(index)
     return bucket_upper_us(len(buckets) - 1)
+
+
+# -- totals over the processes of `worker_processes` > 1 ----------------------------
+
+
+def total_calls(processes: Iterable[AdmProcess]) -> tuple[AdmCallStats, ...]:
+    """Every process's rows added up per (service, program, procedure):
+    calls, errors per code, latency sum and buckets."""
+    rows: dict[tuple[bytes, int, bytes], CallStats] = {}
+    for p in processes:
+        for r in p.calls:
+            key = (r.service, r.program, r.procedure)
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = CallStats()
+            row.calls += r.calls
+            row.sum_ns += r.latency_sum_us * 1000
+            for e in r.errors:
+                row.errors[e.code] = row.errors.get(e.code, 0) + e.count
+            for i, n in enumerate(r.latency_buckets[:BUCKETS]):
+                row.buckets[i] += n
+    return tuple(
+        _wire_row(service, program, procedure, row)
+        for (service, program, procedure), row in sorted(rows.items())
+    )
+
+
+def total_connections(processes: Iterable[AdmProcess]) -> tuple[AdmUidConnections, ...]:
+    """Open connections per uid over every process."""
+    by_uid: dict[int, int] = {}
+    for p in processes:
+        for c in p.connections:
+            by_uid[c.uid] = by_uid.get(c.uid, 0) + c.connections
+    return tuple(AdmUidConnections(uid=u, connections=n) for u, n in sorted(by_uid.items()))
+
+
+def total_pools(processes: Iterable[AdmProcess]) -> tuple[AdmPool, ...]:
+    """The pools of the same name added up (each process has its own
+    threads); broken if broken in any, in the order first seen."""
+    pools: dict[bytes, AdmPool] = {}
+    for p in processes:
+        for pool in p.pools:
+            seen = pools.get(pool.name)
+            pools[pool.name] = (
+                pool
+                if seen is None
+                else AdmPool(
+                    name=pool.name,
+                    threads=seen.threads + pool.threads,
+                    busy=seen.busy + pool.busy,
+                    queued=seen.queued + pool.queued,
+                    written_off=seen.written_off + pool.written_off,
+                    broken=seen.broken or pool.broken,
+                )
+            )
+    return tuple(pools.values())

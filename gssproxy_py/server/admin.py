@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gssproxy_py import __version__
+from gssproxy_py.admin.stats import total_calls, total_connections, total_pools
 from gssproxy_py.config.peer import Peer
+from gssproxy_py.errors import XdrError
 from gssproxy_py.executors import live_executors
 from gssproxy_py.proto.admin import (
     ADM_RELOAD,
@@ -35,11 +38,14 @@ from gssproxy_py.proto.admin import (
     GSSPROXY_ADMIN_V1,
     AdmOutcome,
     AdmPool,
+    AdmProcess,
     AdmResult,
     AdmStatus,
     AdmTokenSession,
     AdmUidConnections,
     AdmUpcall,
+    decode_adm_process,
+    encode_adm_process,
 )
 from gssproxy_py.rpc.dispatch import CallInfo, Handler, ProgramService
 from gssproxy_py.rpc.messages import Routed
@@ -48,6 +54,8 @@ from gssproxy_py.server.connection import ConnectionInfo, ConnectionLimits, Pref
 from gssproxy_py.server.fairness import CALLS_PER_TURN
 from gssproxy_py.server.listeners import Listener, open_listener
 from gssproxy_py.server.namespaces import NamespaceSupport
+from gssproxy_py.server.status_channel import StatusGatherer
+from gssproxy_py.xdr.runtime import decode_bytes, encode_bytes
 
 if TYPE_CHECKING:
     from gssproxy_py.server.daemon import GssProxyServer
@@ -75,8 +83,11 @@ class AdminEndpoint:
         allowed_uids: frozenset[int],
         namespaces: NamespaceSupport | None = None,
         tokens: Callable[[], list[tuple[str, str, bool]]] | None = None,
+        worker_status: StatusGatherer | None = None,
     ) -> None:
         self._server = server
+        #: the other processes' counters, with `worker_processes` > 1
+        self._worker_status = worker_status
         #: (module, token, session open) of the token layer, if it is there
         self._tokens = tokens
         self.path = path
@@ -169,7 +180,7 @@ class AdminEndpoint:
     # -- the procedures -------------------------------------------------------------
 
     async def _status_handler(self, info: CallInfo, arg: None) -> AdmStatus:
-        return self.status()
+        return await self.status()
 
     async def _reload_handler(self, info: CallInfo, arg: None) -> AdmResult:
         server = self._server
@@ -183,56 +194,43 @@ class AdminEndpoint:
         asyncio.get_running_loop().call_soon(self._server.request_stop)
         return AdmResult(AdmOutcome.ADM_OK, b"stopping")
 
-    def status(self) -> AdmStatus:
-        """The daemon's counters and state now."""
+    async def status(self) -> AdmStatus:
+        """The daemon's counters and state now: with worker processes,
+        each process's own and their totals."""
         server = self._server
-        by_uid, in_flight = server.connection_counts()
         config = server.config
+        processes = [process_status(server, 0, self._p11kit_workers())]
+        if self._worker_status is not None:
+            for slot, payload in await self._worker_status.gather():
+                processes.append(_worker_process(slot, payload))
+        answered = [p for p in processes if p.answered]
         return AdmStatus(
             version=_text(__version__),
             mode=b"userproxy" if server.options.userproxy else b"system",
             uptime_ms=int((time.monotonic() - server.started) * 1000),
             generation=server.generation,
             files=tuple(_text(f) for f in config.files),
-            connections=tuple(
-                AdmUidConnections(uid=uid, connections=n) for uid, n in sorted(by_uid.items())
-            ),
-            calls_in_flight=in_flight,
-            calls=server.counters.snapshot(),
-            pools=(*self._pools(), *self._p11kit_workers()),
+            connections=total_connections(answered),
+            calls_in_flight=sum(p.calls_in_flight for p in answered),
+            calls=total_calls(answered),
+            pools=total_pools(answered),
             upcalls=tuple(self._upcalls()),
             tokens=tuple(
                 AdmTokenSession(module=_text(m), token=_text(t), open=is_open)
                 for m, t, is_open in (self._tokens() if self._tokens is not None else ())
             ),
+            processes=tuple(processes) if len(processes) > 1 else (),
         )
 
-    @staticmethod
-    def _pools() -> list[AdmPool]:
-        out = []
-        for executor in live_executors():
-            st = executor.state()
-            out.append(
-                AdmPool(
-                    name=_text(st.name),
-                    threads=st.threads,
-                    busy=st.busy,
-                    queued=st.queued,
-                    written_off=st.written_off,
-                    broken=st.broken,
-                )
-            )
-        return out
-
-    def _p11kit_workers(self) -> list[AdmPool]:
+    def _p11kit_workers(self) -> tuple[AdmPool, ...]:
         """The p11-kit worker processes as one pool: each serves one
         connection; `queued` counts those the zygote has not forked yet."""
         workers = self._server.p11kit_workers
         if workers is None or not workers.running:
-            return []
+            return ()
         rows = workers.rows()
         started = sum(1 for r in rows if r.pid is not None)
-        return [
+        return (
             AdmPool(
                 name=b"p11kit-workers",
                 threads=len(rows),
@@ -240,8 +238,8 @@ class AdminEndpoint:
                 queued=len(rows) - started,
                 written_off=0,
                 broken=False,
-            )
-        ]
+            ),
+        )
 
     def _upcalls(self) -> list[AdmUpcall]:
         if self._namespaces is None:
@@ -260,3 +258,63 @@ class AdminEndpoint:
                 )
             )
         return out
+
+
+def _pools() -> list[AdmPool]:
+    """This process's thread pools."""
+    out = []
+    for executor in live_executors():
+        st = executor.state()
+        out.append(
+            AdmPool(
+                name=_text(st.name),
+                threads=st.threads,
+                busy=st.busy,
+                queued=st.queued,
+                written_off=st.written_off,
+                broken=st.broken,
+            )
+        )
+    return out
+
+
+def process_status(
+    server: GssProxyServer, number: int, extra_pools: tuple[AdmPool, ...] = ()
+) -> AdmProcess:
+    """This process's own counters (`number` 0: the first process, else a
+    worker's slot)."""
+    by_uid, in_flight = server.connection_counts()
+    return AdmProcess(
+        number=number,
+        pid=os.getpid(),
+        answered=True,
+        connections=tuple(
+            AdmUidConnections(uid=uid, connections=n) for uid, n in sorted(by_uid.items())
+        ),
+        calls_in_flight=in_flight,
+        calls=server.counters.snapshot(),
+        pools=(*_pools(), *extra_pools),
+    )
+
+
+def encode_process_status(server: GssProxyServer, number: int) -> bytes:
+    """`process_status` as a worker sends it (`server.status_channel`)."""
+    return encode_bytes(encode_adm_process, process_status(server, number))
+
+
+def _worker_process(slot: int, payload: bytes | None) -> AdmProcess:
+    """What worker `slot` answered, or an unanswered row."""
+    if payload is not None:
+        try:
+            return decode_bytes(decode_adm_process, payload)
+        except XdrError as exc:
+            _log.warning("status: worker process %d answered garbage: %s", slot, exc)
+    return AdmProcess(
+        number=slot,
+        pid=0,
+        answered=False,
+        connections=(),
+        calls_in_flight=0,
+        calls=(),
+        pools=(),
+    )

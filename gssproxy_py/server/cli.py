@@ -68,6 +68,7 @@ from gssproxy_py.server.pidfile import (
     write_pid_file,
 )
 from gssproxy_py.server.privileges import PrivilegeDropError, apply_allow_core_dumps
+from gssproxy_py.server.status_channel import StatusChannels, StatusGatherer
 from gssproxy_py.server.workers import (
     WorkerGroup,
     WorkerSupervisor,
@@ -348,18 +349,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker_processes=1 if args.userproxy else config.globals.worker_processes,
     )
     workers: WorkerGroup | None = None
+    worker_status: StatusGatherer | None = None
     bound: list[InheritedSocket] = []
     try:
         if options.worker_processes > 1:
             bound = bind_rpc_sockets(config, default_socket, inherited)
             inherited = bound
+            channels = StatusChannels.create(options.worker_processes - 1)
             workers = start_workers(
-                _supervisor(config, options, bound), in_child=_in_supervisor(on_ready)
+                _supervisor(config, options, bound, channels),
+                in_child=_in_supervisor(on_ready, channels),
             )
+            worker_status = channels.in_first_process()
         _start_trace(config, cli_level)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(
-                serve(config, options, on_ready=on_ready, inherited=inherited, workers=workers)
+                serve(
+                    config,
+                    options,
+                    on_ready=on_ready,
+                    inherited=inherited,
+                    workers=workers,
+                    worker_status=worker_status,
+                )
             )
     except LocalError as exc:
         _log.error("cannot start: %s", exc)
@@ -385,31 +397,43 @@ def _unblock_sighup() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 
 
-def _in_supervisor(on_ready: ReadySignal | None) -> Callable[[], None]:
-    """What the supervisor drops first: the first process's readiness pipe
-    and service-manager socket are not for it or its workers."""
+def _in_supervisor(on_ready: ReadySignal | None, channels: StatusChannels) -> Callable[[], None]:
+    """What the supervisor drops first: the first process's readiness pipe,
+    service-manager socket and ends of the status channels are not for it
+    or its workers."""
 
     def forget() -> None:
         os.environ.pop("NOTIFY_SOCKET", None)
         if on_ready is not None:
             on_ready.close()
+        channels.in_supervisor()
 
     return forget
 
 
 def _supervisor(
-    config: Config, options: ServerOptions, bound: Sequence[InheritedSocket]
+    config: Config,
+    options: ServerOptions,
+    bound: Sequence[InheritedSocket],
+    channels: StatusChannels,
 ) -> WorkerSupervisor:
     """The supervisor of `options.worker_processes` - 1 workers (`server.workers`)."""
     sockets = for_workers(bound)
     worker_options = dataclasses.replace(options, first_process=False)
 
-    def run_worker(current: Config) -> int:
+    def run_worker(current: Config, slot: int) -> int:
         set_debug_level(effective_debug_level(options.cli_debug_level, current.globals.debug_level))
         _start_trace(current, options.cli_debug_level)
+        status_channel = (slot, channels.in_worker(slot))
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(
-                serve(current, worker_options, on_ready=_unblock_sighup, inherited=sockets)
+                serve(
+                    current,
+                    worker_options,
+                    on_ready=_unblock_sighup,
+                    inherited=sockets,
+                    status_channel=status_channel,
+                )
             )
 
     def reload_config() -> Config:

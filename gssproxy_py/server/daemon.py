@@ -44,7 +44,7 @@ from gssproxy_py.pkcs11.program import TokenSignBackend
 from gssproxy_py.ratelimit import RateLimitedLog
 from gssproxy_py.rpc.dispatch import ProgramService
 from gssproxy_py.server.activation import InheritedSocket, adopt_listener, assign
-from gssproxy_py.server.admin import AdminEndpoint
+from gssproxy_py.server.admin import AdminEndpoint, encode_process_status
 from gssproxy_py.server.admission import (
     Admission,
     BudgetLimits,
@@ -86,6 +86,7 @@ from gssproxy_py.server.privileges import (
     set_dumpable,
 )
 from gssproxy_py.server.programs import load_programs
+from gssproxy_py.server.status_channel import StatusGatherer, answer_status_requests
 from gssproxy_py.server.workers import WorkerGroup
 from gssproxy_py.server.writers import ACCEPTS_PER_TURN, ACCEPTS_PER_TURN_SHARED
 
@@ -747,6 +748,7 @@ async def _listen_with_admin(
     options: ServerOptions,
     namespaces: NamespaceSupport,
     token_backend: TokenSignBackend | None,
+    worker_status: StatusGatherer | None,
 ) -> AdminEndpoint | _NoAdmin | None:
     """Listen on every call socket, then on the admin socket (the first
     process only); None (logged, the server shut down) if one of them fails."""
@@ -764,6 +766,7 @@ async def _listen_with_admin(
         allowed_uids=frozenset({0, os.geteuid()} if options.userproxy else {0}),
         namespaces=namespaces,
         tokens=token_backend.sessions if token_backend is not None else None,
+        worker_status=worker_status,
     )
     try:
         await server.start()
@@ -864,6 +867,17 @@ def _start_p11kit_workers(
     server.reload_hooks.append(rematch)
 
 
+def _answer_status(
+    server: GssProxyServer, channel: tuple[int, socket.socket] | None
+) -> Callable[[], None]:
+    """In a worker process: answer the first process's STATUS requests on
+    `channel` (slot, socket); what stops it (nothing to stop without one)."""
+    if channel is None:
+        return lambda: None
+    slot, sock = channel
+    return answer_status_requests(sock, functools.partial(encode_process_status, server, slot))
+
+
 async def serve(
     config: Config,
     options: ServerOptions,
@@ -874,6 +888,8 @@ async def serve(
     inherited: Sequence[InheritedSocket] = (),
     p11kit_tokens: P11KitViews | None = None,
     workers: WorkerGroup | None = None,
+    worker_status: StatusGatherer | None = None,
+    status_channel: tuple[int, socket.socket] | None = None,
 ) -> int:
     """Run the daemon until it is told to stop; the exit status.
 
@@ -890,7 +906,9 @@ async def serve(
     `workers` (the first process of `worker_processes` > 1) reload after
     each successful reload and stop when it stops (`server.workers`); in a
     worker (`options.first_process` false) there is no admin socket and no
-    use-gss-proxy write.
+    use-gss-proxy write. `worker_status` (the first process) asks the
+    workers for their counters at each admin STATUS; `status_channel`
+    (slot, socket) is where a worker answers (`server.status_channel`).
     """
     loop = asyncio.get_running_loop()
     # Namespace executors (shared with the GSS layer) and use-gss-proxy.
@@ -916,7 +934,9 @@ async def serve(
         p11kit_tokens=p11kit_tokens,
         p11kit_workers=p11kit_workers,
     )
-    admin = await _listen_with_admin(server, config, options, namespaces, token_backend)
+    admin = await _listen_with_admin(
+        server, config, options, namespaces, token_backend, worker_status
+    )
     if admin is None:
         namespaces.close()
         return 1
@@ -944,6 +964,7 @@ async def serve(
     # Which build runs: a stale mypyc build (the .py files run instead) is worth a warning.
     stale_build, build_line = compiled.describe()
     _log.log(logging.WARNING if stale_build else logging.DEBUG, "python modules: %s", build_line)
+    stop_answering = _answer_status(server, status_channel)
     # A worker's line is another: tools wait for the first process's.
     _log.info("%s", READY_MESSAGE if options.first_process else WORKER_READY_MESSAGE)
     notify("READY=1")
@@ -952,6 +973,7 @@ async def serve(
     try:
         await server.wait_stopped()
     finally:
+        stop_answering()
         if p11kit_workers is not None:
             await p11kit_workers.close()
         await admin.close()

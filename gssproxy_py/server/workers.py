@@ -189,12 +189,13 @@ class _Slot:
 class WorkerSupervisor:
     """The supervisor process's loop (see the module docstring).
 
-    `run_worker(config)` serves as a worker and returns its exit status;
+    `run_worker(config, slot)` serves as the worker of `slot` (1..N-1)
+    and returns its exit status;
     `reload_config()` reads the configuration again (raises on a bad one).
     """
 
     count: int
-    run_worker: Callable[[Config], int]
+    run_worker: Callable[[Config, int], int]
     reload_config: Callable[[], Config]
     config: Config
     shutdown_grace: float
@@ -248,11 +249,11 @@ class WorkerSupervisor:
             )
             return
         if pid == 0:
-            _child(lambda: self._worker(supervisor))
+            _child(lambda: self._worker(supervisor, slot.number))
         slot.pid, slot.started = pid, time.monotonic()
         _log.info("worker process %d started (%d of %d)", pid, slot.number + 1, self.count)
 
-    def _worker(self, supervisor: int) -> int:
+    def _worker(self, supervisor: int, slot: int) -> int:
         die_with_parent(supervisor)
         # SIGHUP stays blocked until the worker's loop handles it (the
         # worker unblocks it once ready): one sent while it starts is
@@ -261,7 +262,7 @@ class WorkerSupervisor:
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED - {signal.SIGHUP})
-        return self.run_worker(self.config)
+        return self.run_worker(self.config, slot)
 
     def _reload(self) -> None:
         try:

@@ -1,7 +1,8 @@
 """`worker_processes = 2` on a real daemon (`server/workers.py`): two
 processes accept on the same sockets, a handle sealed by one opens in the
-other, reload and stop reach both, a killed worker is forked again; and with
-the default (1) no other process is forked at all.
+other, reload and stop reach both, a killed worker is forked again,
+`gssproxy-py-ctl status` shows each process's counters and their totals;
+and with the default (1) no other process is forked at all.
 
 Which process served a connection is read from the log: every line carries
 `gssproxy-py[PID]`, and each accept logs `[conn N] accepted on` (level 1).
@@ -239,6 +240,64 @@ def ctl(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def _prom(text: str, metric: str, **labels: str) -> int:
+    """The sum of `metric`'s samples whose labels include `labels`."""
+    total = 0
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name != f"gssproxy_py_{metric}" or line.startswith("#"):
+            continue
+        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def test_status_shows_every_process_and_their_total(daemon: DaemonProcess) -> None:
+    """The first process asks the worker for its counters over their
+    private channel: `gssproxy-py-ctl status` lists each process's calls
+    and connections, and the daemon's figures are their sums. A worker
+    that cannot answer (stopped) is said to be so; once it runs again its
+    late answer is not taken for the next one's."""
+    (worker,) = pids(WORKER_STARTED, daemon.log_text())
+    sock = str(daemon.socket)
+    indicate = {"procedure": "GSSX_INDICATE_MECHS"}
+    with contextlib.ExitStack() as stack:
+        served = {pid: client for client, pid in on_two_processes(daemon, stack)}
+        assert set(served) == {daemon.pid, worker}
+        for pid, more in ((daemon.pid, 3), (worker, 5)):
+            for _ in range(more):
+                assert served[pid].indicate_mechs().status.major_status == COMPLETE
+        prom = ctl("status", "-s", sock, "--format=prometheus")
+        text = ctl("status", "-s", sock)
+        assert prom.returncode == 0 and text.returncode == 0, prom.stderr + text.stderr
+        first = _prom(prom.stdout, "process_calls_total", process="0", **indicate)
+        second = _prom(prom.stdout, "process_calls_total", process="1", **indicate)
+        assert first >= 4 and second >= 6, prom.stdout
+        assert _prom(prom.stdout, "calls_total", **indicate) == first + second
+        for number in ("0", "1"):
+            assert _prom(prom.stdout, "process_answered", process=number) == 1
+            assert _prom(prom.stdout, "process_connections", process=number) >= 1
+        assert _prom(prom.stdout, "connections") == sum(
+            _prom(prom.stdout, "process_connections", process=n) for n in ("0", "1")
+        )
+        assert f"first process, pid {daemon.pid}: " in text.stdout, text.stdout
+        assert f"worker 1, pid {worker}: " in text.stdout, text.stdout
+
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            stopped = ctl("status", "-s", sock)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        assert stopped.returncode == 0, stopped.stderr
+        assert "worker 1: no answer" in stopped.stdout, stopped.stdout
+        assert f"first process, pid {daemon.pid}: " in stopped.stdout
+        # The worker answers the request it missed, late; the next status
+        # gets the answer to its own (one more call on it since).
+        assert served[worker].indicate_mechs().status.major_status == COMPLETE
+        again = ctl("status", "-s", sock, "--format=prometheus").stdout
+        assert _prom(again, "process_calls_total", process="1", **indicate) == second + 1
 
 
 def test_sigterm_to_the_first_ends_every_process(daemon: DaemonProcess) -> None:

@@ -183,6 +183,7 @@ def test_counters_and_quantiles() -> None:
         pools=(),
         upcalls=(),
         tokens=(),
+        processes=(),
     )
     text = render_text(status)
     assert "up 1h 2m 3s" in text and "GSS_S_FAILURE 1" in text

@@ -3,10 +3,17 @@ section empty (what each says when there is nothing to list)."""
 
 from __future__ import annotations
 
-from gssproxy_py.admin.render import render_text
-from gssproxy_py.admin.stats import SYSTEM_ERR_CODE, CallCounters
+from gssproxy_py.admin.render import render_prometheus, render_text
+from gssproxy_py.admin.stats import (
+    SYSTEM_ERR_CODE,
+    CallCounters,
+    total_calls,
+    total_connections,
+    total_pools,
+)
 from gssproxy_py.proto.admin import (
     AdmPool,
+    AdmProcess,
     AdmStatus,
     AdmTokenSession,
     AdmUidConnections,
@@ -40,6 +47,7 @@ def test_every_section_filled() -> None:
             AdmTokenSession(b"/usr/lib/softhsm/libsofthsm2.so", b"tok", True),
             AdmTokenSession(b"/m.so", b"t2", False),
         ),
+        processes=(),
     )
     assert render_text(status) == (
         "gssproxy-py 0.1.0 (system mode), up 1d 1h 1m 1s\n"
@@ -66,7 +74,7 @@ def test_every_section_filled() -> None:
 
 
 def test_every_section_empty() -> None:
-    status = AdmStatus(b"0.1.0", b"userproxy", 5_000, 1, (), (), 0, (), (), (), ())
+    status = AdmStatus(b"0.1.0", b"userproxy", 5_000, 1, (), (), 0, (), (), (), (), ())
     assert render_text(status) == (
         "gssproxy-py 0.1.0 (userproxy mode), up 5s\n"
         "configuration generation 1: (synthesised)\n"
@@ -84,3 +92,68 @@ def test_every_section_empty() -> None:
         "token sessions:\n"
         "  none\n"
     )
+
+
+def _process(number: int, pid: int, counters: CallCounters, uid_connections: int) -> AdmProcess:
+    return AdmProcess(
+        number=number,
+        pid=pid,
+        answered=True,
+        connections=(AdmUidConnections(0, uid_connections),),
+        calls_in_flight=number,
+        calls=counters.snapshot(),
+        pools=(AdmPool(b"gss-svc", 4, number, 0, 0, number == 2),),
+    )
+
+
+def test_totals_over_processes_and_each_process_shown() -> None:
+    first, worker = CallCounters(), CallCounters()
+    first.record("svc", GSSPROXY, "GSSX_WRAP", 10_000, 0)
+    worker.record("svc", GSSPROXY, "GSSX_WRAP", 3_000_000, 13 << 16)
+    worker.record("svc", GSSPROXY, "GSSX_UNWRAP", 10_000, 0)
+    processes = (
+        _process(0, 100, first, 1),
+        _process(1, 102, worker, 2),
+        AdmProcess(2, 0, False, (), 0, (), ()),
+    )
+    answered = processes[:2]
+    calls = total_calls(answered)
+    assert [(r.procedure, r.calls) for r in calls] == [(b"GSSX_UNWRAP", 1), (b"GSSX_WRAP", 2)]
+    wrap = calls[1]
+    assert [(e.code, e.count) for e in wrap.errors] == [(13 << 16, 1)]
+    assert wrap.latency_sum_us == 3010 and sum(wrap.latency_buckets) == 2
+    assert total_connections(answered) == (AdmUidConnections(0, 3),)
+    assert total_pools(answered) == (AdmPool(b"gss-svc", 8, 1, 0, 0, False),)
+    status = AdmStatus(
+        b"0.1.0",
+        b"system",
+        1_000,
+        1,
+        (),
+        (AdmUidConnections(0, 3),),
+        1,
+        calls,
+        (),
+        (),
+        (),
+        processes,
+    )
+    text = render_text(status)
+    assert text.endswith(
+        "processes (the figures above are their totals):\n"
+        "  first process, pid 100: connections uid 0: 1; calls in flight 0; 1 calls, 0 errors\n"
+        "    service  program   procedure  calls  p50    p99    errors\n"
+        "    svc      gssproxy  GSSX_WRAP  1      <16us  <16us  0\n"
+        "  worker 1, pid 102: connections uid 0: 2; calls in flight 1; 2 calls, 1 errors\n"
+        "    service  program   procedure    calls  p50       p99       errors\n"
+        "    svc      gssproxy  GSSX_UNWRAP  1      <16us     <16us     0\n"
+        "    svc      gssproxy  GSSX_WRAP    1      <4.096ms  <4.096ms  1 (GSS_S_FAILURE 1)\n"
+        "  worker 2: no answer (being forked again, or stuck)\n"
+    ), text
+    prom = render_prometheus(status)
+    assert 'gssproxy_py_process_answered{process="2"} 0' in prom
+    assert 'gssproxy_py_process_connections{process="1"} 2' in prom
+    assert (
+        'gssproxy_py_process_calls_total{process="1",service="svc",program="gssproxy",'
+        'procedure="GSSX_UNWRAP"} 1'
+    ) in prom

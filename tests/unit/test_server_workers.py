@@ -33,7 +33,7 @@ def _supervisor(count: int) -> workers.WorkerSupervisor:
     """A supervisor whose workers would serve nothing (none is forked here)."""
     return workers.WorkerSupervisor(
         count=count,
-        run_worker=lambda _config: 0,
+        run_worker=lambda _config, _slot: 0,
         reload_config=_config,
         config=_config(),
         shutdown_grace=1.0,
