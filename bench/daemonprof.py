@@ -61,7 +61,9 @@ _NO_DEMOTION = (
 )
 
 
-def _callgrind(r: BenchRealm, d: BenchDaemon, work: Path, small: int, large: int) -> None:
+def _callgrind(
+    r: BenchRealm, d: BenchDaemon, work: Path, small: int, large: int, functions: int
+) -> None:
     out_dir = work / "callgrind"
     out_dir.mkdir()
     argv = d.argv
@@ -102,6 +104,10 @@ def _callgrind(r: BenchRealm, d: BenchDaemon, work: Path, small: int, large: int
     rows = sorted(((per_obj[1][o] - per_obj[0][o]) / k, o) for o in objs)
     for v, o in reversed(rows[-12:]):
         print(f"  {v:>12,.0f}  {o}")
+    if functions:
+        print(f"top {functions} functions, inclusive instructions per accept (the `large` run):")
+        for v, f in _by_function(dumps[1], functions):
+            print(f"  {v / large:>12,.0f}  {f}")
 
 
 def _by_object(path: Path) -> collections.Counter[str]:
@@ -117,6 +123,25 @@ def _by_object(path: Path) -> collections.Counter[str]:
         if m:
             counts[os.path.basename(m.group(2))] += int(m.group(1).replace(",", ""))
     return counts
+
+
+def _by_function(path: Path, top: int) -> list[tuple[int, str]]:
+    """The `top` functions of a dump by inclusive instructions (C functions:
+    the interpreter's, the libraries', and mypyc's `CPyDef_module___name`)."""
+    text = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=99.9", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rows: list[tuple[int, str]] = []
+    for line in text.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+\([^)]*\)\s+(\S.*?)\s*$", line) or re.match(
+            r"^\s*([\d,]+)\s+(\S.*?:\S.*?)\s*$", line
+        )
+        if m and ":" in m.group(2):
+            rows.append((int(m.group(1).replace(",", "")), m.group(2)))
+    return sorted(rows, reverse=True)[:top]
 
 
 def _strace(r: BenchRealm, d: BenchDaemon, work: Path, small: int, large: int) -> None:
@@ -195,6 +220,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--small", type=int, default=50)
     p.add_argument("--large", type=int, default=250)
     p.add_argument("--top", type=int, default=40)
+    p.add_argument(
+        "--functions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --count: also the N functions with the most inclusive instructions",
+    )
     p.add_argument("--workdir", default=str(REPO_ROOT / "build" / "bench" / "daemonprof"))
     args = p.parse_args(argv)
     work = Path(args.workdir)
@@ -205,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         d = daemon(args.impl, r, work)
         if args.mode == "count":
-            _callgrind(r, d, work, args.small, args.large)
+            _callgrind(r, d, work, args.small, args.large, args.functions)
         elif args.mode == "syscalls":
             _strace(r, d, work, args.small, args.large)
         elif args.mode == "cpu":

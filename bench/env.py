@@ -192,6 +192,10 @@ class BenchDaemon:
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
         if impl == "py":
             self.env["PYTHONPATH"] = str(tree)
+            # A profile of the pure build (`GSSPROXY_PY_NO_MYPYC=1 python -m
+            # bench.daemonprof ...`) attributes time to Python functions.
+            if (pure := os.environ.get("GSSPROXY_PY_NO_MYPYC")) is not None:
+                self.env["GSSPROXY_PY_NO_MYPYC"] = pure
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -46,6 +46,7 @@ MODULES: Final = (
     "gssproxy_py.server.calls",
     "gssproxy_py.gss.procedures",
     "gssproxy_py.gss.program",
+    "gssproxy_py.gss.direct",
 )
 #: The manifest the build writes next to this file.
 MANIFEST: Final = "compiled.sha256"

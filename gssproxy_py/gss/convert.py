@@ -29,6 +29,7 @@ __all__ = [
     "import_gssx_name",
     "krb5_display_of_export",
     "krb5_export_of_composite",
+    "name_parts",
     "name_spec",
 ]
 
@@ -130,6 +131,11 @@ def krb5_display_of_export(exported: bytes) -> tuple[bytes, bytes] | None:
     return None if principal is None else _krb5_display(principal)
 
 
+#: A name's wire fields: display_name, name_type, exported_name,
+#: exported_composite_name (its attribute and extension arrays are empty).
+NameParts = tuple[bytes, bytes, bytes, bytes]
+
+
 def gssx_name(
     name: api.Name | None, *, kernel: bool = False, exported: bytes | None = None
 ) -> GssxName:
@@ -141,8 +147,27 @@ def gssx_name(
     `gss_export_name` token when the caller already made it (the kernel's
     initiator, exported for linux_creds_v1).
     """
-    if name is None:
+    parts = name_parts(name, kernel=kernel, exported=exported)
+    if parts is None:
         return EMPTY_NAME
+    display, name_type, exported_name, composite = parts
+    return GssxName(
+        display_name=display,
+        name_type=name_type,
+        exported_name=exported_name,
+        exported_composite_name=composite,
+        name_attributes=(),
+        extensions=(),
+    )
+
+
+def name_parts(
+    name: api.Name | None, *, kernel: bool = False, exported: bytes | None = None
+) -> NameParts | None:
+    """The fields of `gssx_name(name)` (None: `EMPTY_NAME`), for the direct
+    path (`gss.direct`), which writes them without the `GssxName`."""
+    if name is None:
+        return None
     # The kernel does not want PAC-carrying composite names (gssproxy clears them).
     composite = b"" if kernel else api.export_name_composite(name)
     principal = _krb5_principal(composite, _COMPOSITE_ID) if composite else None
@@ -158,7 +183,7 @@ def gssx_name(
             shown = api.display_name(name)
         except GssFailure:
             # inquire_context on a partial context hands back empty name objects.
-            return EMPTY_NAME
+            return None
     display, name_type = shown
     if kernel and len(display) > KERNEL_MAX_PRINCIPAL:
         raise GssFailure(
@@ -166,14 +191,7 @@ def gssx_name(
             EINVAL,
             f"principal of {len(display)} bytes exceeds the kernel's {KERNEL_MAX_PRINCIPAL}",
         )
-    return GssxName(
-        display_name=display,
-        name_type=name_type,
-        exported_name=exported,
-        exported_composite_name=composite,
-        name_attributes=(),
-        extensions=(),
-    )
+    return display, name_type, exported, composite
 
 
 def gssx_cred_elements(info: api.CredInfo) -> tuple[GssxCredElement, ...]:

@@ -30,7 +30,7 @@ from gssproxy_py.gss.credcache import (
     handle_digest,
 )
 from gssproxy_py.gss.inline import Steps
-from gssproxy_py.gss.pkinit_creds import PkinitCreds
+from gssproxy_py.gss.pkinit_creds import PkinitCreds, PkinitPlan
 from gssproxy_py.gss.sealing import Sealer
 from gssproxy_py.gss.status import EACCES, GSS_S_FAILURE, GSS_S_NO_CRED, GssFailure
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxCredElement
@@ -141,6 +141,21 @@ class Credentials:
 
     # -- acquisition ---------------------------------------------------------------
 
+    def acquire_plan(
+        self, config: Config, service: Service, uid: int, creq: policy.CredRequest, mech: bytes
+    ) -> tuple[dict[str, str], PkinitPlan | None, Hashable]:
+        """The store of an acquisition, its PKINIT plan, and its key in the
+        acquire cache (the same for the same arguments under one
+        configuration: `gss.direct` keeps the key and the store's keytabs)."""
+        # The private ccache gets its (random) name only on a miss, when it
+        # is made; a hit needs none, and the cache key leaves it out either way.
+        store = policy.build_store(service, creq, private_ccache=_PRIVATE_UNNAMED)
+        pkinit = self.pkinit.plan(config, service, creq, store)
+        if pkinit is not None:
+            store["ccache"] = pkinit.ccache
+        key_store = tuple(sorted((k, v) for k, v in store.items() if v != _PRIVATE_UNNAMED))
+        return store, pkinit, (service, uid, creq, mech, key_store)
+
     async def acquire_sealed(
         self, req: Request, creq: policy.CredRequest, mech: bytes
     ) -> tuple[GssxCred, CredLease | None]:
@@ -149,14 +164,7 @@ class Credentials:
         On a miss the fresh object is returned as a lease too, so the request
         that acquired it (e.g. an init with default creds) uses it directly.
         """
-        # The private ccache gets its (random) name only on a miss, when it
-        # is made; a hit needs none, and the cache key leaves it out either way.
-        store = policy.build_store(req.service, creq, private_ccache=_PRIVATE_UNNAMED)
-        pkinit = self.pkinit.plan(req.config, req.service, creq, store)
-        if pkinit is not None:
-            store["ccache"] = pkinit.ccache
-        key_store = tuple(sorted((k, v) for k, v in store.items() if v != _PRIVATE_UNNAMED))
-        key = (req.service, req.uid, creq, mech, key_store)
+        store, pkinit, key = self.acquire_plan(req.config, req.service, req.uid, creq, mech)
         fp = fingerprint(policy.keytab_files(store))
         hit = self.acquired.get(key, fp, min_lifetime=req.service.min_lifetime)
         if hit is not None:

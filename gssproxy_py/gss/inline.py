@@ -184,19 +184,29 @@ class InlineCalls:
         log: logging.LoggerAdapter[logging.Logger] | logging.Logger,
     ) -> _T | Continuation[_T]:
         """`start(coro)` on the event loop, timed for the guard."""
-        guard = self.guard
-        started = guard.clock()
+        started = self.guard.clock()
         try:
             return start(coro, steps)
         finally:
-            took = guard.clock() - started
-            if guard.record(service.name, took):
-                log.info(
-                    "inline call took %.1f ms; service '%s' runs in threads for %gs",
-                    took * 1000,
-                    service.name,
-                    guard.cooldown,
-                )
+            self.timed(service, started, log)
+
+    def timed(
+        self,
+        service: Service,
+        started: float,
+        log: logging.LoggerAdapter[logging.Logger] | logging.Logger,
+    ) -> None:
+        """An inline call of `service` that began at `started` (the guard's
+        clock) has ended: the guard hears how long it took."""
+        guard = self.guard
+        took = guard.clock() - started
+        if guard.record(service.name, took):
+            log.info(
+                "inline call took %.1f ms; service '%s' runs in threads for %gs",
+                took * 1000,
+                service.name,
+                guard.cooldown,
+            )
 
     def forget(self) -> None:
         """Drop the verdicts (configuration reloaded)."""

@@ -570,7 +570,7 @@ def _local_creds(name: api.Name, exported: bytes) -> tuple[bytes, LinuxCreds]:
         raise GssFailure(GSS_S_FAILURE, ENOENT, str(exc)) from None
 
 
-def _shown_name(name: api.Name | None) -> str:
+def shown_name(name: api.Name | None) -> str:
     if name is None:
         return "(no initiator name)"
     try:
@@ -581,7 +581,7 @@ def _shown_name(name: api.Name | None) -> str:
 
 def _describe_linux_creds(name: api.Name, user: bytes, creds: LinuxCreds) -> str:
     """`linux_creds_v1 for PRINCIPAL (local user U): uid=N gid=N groups=[...]`."""
-    shown = _shown_name(name)
+    shown = shown_name(name)
     local = user.decode("utf-8", "replace")
     if creds == UNMAPPED:
         why = f"local user {local} unknown" if local else "no local user"
@@ -616,7 +616,7 @@ async def proc_accept_sec_context(
             # that is written.
             req.log.info(
                 "accepted a context from %s for service '%s'",
-                _shown_name(step.initiator),
+                shown_name(step.initiator),
                 req.service.name,
             )
         extra: list[GssxOption] = []

@@ -44,6 +44,7 @@ from typing import Any
 
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.gss.credentials import Request
+from gssproxy_py.gss.direct import direct_paths
 from gssproxy_py.gss.engine import GssEngine
 from gssproxy_py.gss.inline import Continuation, Steps, run_to_end
 from gssproxy_py.gss.namespaced import NamespacedCalls
@@ -192,6 +193,7 @@ def gss_proxy_service(
         program=GSSPROXY_PROGRAM,
         handlers=handlers,
         immediate=immediate,
+        direct=direct_paths(engine, GSSPROXYVERS),
         reload=engine.reload,
         close=_closer(engine, namespaced),
     )

@@ -19,6 +19,11 @@ Rules that live here, so that every program gets them the same way:
   `no_match_reason` (gssproxy closes the connection instead);
 * handlers run on the event loop and must not block it: blocking work goes
   to the program's own executor (`loop.run_in_executor`);
+* a procedure may also have a *direct path* (`DirectPath`): its common
+  calls parsed from the argument bytes and answered with result bytes,
+  byte for byte the generic reply, for a matched caller when debug level 2
+  is off; any other call, and any call its `run` declines, takes the
+  generic path below with the same arguments;
 * a procedure may also have an *immediate* handler: a plain function the
   server calls first, on the event loop, without making a task. It returns
   the result, or `Pending` when the call has to continue asynchronously
@@ -89,6 +94,35 @@ ImmediateHandler = Callable[[CallInfo, Any], Any]
 
 
 @dataclass(frozen=True, slots=True)
+class DirectResult:
+    """What a direct path served: the encoded result and its outcome code
+    (`admin.stats.outcome_code` of the result it stands for)."""
+
+    encoded: bytes
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class DirectPath:
+    """A procedure's direct path: its most frequent calls served from the
+    argument bytes to the result bytes, without the typed argument and
+    result objects.
+
+    `parse` reads the arguments of a call of the shape it serves, or
+    returns None (the call then takes the generic path); it never accepts
+    bytes the procedure's generated decoder refuses. `run` serves the
+    parsed call of a matched caller on the event loop: the encoded result
+    (the procedure's result type, byte for byte what the generic path
+    would send), or None when it cannot serve this one without waiting or
+    without its generic objects, having done nothing that the generic path
+    would then do twice.
+    """
+
+    parse: Callable[[memoryview | bytes], Any]
+    run: Callable[[CallInfo, Any], DirectResult | None]
+
+
+@dataclass(frozen=True, slots=True)
 class ProgramService:
     """One RPC program as the server serves it.
 
@@ -104,6 +138,8 @@ class ProgramService:
     close: Callable[[], None] | None = None
     #: (version, procedure) → immediate handler, tried before `handlers`
     immediate: Mapping[tuple[int, int], ImmediateHandler] = field(default_factory=dict)
+    #: (version, procedure) → direct path, tried before both (`DirectPath`)
+    direct: Mapping[tuple[int, int], DirectPath] = field(default_factory=dict)
 
     def procedure(self, version: int, number: int) -> Procedure | None:
         v = self.program.versions.get(version)
@@ -114,3 +150,6 @@ class ProgramService:
 
     def immediate_handler(self, version: int, number: int) -> ImmediateHandler | None:
         return self.immediate.get((version, number))
+
+    def direct_path(self, version: int, number: int) -> DirectPath | None:
+        return self.direct.get((version, number)) if self.direct else None

@@ -63,7 +63,7 @@ from gssproxy_py.proto.rpc_msg import (
     decode_reply_body,
     encode_rpc_msg,
 )
-from gssproxy_py.rpc.dispatch import Handler, ImmediateHandler, ProgramService
+from gssproxy_py.rpc.dispatch import DirectPath, Handler, ImmediateHandler, ProgramService
 from gssproxy_py.xdr.program import Procedure
 from gssproxy_py.xdr.runtime import Decoder, decode_bytes, encode_bytes
 
@@ -212,7 +212,9 @@ def reply_auth_error(xid: int, auth_stat: AuthStat) -> bytes:
 @dataclass(frozen=True, slots=True)
 class Routed:
     """A call that passed every RPC-level check: what remains is to run the
-    handler on `arg` and encode its result with `procedure`."""
+    handler on `arg` and encode its result with `procedure`; or, with
+    `direct`, to run the direct path on `arg`, what its `parse` read
+    (`generic_args` decodes the typed argument instead)."""
 
     call: CallHeader
     service: ProgramService
@@ -221,6 +223,8 @@ class Routed:
     arg: Any
     #: the procedure's immediate handler, when the program has one
     immediate: ImmediateHandler | None = None
+    #: the direct path that parsed `arg`, if one did
+    direct: DirectPath | None = None
 
 
 def route(record: bytes, services: Mapping[int, ProgramService]) -> Routed | bytes:
@@ -253,10 +257,14 @@ def route(record: bytes, services: Mapping[int, ProgramService]) -> Routed | byt
         # Answered here whether or not the table lists it (generated tables
         # do). NULL takes no arguments; anything after the header is garbage.
         return reply_success(xid, b"") if not call.args else reply_garbage_args(xid)
-    try:
-        arg = decode_bytes(procedure.decode_arg, call.args)
-    except XdrError:
-        return reply_garbage_args(xid)
+    direct = service.direct_path(call.vers, call.proc)
+    arg = None if direct is None else direct.parse(call.args)
+    if arg is None:
+        direct = None
+        try:
+            arg = decode_bytes(procedure.decode_arg, call.args)
+        except XdrError:
+            return reply_garbage_args(xid)
     handler = service.handler(call.vers, call.proc)
     if handler is None:
         return reply_proc_unavail(xid)
@@ -267,6 +275,24 @@ def route(record: bytes, services: Mapping[int, ProgramService]) -> Routed | byt
         handler=handler,
         arg=arg,
         immediate=service.immediate_handler(call.vers, call.proc),
+        direct=direct,
+    )
+
+
+def generic_args(routed: Routed) -> Routed:
+    """`routed` with its typed argument, for the generic path (a direct
+    path parsed it, or declined to serve it). The decoder accepts whatever
+    a direct path's `parse` did (`DirectPath`), so this does not fail."""
+    if routed.direct is None:
+        return routed
+    arg = decode_bytes(routed.procedure.decode_arg, routed.call.args)
+    return Routed(
+        call=routed.call,
+        service=routed.service,
+        procedure=routed.procedure,
+        handler=routed.handler,
+        arg=arg,
+        immediate=routed.immediate,
     )
 
 
@@ -284,6 +310,12 @@ def encode_reply(routed: Routed, result: Any, *, max_record_size: int) -> bytes:
     answers SYSTEM_ERR for both (gssproxy rewrites the header the same way).
     """
     encoded = encode_bytes(routed.procedure.encode_res, result)
+    return encoded_reply(routed, encoded, max_record_size=max_record_size)
+
+
+def encoded_reply(routed: Routed, encoded: bytes, *, max_record_size: int) -> bytes:
+    """The SUCCESS reply carrying an encoded result; `OversizedReplyError`
+    when it would exceed `max_record_size`."""
     reply = reply_success(routed.call.xid, encoded)
     if len(reply) > max_record_size:
         raise OversizedReplyError(

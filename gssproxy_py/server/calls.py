@@ -35,8 +35,15 @@ from gssproxy_py.config.model import Config, Service
 from gssproxy_py.errors import XdrEncodeError
 from gssproxy_py.netns.errors import NetnsError
 from gssproxy_py.netns.named import NETNS_DIR, configured_names, inode_map
-from gssproxy_py.rpc.dispatch import CallInfo, Pending
-from gssproxy_py.rpc.messages import OversizedReplyError, Routed, encode_reply, reply_system_err
+from gssproxy_py.rpc.dispatch import CallInfo, DirectResult, Pending
+from gssproxy_py.rpc.messages import (
+    OversizedReplyError,
+    Routed,
+    encode_reply,
+    encoded_reply,
+    generic_args,
+    reply_system_err,
+)
 from gssproxy_py.rpc.redact import describe
 from gssproxy_py.server.connection import ConnectionInfo
 
@@ -141,10 +148,18 @@ class CallStarter:
             log.info("%s: no service matched", name)
         else:
             log.info("%s: service '%s'", name, service.name)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s arguments: %s", name, describe(routed.arg))
         info = call_info(conn, routed, config, log, service=service, reason=reason)
         count = _Count(self.counters, info, name, started)
+        if routed.direct is not None:
+            # Direct only for a matched caller and without debug level 2
+            # (whose lines describe the typed argument and result).
+            if service is not None and not log.isEnabledFor(logging.DEBUG):
+                served = _direct(info, routed, count)
+                if served is not None:
+                    return served
+            routed = generic_args(routed)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s arguments: %s", name, describe(routed.arg))
         immediate = routed.immediate
         if immediate is None:
             return finish_call(info, routed, lambda: routed.handler(info, routed.arg), count)
@@ -158,6 +173,30 @@ class CallStarter:
             return finish_call(info, routed, result.run, count)
         count(outcome_code(result))
         return _encode(info, routed, result)
+
+
+def _direct(info: CallInfo, routed: Routed, count: _Count) -> bytes | None:
+    """The reply of the procedure's direct path, or None if it declined
+    (the call then takes the generic path)."""
+    assert routed.direct is not None
+    try:
+        served: DirectResult | None = routed.direct.run(info, routed.arg)
+    except Exception:
+        info.log.exception("%s failed; replying SYSTEM_ERR", routed.procedure.name)
+        count(SYSTEM_ERR_CODE)
+        return reply_system_err(info.xid)
+    if served is None:
+        return None
+    count(served.code)
+    try:
+        return encoded_reply(
+            routed, served.encoded, max_record_size=info.config.globals.max_record_size
+        )
+    except OversizedReplyError as exc:
+        info.log.error(
+            "%s: result cannot be sent (%s); replying SYSTEM_ERR", routed.procedure.name, exc
+        )
+        return reply_system_err(info.xid)
 
 
 def call_info(

@@ -1,0 +1,371 @@
+"""The direct path of an interposer accept: ACQUIRE_CRED and ACCEPT_SEC_CONTEXT
+from argument bytes to result bytes (`rpc.dispatch.DirectPath`).
+
+An application accepting through the interposer (`proxymech.so`) makes two
+calls per accept: ACQUIRE_CRED for its default acceptor credential, then
+ACCEPT_SEC_CONTEXT with the handle that returned. Both are served inline
+from caches almost every time, and the generic path spent more on the
+objects around them (the decoded `gssx_cred` and call context, the result
+structures with their names, a request, a coroutine) than on its own
+decisions. Here:
+
+* `parse_acquire` / `parse_accept` read the arguments of exactly the
+  calls the interposer makes (no call-context options, no input handle or
+  desired name for ACQUIRE_CRED, krb5 or no mechanisms; a client handle
+  whose names carry no attributes and whose elements no options, no
+  context handle or channel bindings and no options for ACCEPT) with the
+  generated decoders' own `Decoder` reads, so they accept nothing those
+  refuse; anything else is None, and the call takes the generic path;
+* `DirectCalls.acquire` answers from the acquire cache: the decision and
+  the cache key are computed once per (configuration, service, uid,
+  usage), and the reply is the cached handle's encoding, made once per
+  handle;
+* `DirectCalls.accept` leases the handle's pooled credential, accepts,
+  and writes the `gssx_res_accept_sec_context` from MIT's results.
+
+Each declines (None, before doing anything the generic path would repeat)
+what the generic path would not finish inline: a service not inline now
+(`InlineCalls.allowed`), a user-name lookup, an acquire-cache miss, a
+handle whose credential is not in the pool. The rules are the generic
+procedures' (`gss.procedures`), the same functions where they are shared;
+`tests/conformance/test_direct_path.py` replays the interposer's calls
+through both paths and compares the replies byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from gssproxy_py.config.model import Config, Service
+from gssproxy_py.errors import XdrError
+from gssproxy_py.gss import api, convert, policy
+from gssproxy_py.gss.credcache import fingerprint, handle_digest
+from gssproxy_py.gss.credentials import CredLease
+from gssproxy_py.gss.engine import GssEngine
+from gssproxy_py.gss.procedures import PROCEDURES, shown_name
+from gssproxy_py.gss.status import (
+    GSS_S_COMPLETE,
+    GSS_S_CONTINUE_NEEDED,
+    GssFailure,
+    ok_status,
+    status_for_exception,
+)
+from gssproxy_py.proto import gss_proxy as gp
+from gssproxy_py.rpc.dispatch import CallInfo, DirectPath, DirectResult
+from gssproxy_py.vocab import oids
+from gssproxy_py.xdr.runtime import Decoder, encode_bytes
+
+__all__ = ["AcceptCall", "DirectCalls", "direct_paths", "parse_accept", "parse_acquire"]
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_TRUE = _U32.pack(1)
+_FALSE = _U32.pack(0)
+#: An empty array (options, name attributes, extensions).
+_NONE = _FALSE
+#: GSS_C_DELEG_FLAG
+_DELEG_FLAG = 1
+#: Entries kept per memo before it starts again (services times uids).
+_MAX_MEMO = 4096
+
+_USAGES = frozenset(int(u) for u in gp.GssxCredUsage)
+_EMPTY_NAME = encode_bytes(gp.encode_gssx_name, convert.EMPTY_NAME)
+_ACQUIRE_FAILURE = next(p for p in PROCEDURES if p.number == gp.GSSX_ACQUIRE_CRED).failure
+_ACCEPT_FAILURE = next(p for p in PROCEDURES if p.number == gp.GSSX_ACCEPT_SEC_CONTEXT).failure
+
+
+def _opaque(value: bytes) -> bytes:
+    n = len(value)
+    return b"".join((_U32.pack(n), value, b"\0" * (-n % 4)))
+
+
+# -- parsing -------------------------------------------------------------------
+
+
+def _empty_call_ctx(d: Decoder) -> bool:
+    """Read a `gssx_call_ctx`; True if it carries no options (locale and
+    server_ctx are read by no procedure)."""
+    d.opaque_var(None)
+    d.opaque_var(None)
+    return d.array_count(None, 8) == 0
+
+
+def _plain_name(d: Decoder) -> bool:
+    """Read a `gssx_name`; True if it has no attributes and no extensions."""
+    for _ in range(4):
+        d.opaque_var(None)
+    return d.array_count(None, 12) == 0 and d.array_count(None, 8) == 0
+
+
+def _cred_reference(d: Decoder) -> bytes | None:
+    """Read a `gssx_cred`: its `cred_handle_reference`, or None if a name
+    has attributes or an element options (enctypes, no CI flags)."""
+    if not _plain_name(d):
+        return None
+    for _ in range(d.array_count(None, 52)):
+        if not _plain_name(d):
+            return None
+        d.opaque_var(None)
+        d.enum(_USAGES, "gssx_cred_usage")
+        d.uint64()
+        d.uint64()
+        if d.array_count(None, 8):
+            return None
+    reference = d.opaque_var(None)
+    d.boolean()
+    return reference
+
+
+def parse_acquire(args: memoryview | bytes) -> int | None:
+    """The `cred_usage` of an ACQUIRE_CRED for the caller's default
+    credential of the krb5 mechanism, or None for any other call."""
+    d = Decoder(args)
+    try:
+        if not _empty_call_ctx(d) or d.optional_flag():  # input_cred_handle
+            return None
+        d.boolean()  # add_cred_to_input_handle: read by no procedure
+        if d.optional_flag():  # desired_name
+            return None
+        d.uint64()  # time_req
+        mechs = [d.opaque_var(None) for _ in range(d.array_count(None, 4))]
+        usage = d.enum(_USAGES, "gssx_cred_usage")
+        d.uint64()
+        d.uint64()
+        if d.array_count(None, 8) or d.remaining():
+            return None
+    except XdrError:
+        return None
+    if mechs and not any(m in oids.KRB5_FAMILY for m in mechs):
+        return None  # BAD_MECH: the generic path says so
+    return usage
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptCall:
+    """What an interposer's ACCEPT_SEC_CONTEXT carries that an accept reads."""
+
+    #: the client's sealed handle (`cred_handle_reference`)
+    handle: bytes
+    input_token: bytes
+    ret_deleg_cred: bool
+
+
+def parse_accept(args: memoryview | bytes) -> AcceptCall | None:
+    """An ACCEPT_SEC_CONTEXT starting a context with a client handle and
+    nothing else, or None for any other call (the kernel's among them)."""
+    d = Decoder(args)
+    try:
+        if not _empty_call_ctx(d) or d.optional_flag():  # context_handle
+            return None
+        if not d.optional_flag():  # cred_handle: without, the default lease
+            return None
+        handle = _cred_reference(d)
+        token = d.opaque_var(None)
+        if d.optional_flag():  # input_cb
+            return None
+        deleg = d.boolean()
+        if d.array_count(None, 8) or d.remaining():
+            return None
+    except XdrError:
+        return None
+    if not handle:
+        return None
+    return AcceptCall(handle, token, deleg)
+
+
+# -- serving -------------------------------------------------------------------
+
+
+def _name(parts: convert.NameParts | None) -> bytes:
+    if parts is None:
+        return _EMPTY_NAME
+    display, name_type, exported, composite = parts
+    return b"".join(
+        (_opaque(display), _opaque(name_type), _opaque(exported), _opaque(composite), _NONE, _NONE)
+    )
+
+
+class DirectCalls:
+    """The direct path of one engine (see the module docstring). Event-loop
+    thread only."""
+
+    def __init__(self, engine: GssEngine) -> None:
+        self.engine = engine
+        self._config: Config | None = None
+        #: (service, uid, usage) → the acquire cache's key and the store's keytabs
+        self._plans: dict[tuple[str, int, int], tuple[Hashable, tuple[str, ...]]] = {}
+        #: service → the keytab files of its cred_store (pooled objects' fingerprint)
+        self._keytabs: dict[str, tuple[str, ...]] = {}
+        #: sealed handle → its `gssx_cred` encoding (an ACQUIRE_CRED reply's body)
+        self._creds: dict[bytes, bytes] = {}
+        self._statuses: dict[tuple[bytes, int], bytes] = {}
+
+    def _same_config(self, config: Config) -> None:
+        """Forget what was worked out under another configuration."""
+        if config is not self._config:
+            self._config = config
+            self._plans.clear()
+            self._keytabs.clear()
+
+    def _status(self, mech: bytes, major: int) -> bytes:
+        key = (mech, major)
+        encoded = self._statuses.get(key)
+        if encoded is None:
+            encoded = encode_bytes(gp.encode_gssx_status, ok_status(mech, major))
+            if len(self._statuses) < _MAX_MEMO:
+                self._statuses[key] = encoded
+        return encoded
+
+    # -- ACQUIRE_CRED -------------------------------------------------------------
+
+    def acquire(self, call: CallInfo, usage: int) -> DirectResult | None:
+        """`proc_acquire_cred` for the caller's default credential, from the cache."""
+        service = call.service
+        assert service is not None  # the server runs a direct path for a matched call only
+        if not self.engine.inline.allowed(service):
+            return None
+        self._same_config(call.config)
+        plan = self._plan(call, service, usage)
+        if plan is None:
+            return None
+        key, keytabs = plan
+        credentials = self.engine.credentials
+        gcred = credentials.acquired.get(
+            key, fingerprint(keytabs), min_lifetime=service.min_lifetime
+        )
+        if gcred is None:
+            return None
+        reference = gcred.cred_handle_reference
+        encoded = self._creds.get(reference)
+        if encoded is None:
+            encoded = encode_bytes(gp.encode_gssx_cred, gcred)
+            if len(self._creds) >= _MAX_MEMO:
+                self._creds.clear()
+            self._creds[reference] = encoded
+        status = self._status(oids.KRB5, GSS_S_COMPLETE)
+        return DirectResult(b"".join((status, _TRUE, encoded, _NONE)), GSS_S_COMPLETE)
+
+    def _plan(
+        self, call: CallInfo, service: Service, usage: int
+    ) -> tuple[Hashable, tuple[str, ...]] | None:
+        """The acquire cache's key for this caller's default credential and
+        the keytabs to fingerprint; None when the generic path must decide
+        (a usage the service refuses, a user name to look up)."""
+        uid = call.peer.uid
+        memo = (service.name, uid, usage)
+        plan = self._plans.get(memo)
+        if plan is not None:
+            return plan
+        try:
+            narrowed = policy.narrow_usage(service.cred_usage, usage)
+            if policy.needs_user_name(service, uid, None, narrowed):
+                return None
+            creq = policy.decide_cred_environment(service, uid, None, narrowed)
+            store, _, key = self.engine.credentials.acquire_plan(
+                call.config, service, uid, creq, oids.KRB5
+            )
+        except GssFailure:
+            return None  # the generic path fails the same way, and says why
+        plan = (key, policy.keytab_files(store))
+        if len(self._plans) >= _MAX_MEMO:
+            self._plans.clear()
+        self._plans[memo] = plan
+        return plan
+
+    # -- ACCEPT_SEC_CONTEXT ---------------------------------------------------------
+
+    def accept(self, call: CallInfo, arg: AcceptCall) -> DirectResult | None:
+        """`proc_accept_sec_context` with a client handle whose credential
+        is in the pool, for an application (not the kernel)."""
+        service = call.service
+        assert service is not None
+        inline = self.engine.inline
+        if not inline.allowed(service):
+            return None
+        self._same_config(call.config)
+        keytabs = self._keytabs.get(service.name)
+        if keytabs is None:
+            keytabs = self._keytabs[service.name] = policy.keytab_files(dict(service.cred_store))
+        key = (service.name, call.peer.uid, handle_digest(arg.handle))
+        fp = fingerprint(keytabs)
+        credentials = self.engine.credentials
+        creds = credentials.pool.checkout(key, fp)
+        if creds is None:
+            return None  # importing it may read a ccache: the generic path's thread
+        lease = CredLease(creds, None, key, None, fp, reference=arg.handle, from_client=True)
+        started = inline.guard.clock()
+        try:
+            try:
+                return self._accept(call, service, arg, lease)
+            finally:
+                credentials.release(lease)
+        except Exception as exc:  # as the generic path's one catch-all (gss.program)
+            status = status_for_exception(exc, oids.KRB5, call.log, call=call)
+            failure = encode_bytes(gp.encode_gssx_res_accept_sec_context, _ACCEPT_FAILURE(status))
+            return DirectResult(failure, status.major_status)
+        finally:
+            inline.timed(service, started, call.log)
+
+    def _accept(
+        self, call: CallInfo, service: Service, arg: AcceptCall, lease: CredLease
+    ) -> DirectResult:
+        step = api.accept_sec_context(arg.input_token, lease.creds, None, None)
+        complete = not step.continue_needed
+        if complete and call.log.isEnabledFor(logging.INFO):
+            call.log.info(
+                "accepted a context from %s for service '%s'",
+                shown_name(step.initiator),
+                service.name,
+            )
+        mech = step.mech or oids.KRB5
+        context = self._context(step, mech, complete)
+        delegated = _FALSE
+        if arg.ret_deleg_cred and step.delegated is not None and step.flags & _DELEG_FLAG:
+            sealed, _, _ = self.engine.credentials.sealer.seal_creds(
+                call.config, service, call.peer.uid, step.delegated
+            )
+            delegated = _TRUE + encode_bytes(gp.encode_gssx_cred, sealed)
+        major = GSS_S_CONTINUE_NEEDED if step.continue_needed else GSS_S_COMPLETE
+        status = self._status(context[0] or oids.KRB5, major)
+        encoded = b"".join(
+            (status, _TRUE, context[1], _TRUE, _opaque(step.token), delegated, _NONE)
+        )
+        return DirectResult(encoded, major)
+
+    def _context(self, step: api.StepResult, mech: bytes, complete: bool) -> tuple[bytes, bytes]:
+        """The `gssx_ctx` of an accepted (or partial) context, as
+        `procedures._export_context` and `convert.gssx_ctx` make it for an
+        application: its mech and its encoding."""
+        initiator = step.initiator if complete else None
+        info = api.inquire_context(step.context, initiator)
+        token = api.export_sec_context(step.context)
+        head = b"".join((_opaque(token), _opaque(b""), _FALSE))
+        if info is None:
+            tail = (_EMPTY_NAME, _EMPTY_NAME, _U64.pack(0), _U64.pack(0), _FALSE, _FALSE, _NONE)
+            return mech, b"".join((head, _opaque(mech), *tail))
+        ctx_mech = info.mech or mech
+        return ctx_mech, b"".join(
+            (
+                head,
+                _opaque(ctx_mech),
+                _name(convert.name_parts(info.initiator)),
+                _name(convert.name_parts(info.target)),
+                _U64.pack(info.lifetime),
+                _U64.pack(info.flags),
+                _TRUE if info.locally_initiated else _FALSE,
+                _TRUE if info.complete else _FALSE,
+                _NONE,
+            )
+        )
+
+
+def direct_paths(engine: GssEngine, version: int) -> dict[tuple[int, int], DirectPath]:
+    """The direct paths of program 400112 (`ProgramService.direct`)."""
+    calls = DirectCalls(engine)
+    return {
+        (version, gp.GSSX_ACQUIRE_CRED): DirectPath(parse_acquire, calls.acquire),
+        (version, gp.GSSX_ACCEPT_SEC_CONTEXT): DirectPath(parse_accept, calls.accept),
+    }

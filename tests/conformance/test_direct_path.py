@@ -1,0 +1,340 @@
+"""The direct path (gss/direct.py) against the generic one, byte for byte.
+
+The interposer's recorded calls of two accepts
+(data/interposer-accept.txt) and generated ones go through the server's
+own routing and call starter twice on one engine: once with program
+400112's direct paths, once without. The replies must be the same bytes,
+and the direct path must have served the calls it is for. MIT is replaced
+by a deterministic fake (two real accepts of one token differ: the replay
+cache refuses the second, and every context has its own keys); the real
+one is behind the integration tests' interposer accepts and `make bench`.
+
+The parsers never accept what the generated decoders refuse, and read the
+same values (hypothesis, over generated arguments and mutated recordings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gssproxy_py.config.load import load_config_text
+from gssproxy_py.config.model import Config
+from gssproxy_py.config.peer import Peer
+from gssproxy_py.errors import XdrError
+from gssproxy_py.gss import api, engine
+from gssproxy_py.gss.direct import parse_accept, parse_acquire
+from gssproxy_py.gss.program import gss_proxy_service
+from gssproxy_py.gss.status import GssFailure
+from gssproxy_py.proto import gss_proxy as gp
+from gssproxy_py.rpc.dispatch import CallInfo, DirectPath, DirectResult, ProgramService
+from gssproxy_py.rpc.messages import route
+from gssproxy_py.server.calls import CallStarter
+from gssproxy_py.server.connection import ConnectionInfo
+from gssproxy_py.vocab import oids
+from gssproxy_py.xdr.runtime import decode_bytes, encode_bytes
+from gssproxy_py.xdrgen import load
+from tests.conformance.test_golden_vectors import KERNEL_ACCEPT_CALL
+from tests.support.xdr_strategies import Strategies
+from tests.unit.test_gss_program_fake import FakeCreds, FakeCtx, FakeGss, FakeName
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORDED = [
+    bytes.fromhex(line)
+    for line in (Path(__file__).parent / "data" / "interposer-accept.txt").read_text().splitlines()
+    if line and not line.startswith("#")
+]
+SOCKET = "/test/default.sock"
+UID = 33
+#: The RPC call header before the arguments (empty credential and verifier).
+HEADER = 40
+DELEG_FLAG = 1
+
+
+def _composite(principal: bytes) -> bytes:
+    """MIT's `gss_export_name_composite` token of a krb5 principal, no attributes."""
+    mech = b"\x06" + bytes([len(oids.KRB5)]) + oids.KRB5
+    head = (b"\x04\x02", struct.pack(">H", len(mech)), mech, struct.pack(">I", len(principal)))
+    return b"".join((*head, principal, b"\0\0\0\0"))
+
+
+class MitLikeFake(FakeGss):
+    """`FakeGss` with MIT's shapes where the replies carry them: contexts
+    described by `inquire_context`, krb5 composite names (but for names
+    starting with `plain`, which display through `display_name`), delegation
+    and a second round trip chosen by the token."""
+
+    def export_name_composite(self, name: FakeName) -> bytes:
+        return b"" if name.value.startswith(b"plain") else _composite(name.value)
+
+    def accept_sec_context(
+        self, token: bytes, creds: FakeCreds, context: object, bindings: object
+    ) -> api.StepResult:
+        self._seen("accept_sec_context")
+        more = token.startswith(b"more")
+        deleg = token.endswith(b"deleg")
+        delegated = FakeCreds(b"user@R", creds.usage) if deleg else None
+        return api.StepResult(
+            FakeCtx(initiator=token[:40] or b"anonymous"),  # type: ignore[arg-type]
+            b"ap-rep:" + token[:8],
+            oids.KRB5,
+            0x32 | (DELEG_FLAG if deleg else 0),
+            more,
+            delegated,  # type: ignore[arg-type]
+            None if more else FakeName(token[:40] or b"anonymous"),  # type: ignore[arg-type]
+        )
+
+    def inquire_context(
+        self, context: FakeCtx, initiator: FakeName | None = None
+    ) -> api.ContextInfo | None:
+        if context.initiator.startswith(b"more"):
+            return None  # a partial context the mech cannot describe
+        return api.ContextInfo(
+            initiator=initiator or FakeName(context.initiator),  # type: ignore[arg-type]
+            target=FakeName(b"HTTP/web.example@R"),  # type: ignore[arg-type]
+            lifetime=3600,
+            mech=oids.KRB5,
+            flags=0x1B2,
+            locally_initiated=False,
+            complete=True,
+        )
+
+
+def _config(tmp_path: Path) -> Config:
+    return load_config_text(
+        f"""
+[gssproxy]
+  state_dir = {tmp_path}/state
+[service/web]
+  mechs = krb5
+  cred_store = keytab:{tmp_path}/web.keytab
+  cred_usage = accept
+  euid = {UID}
+"""
+    )
+
+
+class Paths:
+    """Program 400112 served with and without its direct paths, on one engine."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.program = gss_proxy_service(config)
+        self.served: list[int] = []
+        p = self.program
+        counted = {
+            key: DirectPath(path.parse, self._counting(key[1], path))
+            for key, path in p.direct.items()
+        }
+        self.direct = ProgramService(
+            p.program, p.handlers, p.reload, p.close, immediate=p.immediate, direct=counted
+        )
+        self.generic = ProgramService(p.program, p.handlers, p.reload, p.close, p.immediate)
+        self.starter = CallStarter(config, default_socket=SOCKET, selinux_enabled=False)
+
+    def _counting(self, proc: int, path: DirectPath) -> Any:
+        def run(call: CallInfo, arg: Any) -> DirectResult | None:
+            served = path.run(call, arg)
+            if served is not None:
+                self.served.append(proc)
+            return served
+
+        return run
+
+    def reply(self, service: ProgramService, record: bytes) -> bytes:
+        routed = route(record, {gp.GSSPROXY: service})
+        if isinstance(routed, bytes):
+            return routed
+        peer = Peer(pid=1, uid=UID, gid=UID, program="/usr/bin/test")
+        started = self.starter.start_call(ConnectionInfo(1, peer, SOCKET), routed)
+        return started if isinstance(started, bytes) else asyncio.run(started)
+
+    def both(self, record: bytes) -> bytes:
+        """The reply of the direct path, checked against the generic one's."""
+        direct = self.reply(self.direct, record)
+        assert self.reply(self.generic, record) == direct
+        return direct
+
+    def close(self) -> None:
+        assert self.program.close is not None
+        self.program.close()
+
+
+@pytest.fixture
+def paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Paths]:
+    (tmp_path / "krb5.conf").write_text("")
+    monkeypatch.setenv("KRB5_CONFIG", str(tmp_path / "krb5.conf"))
+    monkeypatch.setenv("KRB5RCACHEDIR", str(tmp_path))
+    monkeypatch.setattr(engine, "hold_profile", lambda: None)
+    # Sealing draws a random nonce: a delegated credential, sealed once per
+    # path, would differ by it alone.
+    monkeypatch.setattr(os, "urandom", bytes)
+    backend = MitLikeFake()
+    for name in dir(backend):
+        if not name.startswith("_") and hasattr(api, name):
+            monkeypatch.setattr(api, name, getattr(backend, name))
+    p = Paths(_config(tmp_path))
+    yield p
+    p.close()
+
+
+def _proc(record: bytes) -> int:
+    return int.from_bytes(record[20:24], "big")
+
+
+def _issued_cred(acquire_reply: bytes) -> gp.GssxCred:
+    """The handle an ACQUIRE_CRED reply carries (after the 24-byte reply header)."""
+    res = decode_bytes(gp.decode_gssx_res_acquire_cred, acquire_reply[24:])
+    assert res.status.major_status == 0 and res.output_cred_handle is not None
+    return res.output_cred_handle
+
+
+def _with_cred(record: bytes, cred: gp.GssxCred, **changes: Any) -> bytes:
+    """An ACCEPT_SEC_CONTEXT record holding `cred`, as the interposer
+    returns the handle it was given (and `changes` to other fields)."""
+    arg = decode_bytes(gp.decode_gssx_arg_accept_sec_context, record[HEADER:])
+    new = gp.GssxArgAcceptSecContext(
+        call_ctx=arg.call_ctx,
+        context_handle=arg.context_handle,
+        cred_handle=cred,
+        input_token=changes.get("input_token", arg.input_token),
+        input_cb=arg.input_cb,
+        ret_deleg_cred=changes.get("ret_deleg_cred", arg.ret_deleg_cred),
+        options=arg.options,
+    )
+    return record[:HEADER] + encode_bytes(gp.encode_gssx_arg_accept_sec_context, new)
+
+
+def _interposer_accepts(paths: Paths) -> gp.GssxCred:
+    """Replay the recording; the handle the daemon issued."""
+    cred: gp.GssxCred | None = None
+    for record in RECORDED:
+        if _proc(record) == gp.GSSX_ACCEPT_SEC_CONTEXT:
+            assert cred is not None
+            record = _with_cred(record, cred)
+        reply = paths.both(record)
+        if _proc(record) == gp.GSSX_ACQUIRE_CRED:
+            cred = _issued_cred(reply)
+    assert cred is not None
+    return cred
+
+
+def test_the_recorded_interposer_accepts_get_the_same_replies(paths: Paths) -> None:
+    assert [_proc(r) for r in RECORDED] == [1, 6, 9, 6, 9]
+    _interposer_accepts(paths)
+    # The first ACQUIRE_CRED missed the acquire cache (the generic path
+    # acquired, on a thread); the rest were served directly.
+    accept, acquire = gp.GSSX_ACCEPT_SEC_CONTEXT, gp.GSSX_ACQUIRE_CRED
+    assert paths.served == [accept, acquire, accept]
+
+
+def test_the_kernels_accept_takes_the_generic_path() -> None:
+    assert parse_accept(KERNEL_ACCEPT_CALL[4 + HEADER :]) is None
+    assert decode_bytes(gp.decode_gssx_arg_accept_sec_context, KERNEL_ACCEPT_CALL[4 + HEADER :])
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    token=st.one_of(
+        st.binary(max_size=64),
+        st.sampled_from(
+            [b"more", b"more-deleg", b"alice@R deleg", b"plain@R", b"WELLKNOWN/ANONYMOUS"]
+        ),
+    ),
+    deleg=st.booleans(),
+)
+def test_accepts_of_any_token_get_the_same_replies(paths: Paths, token: bytes, deleg: bool) -> None:
+    cred = _interposer_accepts(paths)
+    accept = next(r for r in RECORDED if _proc(r) == gp.GSSX_ACCEPT_SEC_CONTEXT)
+    served = len(paths.served)
+    paths.both(_with_cred(accept, cred, input_token=token, ret_deleg_cred=deleg))
+    assert len(paths.served) == served + 1
+
+
+def test_a_failed_accept_gets_the_same_failure(
+    paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cred = _interposer_accepts(paths)
+
+    def refuse(*args: object) -> api.StepResult:
+        raise GssFailure(0x70000, 0x96C73A31, "Request is a replay")
+
+    monkeypatch.setattr(api, "accept_sec_context", refuse)
+    accept = next(r for r in RECORDED if _proc(r) == gp.GSSX_ACCEPT_SEC_CONTEXT)
+    reply = paths.both(_with_cred(accept, cred))
+    res = decode_bytes(gp.decode_gssx_res_accept_sec_context, reply[24:])
+    assert res.status.major_status == 0x70000
+
+
+# -- the parsers against the generated decoders -------------------------------------
+
+_GSS = Strategies(load(str(ROOT / "idl" / "gss_proxy.x")), gp)
+
+
+def _accept_agrees(args: bytes) -> None:
+    parsed = parse_accept(args)
+    if parsed is None:
+        return
+    arg = decode_bytes(gp.decode_gssx_arg_accept_sec_context, args)  # must not raise
+    assert arg.cred_handle is not None
+    assert parsed.handle == arg.cred_handle.cred_handle_reference
+    assert parsed.input_token == arg.input_token
+    assert parsed.ret_deleg_cred == arg.ret_deleg_cred
+    assert not arg.call_ctx.options and not arg.options
+    assert arg.context_handle is None and arg.input_cb is None
+    assert not any(e.options for e in arg.cred_handle.elements)
+
+
+def _acquire_agrees(args: bytes) -> None:
+    usage = parse_acquire(args)
+    if usage is None:
+        return
+    arg = decode_bytes(gp.decode_gssx_arg_acquire_cred, args)  # must not raise
+    assert usage == arg.cred_usage
+    assert arg.input_cred_handle is None and arg.desired_name is None
+    assert not arg.call_ctx.options and not arg.options
+    assert not arg.desired_mechs or set(arg.desired_mechs) & oids.KRB5_FAMILY
+
+
+@settings(max_examples=300, deadline=None)
+@given(arg=_GSS.named("gssx_arg_accept_sec_context"))
+def test_parse_accept_reads_what_the_decoder_reads(arg: gp.GssxArgAcceptSecContext) -> None:
+    _accept_agrees(encode_bytes(gp.encode_gssx_arg_accept_sec_context, arg))
+
+
+@settings(max_examples=300, deadline=None)
+@given(arg=_GSS.named("gssx_arg_acquire_cred"))
+def test_parse_acquire_reads_what_the_decoder_reads(arg: gp.GssxArgAcquireCred) -> None:
+    _acquire_agrees(encode_bytes(gp.encode_gssx_arg_acquire_cred, arg))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    which=st.sampled_from([1, 2]),
+    at=st.integers(min_value=0, max_value=2000),
+    value=st.integers(min_value=0, max_value=255),
+    cut=st.integers(min_value=-8, max_value=8),
+)
+def test_mutated_recordings_are_parsed_only_if_they_decode(
+    which: int, at: int, value: int, cut: int
+) -> None:
+    args = bytearray(RECORDED[which][HEADER:])
+    args[at % len(args)] = value
+    mutated = bytes(args[: len(args) + cut] if cut < 0 else args + bytes(cut))
+    for agrees in (_accept_agrees, _acquire_agrees):
+        try:
+            agrees(mutated)
+        except XdrError:
+            pytest.fail("a parser accepted arguments the generated decoder refuses")
