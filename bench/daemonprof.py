@@ -10,7 +10,11 @@ figure. Modes:
   collection is switched on around a run of `--small` and then `--large`
   accepts (`callgrind_control -i on/off`, a dump after each), and the
   difference divided by `--large - --small` gives user-space instructions
-  per accept, in total and by shared object (load-independent);
+  per accept, in total and by shared object (load-independent), and with
+  `--functions N` the N functions with the most inclusive instructions per
+  accept (C functions: the interpreter's, the libraries', mypyc's
+  `CPyDef_module___function`; a run with `GSSPROXY_PY_NO_MYPYC=1` and
+  `--profile` names the Python functions);
 * `--syscalls`: the daemon under `strace -c -f`, `--small` and `--large`
   accepts, system calls per accept by name (difference of two runs);
 * `--cpu`: the daemon's utime and stime (/proc) over `--large` accepts,
