@@ -349,6 +349,14 @@ class GssProxyServer:
             self._all_closed.set()
             self._arm_idle_timer()
 
+    def rematch_p11kit_on_loop(self, config: Config) -> None:
+        """After a reload: the p11-kit connections served on the loop (no
+        service) whose peer `config` gives a service are closed
+        (`P11KitConnection.rematched`)."""
+        for conn in list(self._connections):
+            if isinstance(conn, P11KitConnection):
+                conn.rematched(config)
+
     # -- read by the admin program (server.admin) ------------------------------
 
     @property
@@ -863,6 +871,7 @@ def _start_p11kit_workers(
 
     async def rematch(new: Config) -> None:
         await workers.rematch(new, server.default_socket, server.selinux_enabled)
+        server.rematch_p11kit_on_loop(new)
 
     server.reload_hooks.append(rematch)
 

@@ -19,7 +19,10 @@ peer matches a service is handed to a worker process instead
 object then only stands for it in the connection table (caps, status,
 stop) until the worker ends. Served here on the loop: peers no service
 matches (no slot), tests' injected backends, and whatever runs without
-workers.
+workers. With workers, a connection served here never gets a service:
+one whose peer a reload gives a service is closed with that reload
+(`rematched`), so its client's next connection is handed to a worker like
+any new one; until the reload's hooks have run it still sees no slot.
 """
 
 from __future__ import annotations
@@ -187,6 +190,24 @@ class P11KitConnection(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
+    def rematched(self, config: Config) -> None:
+        """After a reload, with workers: close a connection served here (its
+        peer matched no service) whose peer now matches a service."""
+        if self._handed_off or self._stopped or self._peer is None:
+            return
+        if self._host.p11kit_workers is None:
+            return
+        service, reason = self._match(config, self._peer)
+        if service is None:
+            return
+        self.log.info(
+            "reload: %s now; closing, so that the client's next connection goes to a worker",
+            reason,
+        )
+        self._stopped = True
+        self._queue.clear()
+        self.close()
+
     def worker_ended(self) -> None:
         """The worker serving this connection is gone, and the connection
         with it."""
@@ -285,6 +306,9 @@ class P11KitConnection(asyncio.Protocol):
             return self._cryptoki
         assert self._peer is not None
         service, reason = self._match(config, self._peer)
+        if service is not None and host.p11kit_workers is not None:
+            # Only a worker serves a service (`rematched` closes this one).
+            service, reason = None, f"{reason}, served by a worker only"
         name = service.name if service is not None else None
         if self._cryptoki is None or name != self._service_name:
             self.log.info("%s", reason)

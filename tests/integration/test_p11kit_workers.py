@@ -8,7 +8,8 @@ connection is refused with one line naming uid, pid and program, and so is
 one beyond `p11kit_max_workers_per_uid` for an ordinary uid, while root is
 still served; a killed zygote takes its workers with it; stopping the
 daemon ends every worker and the zygote; the PIN is in no worker's or the
-zygote's argv or environment.
+zygote's argv or environment; a peer served on the loop (no service) that
+a reload gives a service is closed and reconnects to a worker.
 """
 
 from __future__ import annotations
@@ -239,6 +240,29 @@ def test_reload_ends_the_workers_of_a_uid_that_lost_its_service(daemon: Daemon) 
         _, _, r = response(after.call(Request(4, "yfu").y(1).fu(8).body()))
         assert r.flag() and r.u32() == 0
         assert daemon.workers() == []
+
+
+def test_a_peer_that_gains_a_service_at_reload_reconnects_to_a_worker(daemon: Daemon) -> None:
+    """A connection whose peer matched no service is served on the daemon's
+    loop (no slot); the reload that gives its peer a service closes it, so
+    the client's next connection is handed to a worker like any new one,
+    rather than served with the service on the loop."""
+    config = Path(daemon.process.config)  # type: ignore[attr-defined]
+    config.write_text(_config(daemon.paths, daemon.module, served=False))
+    daemon.process.reload()  # type: ignore[attr-defined]
+    with P11KitClient(daemon.sock) as c:
+        assert error_of(c.call(initialize())) is None
+        _, _, r = response(c.call(Request(4, "yfu").y(1).fu(8).body()))
+        assert r.flag() and r.u32() == 0  # no slot
+        assert daemon.workers() == []
+        config.write_text(_config(daemon.paths, daemon.module))
+        daemon.process.reload()  # type: ignore[attr-defined]
+        assert _closed(c)
+        assert daemon.workers() == []  # closed, not served with the service here
+    assert "service root-keys now; closing, so that the client's next connection" in daemon.log()
+    with P11KitClient(daemon.sock) as again:
+        assert _signs(again)
+        assert len(daemon.wait_workers(1)) == 1
 
 
 def test_stop_ends_every_worker_and_no_pin_in_their_argv_or_environment(daemon: Daemon) -> None:

@@ -215,3 +215,41 @@ TEXT_RELOADED = (
     "[service/s]\n  mechs = krb5\n  euid = {uid}\n  pkcs11_module = /m.so\n"
     f"  pkcs11_uri = pkcs11:token=t\n  p11kit_socket = {SOCK}\n  p11kit_mechanisms = ECDSA\n"
 )
+
+
+@dataclass
+class WorkersHost(Host):
+    """A daemon with worker processes: a connection whose peer matches a
+    service is handed to one (`hand_off`), never served here."""
+
+    p11kit_workers: Any = None
+
+    def __post_init__(self) -> None:
+        self.p11kit_workers = self  # stands for P11KitWorkers
+        self.handed: list[int] = []
+
+    def hand_off(self, conn: Any, peer: Peer, service: Service, fd: int, config: Config) -> bool:
+        self.handed.append(conn.number)
+        return True
+
+
+def test_with_workers_a_peer_that_gains_a_service_is_closed_at_the_reload() -> None:
+    async def go() -> None:
+        host = WorkersHost(FakeBackend())
+        conn, t = _connect(host, "/run/other.sock")  # no service there: served here
+        conn.data_received(b"\x00" + _frame(0x10, initialize()))
+        assert host.handed == [] and not t.closed
+        host.config = load_config_text(
+            f"[service/s]\n  mechs = krb5\n  euid = {os.getuid()}\n  pkcs11_module = /m.so\n"
+            "  pkcs11_uri = pkcs11:token=t\n  p11kit_socket = /run/other.sock\n"
+        )
+        # Between the reload taking the configuration and its hooks: still
+        # no slot, the service is never served on the loop.
+        conn.data_received(_frame(0x11, Request(4, "yfu").y(0).fu(0).body()))
+        r = response(t.frames()[-1][1])[2]
+        assert (r.flag(), r.u32()) == (False, 0)
+        assert host.services == []
+        conn.rematched(host.config)  # the reload's hook
+        assert t.closed and host.handed == []
+
+    asyncio.run(go())
