@@ -310,9 +310,17 @@ class Cryptoki:
     # -- sign, decrypt, verify ---------------------------------------------------
 
     def _init_op(self, kind: Operation, r: Reader) -> None:
-        s = self._session(r.ulong())
+        handle = r.ulong()
+        self._session(handle)  # an unknown session is refused before the rest is read
         mechanism = r.mechanism()
-        key_handle = r.ulong()
+        self.init_operation(kind, handle, mechanism, r.ulong())
+
+    def init_operation(
+        self, kind: Operation, handle: int, mechanism: Mechanism | None, key_handle: int
+    ) -> None:
+        """C_SignInit, C_DecryptInit, C_VerifyInit once their fields are
+        read (by the generic reader or `p11kit.fast`)."""
+        s = self._session(handle)
         if mechanism is None:  # a NULL mechanism cancels (0.25.2 and later)
             s.ops.pop(kind, None)
             return
@@ -338,32 +346,79 @@ class Cryptoki:
             raise CkError(Ckr.OPERATION_NOT_INITIALIZED)
         return s, op
 
-    async def _finish(self, s: _Session, op: _Op, data: bytes, room: int | None) -> bytes | Absent:
-        """The output for `data`, or only its length (size query, room too
-        small) with the operation kept; the operation ends otherwise."""
+    def prepared_output(
+        self, s: _Session, op: _Op, data: bytes, room: int | None
+    ) -> bytes | Absent | None:
+        """What an output call answers without the token: the output kept
+        from an earlier call with the same input, or only the length (a size
+        query, or a room too small for a signature). None: the token must
+        make it (then `made_output`). CkError ends the operation."""
+        if op.output is not None and op.done_for == data:
+            return self._hand_out(s, op, op.output, room)
+        if op.kind is Operation.SIGN or room is None:
+            assert self._backend is not None
+            try:
+                size = self._backend.output_length(op.key, op.mechanism)
+            except CkError:
+                s.ops.pop(op.kind, None)
+                raise
+            if room is None or room < size:
+                return Absent(size)
+        return None
+
+    def made_output(
+        self, s: _Session, op: _Op, data: bytes, room: int | None, output: bytes
+    ) -> bytes | Absent:
+        """The answer once the token made `output` for `data` (kept for the
+        next call with the same input if it does not fit `room`)."""
+        op.done_for, op.output = data, output
+        return self._hand_out(s, op, output, room)
+
+    @staticmethod
+    def _hand_out(s: _Session, op: _Op, output: bytes, room: int | None) -> bytes | Absent:
+        if room is None or room < len(output):
+            return Absent(len(output))
+        s.ops.pop(op.kind, None)  # delivered: the operation ends
+        return output
+
+    async def make_output(
+        self, s: _Session, op: _Op, data: bytes, room: int | None
+    ) -> bytes | Absent:
+        """The token's output for `data` (sign or decrypt) as `made_output`
+        answers it; CkError (the token refused) ends the operation."""
         assert self._backend is not None
-        backend = self._backend
+        make = self._backend.sign if op.kind is Operation.SIGN else self._backend.decrypt
         try:
-            if op.output is not None and op.done_for == data:
-                output = op.output
-            else:
-                if op.kind is Operation.SIGN:
-                    size = backend.output_length(op.key, op.mechanism)
-                    if room is None or room < size:
-                        return Absent(size)
-                    output = await backend.sign(op.key, op.mechanism, data)
-                else:
-                    if room is None:
-                        return Absent(backend.output_length(op.key, op.mechanism))
-                    output = await backend.decrypt(op.key, op.mechanism, data)
-                op.done_for, op.output = data, output
+            output = await make(op.key, op.mechanism, data)
         except CkError:
             s.ops.pop(op.kind, None)
             raise
-        if room is None or room < len(output):
-            return Absent(len(output))
-        s.ops.pop(op.kind, None)
-        return output
+        return self.made_output(s, op, data, room, output)
+
+    async def _finish(self, s: _Session, op: _Op, data: bytes, room: int | None) -> bytes | Absent:
+        """The output for `data`, or only its length (size query, room too
+        small) with the operation kept; the operation ends otherwise."""
+        ready = self.prepared_output(s, op, data, room)
+        if ready is not None:
+            return ready
+        return await self.make_output(s, op, data, room)
+
+    def single_input(
+        self, kind: Operation, handle: int, data: bytes | None
+    ) -> tuple[_Session, _Op, bytes]:
+        """C_Sign, C_Decrypt: the operation and its one input."""
+        s, op = self._op(handle, kind)
+        return s, op, self._single(s, op, data)
+
+    def update_input(self, kind: Operation, handle: int, data: bytes | None) -> None:
+        """C_SignUpdate (and C_VerifyUpdate): gather `data`."""
+        s, op = self._op(handle, kind)
+        self._update(s, op, data)
+
+    def final_input(self, kind: Operation, handle: int) -> tuple[_Session, _Op, bytes]:
+        """C_SignFinal, C_DecryptFinal: the operation and the gathered input."""
+        s, op = self._op(handle, kind)
+        return s, op, bytes(op.parts or b"")
 
     def _single(self, s: _Session, op: _Op, data: bytes | None) -> bytes:
         if op.parts is not None or data is None:
@@ -390,24 +445,22 @@ class Cryptoki:
         handle = r.ulong()
         data = r.input_bytes()
         room = r.room()
-        s, op = self._op(handle, kind)
-        w.output_bytes(await self._finish(s, op, self._single(s, op, data), room))
+        s, op, data = self.single_input(kind, handle, data)
+        w.output_bytes(await self._finish(s, op, data, room))
 
     async def _final(self, kind: Operation, r: Reader, w: Writer) -> None:
         """C_SignFinal and C_DecryptFinal: the output for the gathered parts."""
         handle = r.ulong()
         room = r.room()
-        s, op = self._op(handle, kind)
-        w.output_bytes(await self._finish(s, op, bytes(op.parts or b""), room))
+        s, op, data = self.final_input(kind, handle)
+        w.output_bytes(await self._finish(s, op, data, room))
 
     async def c_sign(self, r: Reader, w: Writer) -> None:
         await self._single_part(Operation.SIGN, r, w)
 
     async def c_sign_update(self, r: Reader, w: Writer) -> None:
         handle = r.ulong()
-        data = r.input_bytes()
-        s, op = self._op(handle, Operation.SIGN)
-        self._update(s, op, data)
+        self.update_input(Operation.SIGN, handle, r.input_bytes())
 
     async def c_sign_final(self, r: Reader, w: Writer) -> None:
         await self._final(Operation.SIGN, r, w)
@@ -422,14 +475,17 @@ class Cryptoki:
         handle = r.ulong()
         data = r.input_bytes()
         room = r.room()
+        w.output_bytes(self.decrypt_update(handle, data, room))
+
+    def decrypt_update(self, handle: int, data: bytes | None, room: int | None) -> bytes | Absent:
+        """C_DecryptUpdate once its fields are read."""
         s, op = self._op(handle, Operation.DECRYPT)
         # Public-key decryption yields nothing before the end: gather the
         # input. A size query (no buffer) takes none of it.
         if room is None:
-            w.output_bytes(Absent(0))
-            return
+            return Absent(0)
         self._update(s, op, data)
-        w.output_bytes(b"")
+        return b""
 
     async def c_decrypt_final(self, r: Reader, w: Writer) -> None:
         await self._final(Operation.DECRYPT, r, w)
@@ -453,9 +509,7 @@ class Cryptoki:
 
     async def c_verify_update(self, r: Reader, w: Writer) -> None:
         handle = r.ulong()
-        data = r.input_bytes()
-        s, op = self._op(handle, Operation.VERIFY)
-        self._update(s, op, data)
+        self.update_input(Operation.VERIFY, handle, r.input_bytes())
 
     async def c_verify_final(self, r: Reader, w: Writer) -> None:
         handle = r.ulong()
