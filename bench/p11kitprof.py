@@ -210,16 +210,31 @@ def _serving(work: Path, server: str) -> Any:
 def _cpu(work: Path, n: int, server: str) -> None:
     with _serving(work, server) as (pid, client):
         w0, c0 = procs._stat_fields(pid), procs._stat_fields(client.proc.pid)
+        s0 = _switches(pid)
         client.sign(n)
         w1, c1 = procs._stat_fields(pid), procs._stat_fields(client.proc.pid)
+        s1 = _switches(pid)
     tick = 1e6 / os.sysconf("SC_CLK_TCK")
     for name, f0, f1 in ((server, w0, w1), ("client", c0, c1)):
         user = (int(f1[11]) - int(f0[11])) * tick / n
         system = (int(f1[12]) - int(f0[12])) * tick / n
+        faults = (int(f1[7]) - int(f0[7])) / n
         print(
             f"{name} CPU per signature: user {user:.1f} us, system {system:.1f} us, "
-            f"total {user + system:.1f} us"
+            f"total {user + system:.1f} us, minor faults {faults:.2f}"
         )
+    voluntary, forced = ((b - a) / n for a, b in zip(s0, s1, strict=True))
+    print(f"{server} context switches per signature: {voluntary:.2f} voluntary, {forced:.2f} not")
+
+
+def _switches(pid: int) -> tuple[int, int]:
+    """(voluntary, nonvoluntary) context switches of `pid` so far."""
+    counts = dict(
+        line.split(":\t")
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.endswith(tuple("0123456789")) and "ctxt_switches" in line
+    )
+    return int(counts["voluntary_ctxt_switches"]), int(counts["nonvoluntary_ctxt_switches"])
 
 
 def _strace(work: Path, n: int, server: str) -> None:

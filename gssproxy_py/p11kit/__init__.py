@@ -5,6 +5,8 @@
 `ck` the PKCS#11 constants used, `model` the virtual token a connection
 sees and the backend protocol it calls, `calls` the call table (one row per
 call id, with its signatures and handler) and `session` one connection's
-PKCS#11 state (sessions, handles, searches, operations) with the handlers.
+PKCS#11 state (sessions, handles, searches, operations) with the handlers;
+`fast` answers the hot calls of a signature or decryption without the
+generic codec (the p11-kit worker's loop tries it first).
 Nothing here touches a socket: `gssproxy_py.server.p11kit` does.
 """

@@ -87,6 +87,23 @@ class FrameReader:
         """Bytes of an incomplete frame are buffered."""
         return bool(self._buf)
 
+    def whole(self, data: bytes) -> tuple[int, bytes] | None:
+        """(code, body) when `data` is exactly one acceptable frame and
+        nothing is buffered, the usual read of a consumer that waits for
+        each reply; None otherwise: then `feed` it (which also says what
+        is wrong with a bad frame)."""
+        if self._buf or self.version is None or len(data) < HEADER_SIZE:
+            return None
+        code, olen, dlen = _HEADER.unpack_from(data)
+        if (
+            code == 0
+            or olen > MAX_OPTIONS
+            or dlen > self._max_body
+            or len(data) != HEADER_SIZE + olen + dlen
+        ):
+            return None
+        return code, data[HEADER_SIZE + olen :]
+
     def feed(self, data: bytes) -> list[Frame]:
         """Frames completed by `data`; `version` is set once the first byte came."""
         buf = self._buf

@@ -23,12 +23,13 @@ module itself (`ModuleWorker`, its calls made inline: the process has one
 thread), logs in and reads the token, then drops every capability
 (`privileges.drop_all_capabilities`: with no `run_as_user` it is root, and
 the peer is not trusted), and only then serves the connection with a
-plain loop: read, cut frames (`p11kit.wire`), answer each with
-`p11kit.calls.dispatch` (the handlers never wait here, so a coroutine ends
-at its first step), write the replies of one read at once; the hot calls
-of a signature go through `p11kit.fast` first. A partial frame older than
-the record timeout, a malformed frame or an internal error closes the
-connection; the worker then exits. Its log lines go to the daemon's stderr in the
+plain loop: read, cut frames (`p11kit.wire`; a read that is exactly one
+frame, the usual case, is taken whole), answer each with `p11kit.fast`
+(the hot calls of a signature) or `p11kit.calls.dispatch` (the handlers
+never wait here, so a coroutine ends at its first step), write the
+replies of one read at once. A partial frame older than the record
+timeout, a malformed frame or an internal error closes the connection;
+the worker then exits. Its log lines go to the daemon's stderr in the
 daemon's format (`server.logs`).
 """
 
@@ -173,25 +174,35 @@ def _service_access(h: Handoff, pin_text: str | None) -> tuple[Service | None, _
     return service, _OneService(access, None)
 
 
+def _reply(
+    fast: FastCalls, cryptoki: Cryptoki, code: int, body: bytes, log: PrefixLog
+) -> bytes | str:
+    """The reply frame to one request, or why to close the connection (a str)."""
+    # Request bodies are never logged: a consumer's C_Login has its PIN.
+    try:
+        # The hot calls of a signature in their usual shape; the generic
+        # dispatch answers everything else (the same bytes either way).
+        answer = fast.answer(body)
+        if answer is None:
+            answer = complete(dispatch(cryptoki, body))
+    except ProtocolError as exc:
+        return f"closing: call {call_id(body)}: {exc}"
+    except Exception:
+        log.exception("call %d: internal error", call_id(body))
+        return "closing after an internal error"
+    return encode_frame(code, answer)
+
+
 def _answers(
     fast: FastCalls, cryptoki: Cryptoki, frames: list[Frame], log: PrefixLog
 ) -> tuple[list[bytes], str]:
     """The reply frames for `frames`, and why to close after them ("": go on)."""
     out: list[bytes] = []
     for frame in frames:
-        # Request bodies are never logged: a consumer's C_Login has its PIN.
-        try:
-            # The hot calls of a signature in their usual shape; the generic
-            # dispatch answers everything else (the same bytes either way).
-            body = fast.answer(frame.body)
-            if body is None:
-                body = complete(dispatch(cryptoki, frame.body))
-        except ProtocolError as exc:
-            return out, f"closing: call {call_id(frame.body)}: {exc}"
-        except Exception:
-            log.exception("call %d: internal error", call_id(frame.body))
-            return out, "closing after an internal error"
-        out.append(encode_frame(frame.code, body))
+        reply = _reply(fast, cryptoki, frame.code, frame.body, log)
+        if isinstance(reply, str):
+            return out, reply
+        out.append(reply)
     return out, ""
 
 
@@ -225,6 +236,16 @@ def _receive(sock: socket.socket, log: PrefixLog, record_timeout: float) -> byte
     return data
 
 
+def _write(sock: socket.socket, data: bytes, log: PrefixLog) -> bool:
+    """Write `data` whole; False (logged) if the connection is gone."""
+    try:
+        sock.sendall(data)
+    except OSError as exc:
+        log.info("closed: %s", exc)
+        return False
+    return True
+
+
 def serve_connection(
     sock: socket.socket, cryptoki: Cryptoki, log: PrefixLog, record_timeout: float
 ) -> None:
@@ -239,6 +260,16 @@ def serve_connection(
         data = _receive(sock, log, record_timeout)
         if not data:
             return
+        whole = reader.whole(data)
+        if whole is not None:
+            # The usual read: one request, nothing buffered before it.
+            reply = _reply(fast, cryptoki, whole[0], whole[1], log)
+            if isinstance(reply, str):
+                log.warning("%s", reply)
+                return
+            if not _write(sock, reply, log):
+                return
+            continue
         had_version = reader.version is not None
         try:
             frames = reader.feed(data)
@@ -251,10 +282,7 @@ def serve_connection(
             out.insert(0, bytes((min(reader.version, PROTOCOL_VERSION),)))
         if out:
             timeout.set(None)
-            try:
-                sock.sendall(out[0] if len(out) == 1 else b"".join(out))
-            except OSError as exc:
-                log.info("closed: %s", exc)
+            if not _write(sock, out[0] if len(out) == 1 else b"".join(out), log):
                 return
         if problem:
             log.warning("%s", problem)

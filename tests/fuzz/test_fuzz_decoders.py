@@ -138,3 +138,30 @@ def test_fuzz_p11kit_bodies(call_id: int, tail: bytes, own_signature: bool) -> N
     body = struct.pack(">II", call_id, len(sig)) + sig + tail
     with contextlib.suppress(ProtocolError):
         asyncio.run(dispatch(Cryptoki(None), body))
+
+
+_P11KIT_HOT = {42: b"uMu", 33: b"uMu", 43: b"uayfy", 34: b"uayfy", 44: b"uay", 35: b"uayfy"}
+_P11KIT_HOT |= {45: b"ufy", 36: b"ufy"}
+
+
+@FUZZ
+@given(st.sampled_from(sorted(_P11KIT_HOT)), st.binary(max_size=96), st.booleans())
+def test_fuzz_p11kit_fast_path(call_id: int, tail: bytes, with_init: bool) -> None:
+    """Random fields after a hot call's prefix, on a connection with an open
+    session (and an operation under way): the fast path answers or leaves
+    the body to the generic dispatch; nothing escapes."""
+    import struct
+
+    from gssproxy_py.p11kit.fast import FastCalls
+    from gssproxy_py.p11kit.wire import Mechanism
+    from tests.support.p11kit_client import Request
+    from tests.support.p11kit_fake import ECDSA, opened
+
+    cryptoki, _ = opened()
+    fast = FastCalls(cryptoki)
+    if with_init:
+        kind = 33 if call_id in (33, 34, 35, 36) else 42
+        fast.answer(Request(kind, "uMu").u(0x11).m(Mechanism(ECDSA)).u(2).body())
+    sig = _P11KIT_HOT[call_id]
+    session = struct.pack(">Q", 0x11)
+    fast.answer(struct.pack(">II", call_id, len(sig)) + sig + session + tail)

@@ -51,6 +51,29 @@ def test_frames_split_anywhere(bodies: list[bytes], data: st.DataObject) -> None
     assert not reader.pending
 
 
+@given(
+    st.one_of(
+        st.builds(_frame, st.integers(0, 3), st.binary(max_size=30), st.binary(max_size=8)),
+        st.binary(max_size=40),
+    ),
+    st.binary(max_size=3),
+    st.booleans(),
+)
+def test_whole_agrees_with_feed(data: bytes, pending: bytes, started: bool) -> None:
+    """`whole` (the worker's shortcut for a read holding one request) takes
+    only what `feed` would turn into exactly that one frame."""
+    shortcut, reader = FrameReader(), FrameReader()
+    for r in (shortcut, reader):
+        if started:
+            r.feed(b"\x00" + pending)
+    whole = shortcut.whole(data)
+    if whole is None:
+        return
+    assert started and not pending
+    assert [(f.code, f.body) for f in reader.feed(data)] == [whole]
+    assert not reader.pending
+
+
 @pytest.mark.parametrize(
     "header",
     [
