@@ -1,9 +1,12 @@
-"""Stopping the helper processes a harness starts (KDCs, slapd, daemons)."""
+"""Stopping the helper processes a harness starts (KDCs, slapd, daemons),
+and finding a daemon's child processes."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+from pathlib import Path
 
 
 def terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None, timeout: float) -> None:
@@ -16,3 +19,19 @@ def terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None, time
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` now, by pid."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        # pid (comm) state ppid ...: comm may hold spaces, so cut after ')'
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry))
+    return sorted(out)

@@ -24,6 +24,7 @@ import pytest
 from gssproxy_py.server.logs import READY_MESSAGE, RELOADED_MESSAGE, WORKER_READY_MESSAGE
 from gssproxy_py.testing.daemon import write_config
 from gssproxy_py.testing.paths import VENV_PYTHON
+from gssproxy_py.testing.process import children, terminate
 from gssproxy_py.testing.realm import StandardRealm
 from gssproxy_py.testing.users import check_can_run_python, ensure_test_users, popen_as
 
@@ -41,20 +42,6 @@ def _config(run: Path, uid: int, allow: bool) -> str:
   mechs = krb5
   euid = {uid}
 """
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry))
-    return out
 
 
 def _wait(what: str, check: object, log: Path) -> None:
@@ -93,8 +80,8 @@ def test_the_daemon_and_its_worker_processes_are_not_dumpable(
     try:
         _wait("ready", lambda: WORKER_READY_MESSAGE in log.read_text(), log)
         _wait("ready", lambda: READY_MESSAGE in log.read_text(), log)
-        (supervisor,) = _children(daemon.pid)
-        (worker,) = _children(supervisor)
+        (supervisor,) = children(daemon.pid)
+        (worker,) = children(supervisor)
         processes = [daemon.pid, supervisor, worker]
         for pid in processes:
             status = Path(f"/proc/{pid}/status").read_text()
@@ -112,10 +99,5 @@ def test_the_daemon_and_its_worker_processes_are_not_dumpable(
         )
         assert "allow_core_dumps = yes: core files" in log.read_text()
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        terminate(daemon, DEADLINE)
     assert daemon.returncode == 0, log.read_text()[-3000:]

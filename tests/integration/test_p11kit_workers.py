@@ -29,6 +29,7 @@ from gssproxy_py.p11kit.ck import Ckf
 from gssproxy_py.p11kit.wire import Mechanism
 from gssproxy_py.testing.daemon import DaemonPaths
 from gssproxy_py.testing.paths import VENV_PYTHON
+from gssproxy_py.testing.process import children
 from gssproxy_py.testing.users import check_can_run_python, ensure_test_users, popen_as
 from tests.support.p11kit_client import (
     INTEGRATION_MARKS,
@@ -98,19 +99,7 @@ class Daemon:
 
     def workers(self) -> list[int]:
         """The zygote's children now, oldest first."""
-        zygote = self.zygote()
-        out = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            # pid (comm) state ppid ...: comm may hold spaces, so cut after ')'
-            if int(stat.rsplit(")", 1)[1].split()[1]) == zygote:
-                out.append(int(entry))
-        return sorted(out)
+        return children(self.zygote())
 
     def wait_workers(self, count: int) -> list[int]:
         deadline = time.monotonic() + DEADLINE
