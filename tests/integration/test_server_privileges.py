@@ -77,9 +77,13 @@ def test_unknown_user_is_an_error() -> None:
     assert r.returncode != 0 and "no such user 'no-such-user-x'" in r.stderr
 
 
+@pytest.mark.parametrize("allow_core_dumps", [False, True])
 def test_daemon_runs_as_user_and_still_serves(
-    daemon_factory: object, test_users: tuple[LocalUser, ...]
+    daemon_factory: object, test_users: tuple[LocalUser, ...], allow_core_dumps: bool
 ) -> None:
+    """Also: the change of uid resets the process's dumpable flag (to the
+    kernel's suid_dumpable), and the daemon sets `allow_core_dumps` again
+    after it: its /proc/PID files are its uid's only when dumpable."""
     from gssproxy_py.client import GssProxyClient
 
     user = test_users[0]
@@ -89,6 +93,7 @@ def test_daemon_runs_as_user_and_still_serves(
   debug_level = 1
   run_as_user = {user.name}
   state_dir = {paths.workdir}/state
+  allow_core_dumps = {"yes" if allow_core_dumps else "no"}
 
 [service/any]
   mechs = krb5
@@ -105,6 +110,8 @@ def test_daemon_runs_as_user_and_still_serves(
         res = client.indicate_mechs()
     assert res.status.major_status == 0 and res.mechs
     assert os.stat(daemon.socket.parent / "state").st_uid == user.uid
+    mem_owner = os.stat(f"/proc/{daemon.pid}/mem").st_uid
+    assert mem_owner == (user.uid if allow_core_dumps else 0)
 
 
 def _daemon(workdir: Path, run_as: str | None, log: str = "gssproxy.log") -> DaemonProcess:
