@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Hashable
-from dataclasses import dataclass
+from typing import Final, final
 
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.errors import XdrError
@@ -143,14 +143,18 @@ def parse_acquire(args: memoryview | bytes) -> int | None:
     return usage
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class AcceptCall:
-    """What an interposer's ACCEPT_SEC_CONTEXT carries that an accept reads."""
+    """What an interposer's ACCEPT_SEC_CONTEXT carries that an accept reads.
+    Read-only, made per call (see `rpc.dispatch.CallInfo`)."""
 
-    #: the client's sealed handle (`cred_handle_reference`)
-    handle: bytes
-    input_token: bytes
-    ret_deleg_cred: bool
+    __slots__ = ("handle", "input_token", "ret_deleg_cred")
+
+    def __init__(self, handle: bytes, input_token: bytes, ret_deleg_cred: bool) -> None:
+        #: the client's sealed handle (`cred_handle_reference`)
+        self.handle: Final = handle
+        self.input_token: Final = input_token
+        self.ret_deleg_cred: Final = ret_deleg_cred
 
 
 def parse_accept(args: memoryview | bytes) -> AcceptCall | None:

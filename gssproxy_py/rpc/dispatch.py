@@ -43,33 +43,65 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, final
 
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.xdr.program import Procedure, Program
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class CallInfo:
     """Everything a handler may know about one call. Identity comes from the
-    kernel (SO_PEERCRED, /proc), never from the message."""
+    kernel (SO_PEERCRED, /proc), never from the message.
 
-    xid: int
-    program: int
-    version: int
-    procedure: int
-    peer: Peer
-    #: the listening socket the connection came in on (its configured path)
-    socket_path: str
-    #: the configured service this caller matched, or None if none did
-    service: Service | None
-    #: why nothing matched, in words for the log and the client (None if matched)
-    no_match_reason: str | None
-    #: the configuration in force when the call was dispatched
-    config: Config
-    #: a logger adapter that prefixes every line with the connection and xid
-    log: logging.LoggerAdapter[logging.Logger]
+    Made for every call: a class with `Final` attributes rather than a
+    frozen dataclass, whose `__init__` mypyc leaves interpreted (one
+    `object.__setattr__` per field, ~15 times the cost: docs/PERFORMANCE.md).
+    Read-only all the same: mypy refuses an assignment, and the compiled
+    class raises AttributeError."""
+
+    __slots__ = (
+        "config",
+        "log",
+        "no_match_reason",
+        "peer",
+        "procedure",
+        "program",
+        "service",
+        "socket_path",
+        "version",
+        "xid",
+    )
+
+    def __init__(
+        self,
+        xid: int,
+        program: int,
+        version: int,
+        procedure: int,
+        peer: Peer,
+        socket_path: str,
+        service: Service | None,
+        no_match_reason: str | None,
+        config: Config,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.xid: Final = xid
+        self.program: Final = program
+        self.version: Final = version
+        self.procedure: Final = procedure
+        self.peer: Final = peer
+        #: the listening socket the connection came in on (its configured path)
+        self.socket_path: Final = socket_path
+        #: the configured service this caller matched, or None if none did
+        self.service: Final = service
+        #: why nothing matched, in words for the log and the client (None if matched)
+        self.no_match_reason: Final = no_match_reason
+        #: the configuration in force when the call was dispatched
+        self.config: Final = config
+        #: a logger adapter that prefixes every line with the connection and xid
+        self.log: Final = log
 
 
 #: The logging level of messages that may carry secrets (debug level 3 only).
@@ -93,13 +125,17 @@ class Pending:
 ImmediateHandler = Callable[[CallInfo, Any], Any]
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class DirectResult:
     """What a direct path served: the encoded result and its outcome code
-    (`admin.stats.outcome_code` of the result it stands for)."""
+    (`admin.stats.outcome_code` of the result it stands for). Read-only,
+    made per call (see `CallInfo`)."""
 
-    encoded: bytes
-    code: int
+    __slots__ = ("code", "encoded")
+
+    def __init__(self, encoded: bytes, code: int) -> None:
+        self.encoded: Final = encoded
+        self.code: Final = code
 
 
 @dataclass(frozen=True, slots=True)

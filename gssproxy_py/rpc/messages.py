@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, final
 
 from gssproxy_py.errors import LocalError, PeerError, XdrError
 from gssproxy_py.proto.rpc_msg import (
@@ -87,18 +86,37 @@ class NotACallError(PeerError):
         super().__init__(f"xid {xid:#010x}: a REPLY message was sent to the server")
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class CallHeader:
-    """The fixed part of a CALL message; `args` are the bytes after it."""
+    """The fixed part of a CALL message; `args` are the bytes after it.
 
-    xid: int
-    rpcvers: int
-    prog: int
-    vers: int
-    proc: int
-    cred_flavor: int
-    verf_flavor: int
-    args: memoryview | bytes
+    Made for every call: a class with `Final` attributes rather than a
+    frozen dataclass, whose `__init__` mypyc leaves interpreted (one
+    `object.__setattr__` per field, ~15 times the cost: docs/PERFORMANCE.md).
+    Read-only all the same: mypy refuses an assignment, and the compiled
+    class raises AttributeError."""
+
+    __slots__ = ("args", "cred_flavor", "proc", "prog", "rpcvers", "verf_flavor", "vers", "xid")
+
+    def __init__(
+        self,
+        xid: int,
+        rpcvers: int,
+        prog: int,
+        vers: int,
+        proc: int,
+        cred_flavor: int,
+        verf_flavor: int,
+        args: memoryview | bytes,
+    ) -> None:
+        self.xid: Final = xid
+        self.rpcvers: Final = rpcvers
+        self.prog: Final = prog
+        self.vers: Final = vers
+        self.proc: Final = proc
+        self.cred_flavor: Final = cred_flavor
+        self.verf_flavor: Final = verf_flavor
+        self.args: Final = args
 
 
 #: xid, msg_type, rpcvers, prog, vers, proc, cred (flavor, length), verf (flavor, length)
@@ -209,22 +227,35 @@ def reply_auth_error(xid: int, auth_stat: AuthStat) -> bytes:
 # -- routing ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class Routed:
     """A call that passed every RPC-level check: what remains is to run the
     handler on `arg` and encode its result with `procedure`; or, with
     `direct`, to run the direct path on `arg`, what its `parse` read
-    (`generic_args` decodes the typed argument instead)."""
+    (`generic_args` decodes the typed argument instead). Read-only, made
+    per call (see `CallHeader`)."""
 
-    call: CallHeader
-    service: ProgramService
-    procedure: Procedure
-    handler: Handler
-    arg: Any
-    #: the procedure's immediate handler, when the program has one
-    immediate: ImmediateHandler | None = None
-    #: the direct path that parsed `arg`, if one did
-    direct: DirectPath | None = None
+    __slots__ = ("arg", "call", "direct", "handler", "immediate", "procedure", "service")
+
+    def __init__(
+        self,
+        call: CallHeader,
+        service: ProgramService,
+        procedure: Procedure,
+        handler: Handler,
+        arg: Any,
+        immediate: ImmediateHandler | None = None,
+        direct: DirectPath | None = None,
+    ) -> None:
+        self.call: Final = call
+        self.service: Final = service
+        self.procedure: Final = procedure
+        self.handler: Final = handler
+        self.arg: Final = arg
+        #: the procedure's immediate handler, when the program has one
+        self.immediate: Final = immediate
+        #: the direct path that parsed `arg`, if one did
+        self.direct: Final = direct
 
 
 def route(record: bytes, services: Mapping[int, ProgramService]) -> Routed | bytes:
