@@ -165,6 +165,10 @@ def _worker_and_client(work: Path, profile_to: Path | None = None) -> Iterator[t
                 listener.close()
                 _serve(conn, token, profile_to)
                 status = 0
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
             finally:
                 os._exit(status)
         conn.close()
