@@ -204,28 +204,35 @@ class FastCalls:
     def _decrypt(self, body: bytes) -> bytes | None:
         return self._single(Operation.DECRYPT, 34, body)
 
-    def _single(self, kind: Operation, cid: int, body: bytes) -> bytes | None:
-        if len(body) < 21:
-            return None
-        got = self._input(body, 21, 4)
+    @classmethod
+    def _uayfy(cls, body: bytes) -> tuple[int, bytes | None, int | None] | None:
+        """(session, input, room) of a `uayfy` body in the usual shape."""
+        got = cls._input(body, 21, 4)
         if got is None:
             return None
         data, pos = got
-        (handle,) = _U64.unpack_from(body, 13)
-        room = _room(_U32.unpack_from(body, pos)[0])
+        return _U64.unpack_from(body, 13)[0], data, _room(_U32.unpack_from(body, pos)[0])
+
+    def _produce(self, s: Any, op: Any, data: bytes, room: int | None) -> bytes | Absent:
+        """The output call's answer: without the token if it can be, else
+        the token's output (`Cryptoki.prepared_output`, `make_output`; `s`
+        and `op` are the session and operation it handed out)."""
         c = self._c
+        out = c.prepared_output(s, op, data, room)
+        return out if out is not None else self._complete(c.make_output(s, op, data, room))
+
+    def _single(self, kind: Operation, cid: int, body: bytes) -> bytes | None:
+        fields = self._uayfy(body)
+        if fields is None:
+            return None
+        handle, data, room = fields
         try:
-            s, op, data = c.single_input(kind, handle, data)
-            out = c.prepared_output(s, op, data, room)
-            if out is None:
-                out = self._complete(c.make_output(s, op, data, room))
+            s, op, data = self._c.single_input(kind, handle, data)
+            return _output(cid, self._produce(s, op, data, room))
         except CkError as e:
             return error_body(e.rv)
-        return _output(cid, out)
 
     def _sign_update(self, body: bytes) -> bytes | None:
-        if len(body) < 19:
-            return None
         got = self._input(body, 19, 0)
         if got is None:
             return None
@@ -237,19 +244,13 @@ class FastCalls:
         return _EMPTY[44]
 
     def _decrypt_update(self, body: bytes) -> bytes | None:
-        if len(body) < 21:
+        fields = self._uayfy(body)
+        if fields is None:
             return None
-        got = self._input(body, 21, 4)
-        if got is None:
-            return None
-        data, pos = got
-        (handle,) = _U64.unpack_from(body, 13)
-        room = _room(_U32.unpack_from(body, pos)[0])
         try:
-            out = self._c.decrypt_update(handle, data, room)
+            return _output(35, self._c.decrypt_update(*fields))
         except CkError as e:
             return error_body(e.rv)
-        return _output(35, out)
 
     def _sign_final(self, body: bytes) -> bytes | None:
         return self._final(Operation.SIGN, 45, body)
@@ -261,13 +262,8 @@ class FastCalls:
         if len(body) != 23:
             return None
         handle, n = _U64_U32.unpack_from(body, 11)
-        room = _room(n)
-        c = self._c
         try:
-            s, op, data = c.final_input(kind, handle)
-            out = c.prepared_output(s, op, data, room)
-            if out is None:
-                out = self._complete(c.make_output(s, op, data, room))
+            s, op, data = self._c.final_input(kind, handle)
+            return _output(cid, self._produce(s, op, data, _room(n)))
         except CkError as e:
             return error_body(e.rv)
-        return _output(cid, out)
