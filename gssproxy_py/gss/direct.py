@@ -39,23 +39,32 @@ import struct
 from collections.abc import Hashable
 from typing import Final, final
 
-from gssproxy_py.config.model import Config, Service
+from gssproxy_py.config.model import Config, CredUsage, Service
 from gssproxy_py.errors import XdrError
-from gssproxy_py.gss import api, convert, policy
+from gssproxy_py.gss import api, convert, options, policy, procedures
 from gssproxy_py.gss.credcache import fingerprint, handle_digest
 from gssproxy_py.gss.credentials import CredLease
 from gssproxy_py.gss.engine import GssEngine
+from gssproxy_py.gss.linux_creds import LinuxCreds
 from gssproxy_py.gss.procedures import PROCEDURES, shown_name
 from gssproxy_py.gss.status import (
+    EINVAL,
     GSS_S_COMPLETE,
     GSS_S_CONTINUE_NEEDED,
+    GSS_S_FAILURE,
     GssFailure,
     ok_status,
     status_for_exception,
 )
 from gssproxy_py.proto import gss_proxy as gp
-from gssproxy_py.rpc.dispatch import CallInfo, DirectPath, DirectResult
+from gssproxy_py.rpc.dispatch import CallInfo, DirectPath, DirectResult, Pending
 from gssproxy_py.vocab import oids
+from gssproxy_py.vocab.gssx_options import (
+    EXPORTED_CONTEXT_TYPE,
+    EXPORTED_CREDS_TYPE,
+    LINUX_CREDS_V1,
+    LINUX_LUCID_V1,
+)
 from gssproxy_py.xdr.runtime import Decoder, encode_bytes
 
 __all__ = ["AcceptCall", "DirectCalls", "direct_paths", "parse_accept", "parse_acquire"]
@@ -72,6 +81,11 @@ _DELEG_FLAG = 1
 _MAX_MEMO = 4096
 
 _USAGES = frozenset(int(u) for u in gp.GssxCredUsage)
+#: The kernel's call-context options, as it sends them (gssx_option pairs).
+_KERNEL_OPTIONS = (EXPORTED_CONTEXT_TYPE, LINUX_LUCID_V1, EXPORTED_CREDS_TYPE, LINUX_CREDS_V1)
+_KERNEL_TYPES = options.ExportTypes(
+    options.ContextExport.LINUX_LUCID_V1, options.CredsExport.LINUX_CREDS_V1
+)
 _EMPTY_NAME = encode_bytes(gp.encode_gssx_name, convert.EMPTY_NAME)
 _ACQUIRE_FAILURE = next(p for p in PROCEDURES if p.number == gp.GSSX_ACQUIRE_CRED).failure
 _ACCEPT_FAILURE = next(p for p in PROCEDURES if p.number == gp.GSSX_ACCEPT_SEC_CONTEXT).failure
@@ -85,12 +99,23 @@ def _opaque(value: bytes) -> bytes:
 # -- parsing -------------------------------------------------------------------
 
 
+def _call_ctx_options(d: Decoder) -> int:
+    """Read a `gssx_call_ctx` up to its options: how many it has (locale
+    and server_ctx are read by no procedure)."""
+    d.opaque_var(None)
+    d.opaque_var(None)
+    return d.array_count(None, 8)
+
+
 def _empty_call_ctx(d: Decoder) -> bool:
-    """Read a `gssx_call_ctx`; True if it carries no options (locale and
-    server_ctx are read by no procedure)."""
-    d.opaque_var(None)
-    d.opaque_var(None)
-    return d.array_count(None, 8) == 0
+    """Read a `gssx_call_ctx`; True if it carries no options."""
+    return _call_ctx_options(d) == 0
+
+
+def _kernel_call_ctx(d: Decoder) -> bool:
+    """Read the rest of a call context with two options; True if they are
+    the kernel's (lucid context, linux_creds_v1), in the kernel's order."""
+    return tuple([d.opaque_var(None) for _ in range(4)]) == _KERNEL_OPTIONS
 
 
 def _plain_name(d: Decoder) -> bool:
@@ -145,28 +170,41 @@ def parse_acquire(args: memoryview | bytes) -> int | None:
 
 @final
 class AcceptCall:
-    """What an interposer's ACCEPT_SEC_CONTEXT carries that an accept reads.
-    Read-only, made per call (see `rpc.dispatch.CallInfo`)."""
+    """What an ACCEPT_SEC_CONTEXT of the interposer or of the kernel carries
+    that an accept reads. Read-only, made per call (see
+    `rpc.dispatch.CallInfo`)."""
 
-    __slots__ = ("handle", "input_token", "ret_deleg_cred")
+    __slots__ = ("handle", "input_token", "kernel", "ret_deleg_cred")
 
-    def __init__(self, handle: bytes, input_token: bytes, ret_deleg_cred: bool) -> None:
-        #: the client's sealed handle (`cred_handle_reference`)
+    def __init__(
+        self, handle: bytes, input_token: bytes, ret_deleg_cred: bool, *, kernel: bool = False
+    ) -> None:
+        #: the client's sealed handle (`cred_handle_reference`); b"" for the kernel
         self.handle: Final = handle
         self.input_token: Final = input_token
         self.ret_deleg_cred: Final = ret_deleg_cred
+        #: the kernel's call: its export options, no handle (the default credential)
+        self.kernel: Final = kernel
 
 
 def parse_accept(args: memoryview | bytes) -> AcceptCall | None:
-    """An ACCEPT_SEC_CONTEXT starting a context with a client handle and
-    nothing else, or None for any other call (the kernel's among them)."""
+    """An ACCEPT_SEC_CONTEXT starting a context: the interposer's (a client
+    handle, no options) or the kernel's (its two export options, no
+    handle), nothing else; None for any other call."""
     d = Decoder(args)
     try:
-        if not _empty_call_ctx(d) or d.optional_flag():  # context_handle
+        options = _call_ctx_options(d)
+        kernel = options == 2 and _kernel_call_ctx(d)
+        if (options and not kernel) or d.optional_flag():  # context_handle
             return None
-        if not d.optional_flag():  # cred_handle: without, the default lease
+        handle = b""
+        if d.optional_flag():  # cred_handle
+            reference = _cred_reference(d)
+            if kernel or not reference:
+                return None
+            handle = reference
+        elif not kernel:  # without a handle: the default lease
             return None
-        handle = _cred_reference(d)
         token = d.opaque_var(None)
         if d.optional_flag():  # input_cb
             return None
@@ -175,9 +213,7 @@ def parse_accept(args: memoryview | bytes) -> AcceptCall | None:
             return None
     except XdrError:
         return None
-    if not handle:
-        return None
-    return AcceptCall(handle, token, deleg)
+    return AcceptCall(handle, token, deleg, kernel=kernel)
 
 
 # -- serving -------------------------------------------------------------------
@@ -232,14 +268,7 @@ class DirectCalls:
         if not self.engine.inline.allowed(service):
             return None
         self._same_config(call.config)
-        plan = self._plan(call, service, usage)
-        if plan is None:
-            return None
-        key, keytabs = plan
-        credentials = self.engine.credentials
-        gcred = credentials.acquired.get(
-            key, fingerprint(keytabs), min_lifetime=service.min_lifetime
-        )
+        gcred = self._cached(call, service, usage)
         if gcred is None:
             return None
         reference = gcred.cred_handle_reference
@@ -251,6 +280,17 @@ class DirectCalls:
             self._creds[reference] = encoded
         status = self._status(oids.KRB5, GSS_S_COMPLETE)
         return DirectResult(b"".join((status, _TRUE, encoded, _NONE)), GSS_S_COMPLETE)
+
+    def _cached(self, call: CallInfo, service: Service, usage: int) -> gp.GssxCred | None:
+        """The acquire cache's handle for the caller's default credential
+        of `usage` (`acquire_sealed` on a hit), or None."""
+        plan = self._plan(call, service, usage)
+        if plan is None:
+            return None
+        key, keytabs = plan
+        return self.engine.credentials.acquired.get(
+            key, fingerprint(keytabs), min_lifetime=service.min_lifetime
+        )
 
     def _plan(
         self, call: CallInfo, service: Service, usage: int
@@ -281,51 +321,91 @@ class DirectCalls:
 
     # -- ACCEPT_SEC_CONTEXT ---------------------------------------------------------
 
-    def accept(self, call: CallInfo, arg: AcceptCall) -> DirectResult | None:
-        """`proc_accept_sec_context` with a client handle whose credential
-        is in the pool, for an application (not the kernel)."""
+    def accept(self, call: CallInfo, arg: AcceptCall) -> DirectResult | Pending | None:
+        """`proc_accept_sec_context` of the interposer (its handle's pooled
+        credential) or of the kernel (the default credential, from the
+        acquire cache and the pool)."""
         service = call.service
         assert service is not None
         inline = self.engine.inline
         if not inline.allowed(service):
             return None
         self._same_config(call.config)
-        keytabs = self._keytabs.get(service.name)
-        if keytabs is None:
-            keytabs = self._keytabs[service.name] = policy.keytab_files(dict(service.cred_store))
-        key = (service.name, call.peer.uid, handle_digest(arg.handle))
-        fp = fingerprint(keytabs)
-        credentials = self.engine.credentials
-        creds = credentials.pool.checkout(key, fp)
-        if creds is None:
+        handle = arg.handle
+        if arg.kernel:
+            gcred = self._cached(call, service, int(CredUsage.ACCEPT))
+            if gcred is None:
+                return None
+            handle = gcred.cred_handle_reference
+        lease = self._lease(call, service, handle, from_client=not arg.kernel)
+        if lease is None:
             return None  # importing it may read a ccache: the generic path's thread
-        lease = CredLease(creds, None, key, None, fp, reference=arg.handle, from_client=True)
         started = inline.guard.clock()
         try:
-            try:
-                return self._accept(call, service, arg, lease)
-            finally:
-                credentials.release(lease)
-        except Exception as exc:  # as the generic path's one catch-all (gss.program)
-            status = status_for_exception(exc, oids.KRB5, call.log, call=call)
-            failure = encode_bytes(gp.encode_gssx_res_accept_sec_context, _ACCEPT_FAILURE(status))
-            return DirectResult(failure, status.major_status)
+            return self._accept(call, service, arg, lease)
+        except Exception as exc:
+            return self._failure(call, exc)
         finally:
             inline.timed(service, started, call.log)
 
+    def _lease(
+        self, call: CallInfo, service: Service, handle: bytes, *, from_client: bool
+    ) -> CredLease | None:
+        """`Credentials.lease_handle` when the handle's object is in the pool."""
+        keytabs = self._keytabs.get(service.name)
+        if keytabs is None:
+            keytabs = self._keytabs[service.name] = policy.keytab_files(dict(service.cred_store))
+        key = (service.name, call.peer.uid, handle_digest(handle))
+        fp = fingerprint(keytabs)
+        creds = self.engine.credentials.pool.checkout(key, fp)
+        if creds is None:
+            return None
+        return CredLease(creds, None, key, None, fp, reference=handle, from_client=from_client)
+
+    def _failure(self, call: CallInfo, exc: Exception) -> DirectResult:
+        """The failure reply, as the generic path's one catch-all (gss.program)."""
+        status = status_for_exception(exc, oids.KRB5, call.log, call=call)
+        failure = encode_bytes(gp.encode_gssx_res_accept_sec_context, _ACCEPT_FAILURE(status))
+        return DirectResult(failure, status.major_status)
+
     def _accept(
         self, call: CallInfo, service: Service, arg: AcceptCall, lease: CredLease
+    ) -> DirectResult | Pending:
+        """Accept, then the reply; the lease is released when it is written."""
+        handed_on = False
+        try:
+            step = api.accept_sec_context(arg.input_token, lease.creds, None, None)
+            complete = not step.continue_needed
+            if complete and call.log.isEnabledFor(logging.INFO):
+                call.log.info(
+                    "accepted a context from %s for service '%s'",
+                    shown_name(step.initiator),
+                    service.name,
+                )
+            if not arg.kernel:
+                return self._reply(call, service, arg, step)
+            exported: bytes | None = None
+            found = None
+            if complete and step.initiator is not None:
+                # Exported once, for linux_creds_v1 and src_name (as the generic path).
+                exported = api.export_name(step.initiator)
+                found = self.engine.local_creds.get(exported) if exported else None
+                if found is None:
+                    # NSS may wait: the rest goes on on the service's threads.
+                    handed_on = True
+                    rest = _KernelRest(self, call, service, step, lease, exported)
+                    return Pending(rest.on_thread)
+            return self._kernel_reply(call, step, exported, found)
+        finally:
+            if not handed_on:
+                self.engine.credentials.release(lease)
+
+    def _reply(
+        self, call: CallInfo, service: Service, arg: AcceptCall, step: api.StepResult
     ) -> DirectResult:
-        step = api.accept_sec_context(arg.input_token, lease.creds, None, None)
-        complete = not step.continue_needed
-        if complete and call.log.isEnabledFor(logging.INFO):
-            call.log.info(
-                "accepted a context from %s for service '%s'",
-                shown_name(step.initiator),
-                service.name,
-            )
+        """The interposer's reply, written from MIT's results."""
         mech = step.mech or oids.KRB5
-        context = self._context(step, mech, complete)
+        context = self._context(step, mech, not step.continue_needed)
         delegated = _FALSE
         if arg.ret_deleg_cred and step.delegated is not None and step.flags & _DELEG_FLAG:
             sealed, _, _ = self.engine.credentials.sealer.seal_creds(
@@ -336,6 +416,56 @@ class DirectCalls:
         status = self._status(context[0] or oids.KRB5, major)
         encoded = b"".join(
             (status, _TRUE, context[1], _TRUE, _opaque(step.token), delegated, _NONE)
+        )
+        return DirectResult(encoded, major)
+
+    def _kernel_reply(
+        self,
+        call: CallInfo,
+        step: api.StepResult,
+        exported: bytes | None,
+        found: tuple[bytes, LinuxCreds] | None,
+    ) -> DirectResult:
+        """The kernel's reply: linux_creds_v1, the lucid context (both as
+        `proc_accept_sec_context` makes them), no delegated credential."""
+        complete = not step.continue_needed
+        extra = _NONE
+        if complete:
+            initiator = step.initiator
+            if initiator is None:
+                value = procedures.unmapped_linux_creds(call.log)
+            else:
+                if found is None:
+                    found = procedures.look_up_linux_creds(self.engine, initiator, exported or b"")
+                value = procedures.linux_creds_value(call.log, initiator, found)
+            extra = b"".join((_TRUE, _opaque(LINUX_CREDS_V1), _opaque(value)))
+        ctx = procedures.export_context(
+            step.context,
+            _KERNEL_TYPES,
+            mech=step.mech or oids.KRB5,
+            locally_initiated=False,
+            complete=complete,
+            initiator=step.initiator if complete else None,
+            initiator_export=exported,
+        )
+        if len(step.token) > procedures.KERNEL_MAX_OUTPUT_TOKEN:
+            raise GssFailure(
+                GSS_S_FAILURE,
+                EINVAL,
+                f"output token exceeds the kernel's {procedures.KERNEL_MAX_OUTPUT_TOKEN}",
+            )
+        major = GSS_S_CONTINUE_NEEDED if step.continue_needed else GSS_S_COMPLETE
+        status = self._status(ctx.mech or oids.KRB5, major)
+        encoded = b"".join(
+            (
+                status,
+                _TRUE,
+                encode_bytes(gp.encode_gssx_ctx, ctx),
+                _TRUE,
+                _opaque(step.token),
+                _FALSE,
+                extra,
+            )
         )
         return DirectResult(encoded, major)
 
@@ -364,6 +494,48 @@ class DirectCalls:
                 _NONE,
             )
         )
+
+
+class _KernelRest:
+    """The rest of a kernel accept whose initiator's local user is not
+    cached: the NSS lookup and the reply, on the service's threads."""
+
+    def __init__(
+        self,
+        calls: DirectCalls,
+        call: CallInfo,
+        service: Service,
+        step: api.StepResult,
+        lease: CredLease,
+        exported: bytes,
+    ) -> None:
+        self.calls = calls
+        self.call = call
+        self.service = service
+        self.step = step
+        self.lease = lease
+        self.exported = exported
+        #: `finish` began (it releases the lease itself)
+        self.started = False
+
+    def finish(self) -> DirectResult:
+        """On a worker thread."""
+        self.started = True
+        try:
+            return self.calls._kernel_reply(self.call, self.step, self.exported, None)
+        except Exception as exc:
+            return self.calls._failure(self.call, exc)
+        finally:
+            self.calls.engine.credentials.release(self.lease)
+
+    async def on_thread(self) -> DirectResult:
+        """The `Pending` run: `finish` on the service's threads."""
+        try:
+            return await self.calls.engine.run(self.call.config, self.service, self.finish)
+        except Exception as exc:  # the executor refused the work: finish never ran
+            if not self.started:
+                self.calls.engine.credentials.release(self.lease)
+            return self.calls._failure(self.call, exc)
 
 
 def direct_paths(engine: GssEngine, version: int) -> dict[tuple[int, int], DirectPath]:

@@ -65,6 +65,7 @@ __all__ = ["PROCEDURES", "GssProcedure", "row"]
 
 #: GSS_C_DELEG_FLAG
 _DELEG_FLAG = 1
+LogLike = logging.LoggerAdapter[logging.Logger] | logging.Logger
 #: The kernel copies at most this much of the output token (GSSX_max_output_token_sz).
 KERNEL_MAX_OUTPUT_TOKEN = 1024
 #: Largest sync_creds value the interposer stores (GPKRB_MAX_CRED_SIZE).
@@ -385,7 +386,7 @@ def _bindings(cb: gp.GssxCb | None) -> api.ChannelBindings | None:
     )
 
 
-def _export_context(
+def export_context(
     context: api.SecurityContext,
     types: options.ExportTypes,
     *,
@@ -497,7 +498,7 @@ async def proc_init_sec_context(
             _bindings(arg.input_cb),
             arg.input_token,
         )
-        ctx = _export_context(
+        ctx = export_context(
             step.context,
             types,
             mech=step.mech or mech,
@@ -537,17 +538,36 @@ async def _linux_creds(
     TTL; looking them up may wait.
     """
     if name is None:
-        req.log.info("linux_creds_v1 for no initiator name: unmapped")
-        return encode_linux_creds(UNMAPPED.uid, UNMAPPED.gid, UNMAPPED.groups)
+        return unmapped_linux_creds(req.log)
     found = engine.local_creds.get(exported) if exported else None
     if found is None:
         await req.steps.may_wait("local user lookup (NSS)")
-        found = _local_creds(name, exported)
-        if exported:
-            engine.local_creds.put(exported, found)
+        found = look_up_linux_creds(engine, name, exported)
+    return linux_creds_value(req.log, name, found)
+
+
+def unmapped_linux_creds(log: LogLike) -> bytes:
+    """The `linux_creds_v1` value for an accept without an initiator name."""
+    log.info("linux_creds_v1 for no initiator name: unmapped")
+    return encode_linux_creds(UNMAPPED.uid, UNMAPPED.gid, UNMAPPED.groups)
+
+
+def look_up_linux_creds(
+    engine: GssEngine, name: api.Name, exported: bytes
+) -> tuple[bytes, LinuxCreds]:
+    """The initiator's local user and creds, looked up (may wait on NSS) and
+    kept for `engine.local_creds`'s TTL."""
+    found = _local_creds(name, exported)
+    if exported:
+        engine.local_creds.put(exported, found)
+    return found
+
+
+def linux_creds_value(log: LogLike, name: api.Name, found: tuple[bytes, LinuxCreds]) -> bytes:
+    """The `linux_creds_v1` value of a looked-up initiator (logged at level 1)."""
     user, creds = found
-    if req.log.isEnabledFor(logging.INFO):
-        req.log.info("%s", _describe_linux_creds(name, user, creds))
+    if log.isEnabledFor(logging.INFO):
+        log.info("%s", _describe_linux_creds(name, user, creds))
     return encode_linux_creds(creds.uid, creds.gid, creds.groups)
 
 
@@ -629,7 +649,7 @@ async def proc_accept_sec_context(
             # continues the call on a thread from here, it does not repeat it.
             value = await _linux_creds(engine, req, step.initiator, initiator_export or b"")
             extra.append(options.option(options.LINUX_CREDS_V1, value))
-        ctx = _export_context(
+        ctx = export_context(
             step.context,
             types,
             mech=step.mech or oids.KRB5,
@@ -706,7 +726,7 @@ def _import_ctx(handle: GssxCtx) -> api.SecurityContext:
 
 def _reexport(context: api.SecurityContext, handle: GssxCtx, call_ctx: gp.GssxCallCtx) -> GssxCtx:
     types = options.parse_call_options(call_ctx.options)
-    return _export_context(
+    return export_context(
         context,
         types,
         mech=handle.mech or oids.KRB5,

@@ -149,13 +149,15 @@ class DirectPath:
     bytes the procedure's generated decoder refuses. `run` serves the
     parsed call of a matched caller on the event loop: the encoded result
     (the procedure's result type, byte for byte what the generic path
-    would send), or None when it cannot serve this one without waiting or
+    would send); `Pending` when the rest must wait (its `run` gives the
+    `DirectResult`, under the call's deadline, as for an immediate
+    handler); or None when it cannot serve this one without waiting or
     without its generic objects, having done nothing that the generic path
     would then do twice.
     """
 
     parse: Callable[[memoryview | bytes], Any]
-    run: Callable[[CallInfo, Any], DirectResult | None]
+    run: Callable[[CallInfo, Any], DirectResult | Pending | None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,18 +175,36 @@ class CallStarter:
         return _encode(info, routed, result)
 
 
-def _direct(info: CallInfo, routed: Routed, count: _Count) -> bytes | None:
-    """The reply of the procedure's direct path, or None if it declined
-    (the call then takes the generic path)."""
+def _direct(
+    info: CallInfo, routed: Routed, count: _Count
+) -> bytes | Coroutine[Any, Any, bytes] | None:
+    """The reply of the procedure's direct path, or the coroutine that
+    finishes it; None if it declined (the call then takes the generic path)."""
     assert routed.direct is not None
     try:
-        served: DirectResult | None = routed.direct.run(info, routed.arg)
+        served: DirectResult | Pending | None = routed.direct.run(info, routed.arg)
     except Exception:
         info.log.exception("%s failed; replying SYSTEM_ERR", routed.procedure.name)
         count(SYSTEM_ERR_CODE)
         return reply_system_err(info.xid)
     if served is None:
         return None
+    if isinstance(served, Pending):
+        return _finish_direct(info, routed, served, count)
+    return _direct_reply(info, routed, served, count)
+
+
+async def _finish_direct(info: CallInfo, routed: Routed, rest: Pending, count: _Count) -> bytes:
+    """The reply of a direct path's `Pending` rest, under the call's deadline."""
+    result = await _run(info, routed, rest.run)
+    if isinstance(result, _SystemErr):
+        count(SYSTEM_ERR_CODE)
+        return result.reply
+    served: DirectResult = result
+    return _direct_reply(info, routed, served, count)
+
+
+def _direct_reply(info: CallInfo, routed: Routed, served: DirectResult, count: _Count) -> bytes:
     count(served.code)
     try:
         return encoded_reply(

@@ -30,12 +30,12 @@ from gssproxy_py.config.load import load_config_text
 from gssproxy_py.config.model import Config
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.errors import XdrError
-from gssproxy_py.gss import api, engine
+from gssproxy_py.gss import api, engine, localname, procedures
 from gssproxy_py.gss.direct import parse_accept, parse_acquire
 from gssproxy_py.gss.program import gss_proxy_service
 from gssproxy_py.gss.status import GssFailure
 from gssproxy_py.proto import gss_proxy as gp
-from gssproxy_py.rpc.dispatch import CallInfo, DirectPath, DirectResult, ProgramService
+from gssproxy_py.rpc.dispatch import CallInfo, DirectPath, DirectResult, Pending, ProgramService
 from gssproxy_py.rpc.messages import route
 from gssproxy_py.server.calls import CallStarter
 from gssproxy_py.server.connection import ConnectionInfo
@@ -56,6 +56,9 @@ SOCKET = "/test/default.sock"
 UID = 33
 #: The RPC call header before the arguments (empty credential and verifier).
 HEADER = 40
+APPLICATION = Peer(pid=1, uid=UID, gid=UID, program="/usr/bin/test")
+#: The kernel's nfsd upcall: root, connected by a kernel thread (no executable).
+KERNEL = Peer(pid=2, uid=0, gid=0, program=None)
 DELEG_FLAG = 1
 
 
@@ -118,6 +121,12 @@ def _config(tmp_path: Path) -> Config:
   cred_store = keytab:{tmp_path}/web.keytab
   cred_usage = accept
   euid = {UID}
+[service/nfs]
+  mechs = krb5
+  cred_store = keytab:{tmp_path}/nfs.keytab
+  euid = 0
+  trusted = yes
+  kernel_nfsd = yes
 """
     )
 
@@ -129,6 +138,7 @@ class Paths:
         self.config = config
         self.program = gss_proxy_service(config)
         self.served: list[int] = []
+        self.pending = 0
         p = self.program
         counted = {
             key: DirectPath(path.parse, self._counting(key[1], path))
@@ -141,26 +151,27 @@ class Paths:
         self.starter = CallStarter(config, default_socket=SOCKET, selinux_enabled=False)
 
     def _counting(self, proc: int, path: DirectPath) -> Any:
-        def run(call: CallInfo, arg: Any) -> DirectResult | None:
+        def run(call: CallInfo, arg: Any) -> DirectResult | Pending | None:
             served = path.run(call, arg)
             if served is not None:
                 self.served.append(proc)
+            if isinstance(served, Pending):
+                self.pending += 1
             return served
 
         return run
 
-    def reply(self, service: ProgramService, record: bytes) -> bytes:
+    def reply(self, service: ProgramService, record: bytes, peer: Peer) -> bytes:
         routed = route(record, {gp.GSSPROXY: service})
         if isinstance(routed, bytes):
             return routed
-        peer = Peer(pid=1, uid=UID, gid=UID, program="/usr/bin/test")
         started = self.starter.start_call(ConnectionInfo(1, peer, SOCKET), routed)
         return started if isinstance(started, bytes) else asyncio.run(started)
 
-    def both(self, record: bytes) -> bytes:
+    def both(self, record: bytes, peer: Peer = APPLICATION) -> bytes:
         """The reply of the direct path, checked against the generic one's."""
-        direct = self.reply(self.direct, record)
-        assert self.reply(self.generic, record) == direct
+        direct = self.reply(self.direct, record, peer)
+        assert self.reply(self.generic, record, peer) == direct
         return direct
 
     def close(self) -> None:
@@ -177,6 +188,10 @@ def paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Paths]:
     # Sealing draws a random nonce: a delegated credential, sealed once per
     # path, would differ by it alone.
     monkeypatch.setattr(os, "urandom", bytes)
+    # The initiator's local user (NSS is real: root), and the kernel's lucid
+    # format, which reads MIT's key structures the fake has none of.
+    monkeypatch.setattr(localname, "localname", lambda *a: b"root")
+    monkeypatch.setattr(procedures, "format_linux_lucid_v1", lambda ctx: b"lucid:" + ctx.initiator)
     backend = MitLikeFake()
     for name in dir(backend):
         if not name.startswith("_") and hasattr(api, name):
@@ -236,9 +251,50 @@ def test_the_recorded_interposer_accepts_get_the_same_replies(paths: Paths) -> N
     assert paths.served == [accept, acquire, accept]
 
 
-def test_the_kernels_accept_takes_the_generic_path() -> None:
-    assert parse_accept(KERNEL_ACCEPT_CALL[4 + HEADER :]) is None
-    assert decode_bytes(gp.decode_gssx_arg_accept_sec_context, KERNEL_ACCEPT_CALL[4 + HEADER :])
+def _kernel_accept(token: bytes) -> bytes:
+    """The kernel's ACCEPT_SEC_CONTEXT record (the golden vector's, without
+    its record mark) carrying `token`."""
+    record = KERNEL_ACCEPT_CALL[4:]
+    arg = decode_bytes(gp.decode_gssx_arg_accept_sec_context, record[HEADER:])
+    new = gp.GssxArgAcceptSecContext(
+        call_ctx=arg.call_ctx,
+        context_handle=None,
+        cred_handle=None,
+        input_token=token,
+        input_cb=None,
+        ret_deleg_cred=False,
+        options=(),
+    )
+    return record[:HEADER] + encode_bytes(gp.encode_gssx_arg_accept_sec_context, new)
+
+
+def test_the_kernels_accepts_get_the_same_replies(paths: Paths) -> None:
+    parsed = parse_accept(KERNEL_ACCEPT_CALL[4 + HEADER :])
+    assert parsed is not None and parsed.kernel
+    for token in (b"alice@R", b"alice@R", b"bob@R", b"more"):
+        reply = paths.both(_kernel_accept(token), KERNEL)
+        res = decode_bytes(gp.decode_gssx_res_accept_sec_context, reply[24:])
+        assert res.context_handle is not None
+        if token != b"more":
+            assert res.options[0].option == b"linux_creds_v1\0"
+    # The first missed the acquire cache (the generic path acquired, and
+    # looked alice up); alice's second was inline from the caches, bob's
+    # looked him up on a thread (Pending), the second round trip was inline.
+    assert paths.served == [gp.GSSX_ACCEPT_SEC_CONTEXT] * 3
+    assert paths.pending == 1
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(token=st.binary(max_size=64))
+def test_kernel_accepts_of_any_token_get_the_same_replies(paths: Paths, token: bytes) -> None:
+    paths.both(_kernel_accept(b"warm-up"), KERNEL)
+    served = len(paths.served)
+    paths.both(_kernel_accept(token), KERNEL)
+    assert len(paths.served) == served + 1
 
 
 @settings(
@@ -288,12 +344,20 @@ def _accept_agrees(args: bytes) -> None:
     if parsed is None:
         return
     arg = decode_bytes(gp.decode_gssx_arg_accept_sec_context, args)  # must not raise
-    assert arg.cred_handle is not None
-    assert parsed.handle == arg.cred_handle.cred_handle_reference
     assert parsed.input_token == arg.input_token
     assert parsed.ret_deleg_cred == arg.ret_deleg_cred
-    assert not arg.call_ctx.options and not arg.options
+    assert not arg.options
     assert arg.context_handle is None and arg.input_cb is None
+    if parsed.kernel:
+        assert arg.cred_handle is None and parsed.handle == b""
+        assert [(o.option, o.value) for o in arg.call_ctx.options] == [
+            (b"exported_context_type\0", b"linux_lucid_v1\0"),
+            (b"exported_creds_type\0", b"linux_creds_v1\0"),
+        ]
+        return
+    assert arg.cred_handle is not None
+    assert parsed.handle == arg.cred_handle.cred_handle_reference
+    assert not arg.call_ctx.options
     assert not any(e.options for e in arg.cred_handle.elements)
 
 
@@ -322,7 +386,7 @@ def test_parse_acquire_reads_what_the_decoder_reads(arg: gp.GssxArgAcquireCred) 
 
 @settings(max_examples=500, deadline=None)
 @given(
-    which=st.sampled_from([1, 2]),
+    which=st.sampled_from([1, 2, -1]),
     at=st.integers(min_value=0, max_value=2000),
     value=st.integers(min_value=0, max_value=255),
     cut=st.integers(min_value=-8, max_value=8),
@@ -330,7 +394,8 @@ def test_parse_acquire_reads_what_the_decoder_reads(arg: gp.GssxArgAcquireCred) 
 def test_mutated_recordings_are_parsed_only_if_they_decode(
     which: int, at: int, value: int, cut: int
 ) -> None:
-    args = bytearray(RECORDED[which][HEADER:])
+    record = KERNEL_ACCEPT_CALL[4:] if which < 0 else RECORDED[which]
+    args = bytearray(record[HEADER:])
     args[at % len(args)] = value
     mutated = bytes(args[: len(args) + cut] if cut < 0 else args + bytes(cut))
     for agrees in (_accept_agrees, _acquire_agrees):
