@@ -1,35 +1,44 @@
-"""The direct path of an interposer accept: ACQUIRE_CRED and ACCEPT_SEC_CONTEXT
-from argument bytes to result bytes (`rpc.dispatch.DirectPath`).
+"""The direct path of an accept: the interposer's ACQUIRE_CRED and
+ACCEPT_SEC_CONTEXT, and the kernel's ACCEPT_SEC_CONTEXT, from argument bytes
+to result bytes (`rpc.dispatch.DirectPath`).
 
 An application accepting through the interposer (`proxymech.so`) makes two
 calls per accept: ACQUIRE_CRED for its default acceptor credential, then
-ACCEPT_SEC_CONTEXT with the handle that returned. Both are served inline
-from caches almost every time, and the generic path spent more on the
-objects around them (the decoded `gssx_cred` and call context, the result
-structures with their names, a request, a coroutine) than on its own
-decisions. Here:
+ACCEPT_SEC_CONTEXT with the handle that returned; the kernel's nfsd upcall
+makes one, ACCEPT_SEC_CONTEXT with its two export options and no handle.
+They are served inline from caches almost every time, and the generic path
+spent more on the objects around them (the decoded `gssx_cred` and call
+context, the result structures with their names, a request, a coroutine)
+than on its own decisions. Here:
 
 * `parse_acquire` / `parse_accept` read the arguments of exactly the
-  calls the interposer makes (no call-context options, no input handle or
-  desired name for ACQUIRE_CRED, krb5 or no mechanisms; a client handle
-  whose names carry no attributes and whose elements no options, no
-  context handle or channel bindings and no options for ACCEPT) with the
-  generated decoders' own `Decoder` reads, so they accept nothing those
-  refuse; anything else is None, and the call takes the generic path;
+  calls the interposer and the kernel make (ACQUIRE_CRED: no call-context
+  options, no input handle or desired name, krb5 or no mechanisms;
+  ACCEPT: no context handle, channel bindings or options, and either no
+  call-context options and a client handle whose names carry no
+  attributes and whose elements no options, or the kernel's two options
+  and no handle) with the generated decoders' own `Decoder` reads, so
+  they accept nothing those refuse; anything else is None, and the call
+  takes the generic path;
 * `DirectCalls.acquire` answers from the acquire cache: the decision and
   the cache key are computed once per (configuration, service, uid,
   usage), and the reply is the cached handle's encoding, made once per
   handle;
-* `DirectCalls.accept` leases the handle's pooled credential, accepts,
-  and writes the `gssx_res_accept_sec_context` from MIT's results.
+* `DirectCalls.accept` leases the handle's pooled credential (the
+  kernel's: the default credential's, from the acquire cache), accepts,
+  and writes the `gssx_res_accept_sec_context`: from MIT's results for
+  the interposer; for the kernel with the generic procedures' own
+  `linux_creds_v1` and lucid context, and when the initiator's local user
+  is not cached (NSS may wait) the rest continues on the service's threads
+  (`Pending`), from after the accept.
 
 Each declines (None, before doing anything the generic path would repeat)
-what the generic path would not finish inline: a service not inline now
+what the generic path would not start inline: a service not inline now
 (`InlineCalls.allowed`), a user-name lookup, an acquire-cache miss, a
 handle whose credential is not in the pool. The rules are the generic
 procedures' (`gss.procedures`), the same functions where they are shared;
-`tests/conformance/test_direct_path.py` replays the interposer's calls
-through both paths and compares the replies byte for byte.
+`tests/conformance/test_direct_path.py` replays the interposer's and the
+kernel's calls through both paths and compares the replies byte for byte.
 """
 
 from __future__ import annotations
