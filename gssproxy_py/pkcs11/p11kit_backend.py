@@ -372,16 +372,18 @@ class ServiceTokens:
             outcome = str(f)
             raise CkError(Ckr.DEVICE_ERROR, str(f)) from None
         finally:
-            log.info(
-                "p11kit %s: %s service %s key %s %s, %d bytes: %s",
-                what,
-                self._who,
-                self._service.name,
-                ref.uri,
-                _mech_name(mechanism.type),
-                len(data),
-                outcome,
-            )
+            # The audit line (debug level 1); nothing of it is built below.
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "p11kit %s: %s service %s key %s %s, %d bytes: %s",
+                    what,
+                    self._who,
+                    self._service.name,
+                    ref.uri,
+                    _mech_name(mechanism.type),
+                    len(data),
+                    outcome,
+                )
 
     def output_length(self, key: VirtualObject, mechanism: Mechanism) -> int:
         served = SERVED_MECHANISMS.get(mechanism.type)

@@ -80,6 +80,16 @@ def test_sign_through_the_module_thread_with_an_audit_line(
     with pytest.raises(CkError) as bad:
         view.verify(pub, mech, d, raw[:-1] + bytes([raw[-1] ^ 1]))
     assert bad.value.rv == 0xC0
+    # Below debug level 1 nothing of the line is built (not even its
+    # mechanism name): every signature would pay for it.
+    built: list[int] = []
+    with (
+        caplog.at_level(logging.WARNING, logger="gssproxy_py.pkcs11.p11kit"),
+        pytest.MonkeyPatch.context() as mp,
+    ):
+        mp.setattr("gssproxy_py.pkcs11.p11kit_backend._mech_name", built.append)
+        h.loop.run_until_complete(view.sign(key, mech, d))
+    assert built == []
     # a key the service may not use is not among its objects at all, and an
     # RSA mechanism does not suit an EC key
     with pytest.raises(CkError) as wrong:
