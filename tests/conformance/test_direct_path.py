@@ -26,11 +26,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gssproxy_py.config.load import load_config_text
 from gssproxy_py.config.model import Config
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.errors import XdrError
-from gssproxy_py.gss import api, engine, localname, procedures
+from gssproxy_py.gss import api
 from gssproxy_py.gss.direct import parse_accept, parse_acquire
 from gssproxy_py.gss.program import gss_proxy_service
 from gssproxy_py.gss.status import GssFailure
@@ -44,7 +43,8 @@ from gssproxy_py.xdr.runtime import decode_bytes, encode_bytes
 from gssproxy_py.xdrgen import load
 from tests.conformance.test_golden_vectors import KERNEL_ACCEPT_CALL
 from tests.support.xdr_strategies import Strategies
-from tests.unit.test_gss_program_fake import FakeCreds, FakeCtx, FakeGss, FakeName
+from tests.unit.test_gss_program_fake import FakeCreds, FakeCtx, FakeGss, FakeName, install_fake
+from tests.unit.test_gss_program_fake import _config as fake_config
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED = [
@@ -53,7 +53,7 @@ RECORDED = [
     if line and not line.startswith("#")
 ]
 SOCKET = "/test/default.sock"
-UID = 33
+UID = 33  # the euid of the fake configuration's `web` service
 #: The RPC call header before the arguments (empty credential and verifier).
 HEADER = 40
 APPLICATION = Peer(pid=1, uid=UID, gid=UID, program="/usr/bin/test")
@@ -111,26 +111,6 @@ class MitLikeFake(FakeGss):
         )
 
 
-def _config(tmp_path: Path) -> Config:
-    return load_config_text(
-        f"""
-[gssproxy]
-  state_dir = {tmp_path}/state
-[service/web]
-  mechs = krb5
-  cred_store = keytab:{tmp_path}/web.keytab
-  cred_usage = accept
-  euid = {UID}
-[service/nfs]
-  mechs = krb5
-  cred_store = keytab:{tmp_path}/nfs.keytab
-  euid = 0
-  trusted = yes
-  kernel_nfsd = yes
-"""
-    )
-
-
 class Paths:
     """Program 400112 served with and without its direct paths, on one engine."""
 
@@ -181,22 +161,11 @@ class Paths:
 
 @pytest.fixture
 def paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Paths]:
-    (tmp_path / "krb5.conf").write_text("")
-    monkeypatch.setenv("KRB5_CONFIG", str(tmp_path / "krb5.conf"))
-    monkeypatch.setenv("KRB5RCACHEDIR", str(tmp_path))
-    monkeypatch.setattr(engine, "hold_profile", lambda: None)
+    install_fake(monkeypatch, tmp_path, MitLikeFake())
     # Sealing draws a random nonce: a delegated credential, sealed once per
     # path, would differ by it alone.
     monkeypatch.setattr(os, "urandom", bytes)
-    # The initiator's local user (NSS is real: root), and the kernel's lucid
-    # format, which reads MIT's key structures the fake has none of.
-    monkeypatch.setattr(localname, "localname", lambda *a: b"root")
-    monkeypatch.setattr(procedures, "format_linux_lucid_v1", lambda ctx: b"lucid:" + ctx.initiator)
-    backend = MitLikeFake()
-    for name in dir(backend):
-        if not name.startswith("_") and hasattr(api, name):
-            monkeypatch.setattr(api, name, getattr(backend, name))
-    p = Paths(_config(tmp_path))
+    p = Paths(fake_config(tmp_path))
     yield p
     p.close()
 

@@ -160,11 +160,15 @@ class FakeGss:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeGss:
     """The fake installed in place of `gss.api`; no krb5 profile is held."""
+    return install_fake(monkeypatch, tmp_path, FakeGss())
+
+
+def install_fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, backend: FakeGss) -> FakeGss:
+    """`backend` in place of `gss.api` (also for tests/conformance/test_direct_path.py)."""
     (tmp_path / "krb5.conf").write_text("")
     monkeypatch.setenv("KRB5_CONFIG", str(tmp_path / "krb5.conf"))
     monkeypatch.setenv("KRB5RCACHEDIR", str(tmp_path))
     monkeypatch.setattr(engine, "hold_profile", lambda: None)
-    backend = FakeGss()
     for name in dir(backend):
         if not name.startswith("_") and hasattr(api, name):
             monkeypatch.setattr(api, name, getattr(backend, name))
