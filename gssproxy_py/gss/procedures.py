@@ -65,6 +65,7 @@ __all__ = ["PROCEDURES", "GssProcedure", "row"]
 
 #: GSS_C_DELEG_FLAG
 _DELEG_FLAG = 1
+#: A call's log: the server's per-call adapter, or a plain logger (tests).
 LogLike = logging.LoggerAdapter[logging.Logger] | logging.Logger
 #: The kernel copies at most this much of the output token (GSSX_max_output_token_sz).
 KERNEL_MAX_OUTPUT_TOKEN = 1024

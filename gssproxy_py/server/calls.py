@@ -8,7 +8,10 @@ returns the reply bytes when that finished the call, else a coroutine that
 the connection runs as a task: the (async) handler or the immediate
 handler's `Pending` continuation, under the configured `call_timeout`.
 Either way every failure becomes SYSTEM_ERR, logged with the connection and
-xid, so a connection only ever gets bytes to send.
+xid, so a connection only ever gets bytes to send. A call a program's direct
+path parsed (`rpc.dispatch.DirectPath`) is given to it first, for a matched
+caller below debug level 2; what it declines is decoded and started as
+above.
 
 Every call that ends is recorded in the starter's `counters`
 (`admin.stats`, read by `gssproxy-py-ctl status`): two clock reads and a
