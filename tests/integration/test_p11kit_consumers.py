@@ -17,10 +17,8 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +26,6 @@ import pytest
 from gssproxy_py.p11kit.attributes import Attribute, Cka
 from gssproxy_py.p11kit.ck import Ckf, Cko, Ckr
 from gssproxy_py.p11kit.wire import Mechanism
-from gssproxy_py.testing.daemon import DaemonPaths
 from gssproxy_py.testing.users import ensure_test_users, run_as
 from tests.support.p11kit_client import (
     CLIENT,
@@ -39,104 +36,23 @@ from tests.support.p11kit_client import (
     initialize,
     response,
 )
-from tests.support.softhsm import MAIN, put_pins_in_session_keyring, shared_softhsm
-
-ENGINE = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"
+from tests.support.p11kit_consumers import (
+    ENGINE,
+    Setup,
+    engine_env,
+    free_port,
+    pubkeys,
+    run,
+    verified,
+    wait_listening,
+)
+from tests.support.softhsm import MAIN
 
 pytestmark = INTEGRATION_MARKS
 
 
-def _run(argv: list[str], env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        **kw,  # type: ignore[call-overload]
-    )
-
-
-class Setup:
-    def __init__(self, daemon: object, paths: DaemonPaths, tmp: Path, uid1: int) -> None:
-        self.daemon = daemon
-        self.sock = str(paths.workdir / "p11.sock")
-        self.tmp = tmp
-        self.env = {
-            **os.environ,
-            "P11_KIT_SERVER_ADDRESS": f"unix:path={self.sock}",
-            "OPENSSL_CONF": "/dev/null",
-        }
-        self.env.pop("SOFTHSM2_CONF", None)  # the consumers never see the token
-        self.uid1 = uid1
-
-    def tool(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return _run(["pkcs11-tool", "--module", CLIENT, *args], self.env)
-
-    def log(self) -> str:
-        return self.daemon.log_text()  # type: ignore[attr-defined,no-any-return]
-
-
-@pytest.fixture
-def setup(daemon_factory: Callable[..., object], tmp_path: Path) -> Iterator[Setup]:
-    hsm = shared_softhsm()
-    put_pins_in_session_keyring({"gpytest-p11kit": MAIN.pin})
-    (user1, _user2) = ensure_test_users()
-    holder: dict[str, DaemonPaths] = {}
-
-    def render(paths: DaemonPaths) -> str:
-        holder["paths"] = paths
-        common = f"""  mechs = krb5
-  pkcs11_module = {hsm.module}
-  pkcs11_pin = keyring:gpytest-p11kit
-  p11kit_socket = {paths.workdir}/p11.sock
-"""
-        return f"""[gssproxy]
-  debug_level = 1
-  state_dir = {paths.workdir}/state
-[service/root-keys]
-  euid = 0
-  pkcs11_uri = pkcs11:token={MAIN.label};object=rsa
-  pkcs11_uri = pkcs11:token={MAIN.label};object=p256
-{common}
-[service/user1-keys]
-  euid = {user1.uid}
-  socket = {paths.workdir}/user1.sock
-  pkcs11_uri = pkcs11:token={MAIN.label};object=p256
-  p11kit_mechanisms = ECDSA
-{common}"""
-
-    daemon = daemon_factory("py", render, env=hsm.env())
-    s = Setup(daemon, holder["paths"], tmp_path, user1.uid)
-    yield s
-    daemon.stop()  # type: ignore[attr-defined]
-    assert MAIN.pin not in s.log()
-
-
-def _pubkeys(s: Setup) -> dict[str, Path]:
-    out = {}
-    for name, key_id in (("rsa", "01"), ("p256", "02")):
-        der = s.tmp / f"{name}.der"
-        r = s.tool("--read-object", "--type", "pubkey", "--id", key_id, "-o", str(der))
-        assert r.returncode == 0, r.stderr
-        pem = s.tmp / f"{name}.pem"
-        subprocess.run(
-            ["openssl", "pkey", "-pubin", "-inform", "DER", "-in", der, "-out", pem], check=True
-        )
-        out[name] = pem
-    return out
-
-
-def _verified(argv: list[str]) -> None:
-    r = subprocess.run(argv, capture_output=True, text=True, check=False)
-    assert "Verified OK" in r.stdout + r.stderr or "Signature Verified Successfully" in r.stdout, (
-        r.stdout + r.stderr
-    )
-
-
-def test_pkcs11_tool_lists_signs_with_every_mechanism_and_decrypts(setup: Setup) -> None:
-    s = setup
+def test_pkcs11_tool_lists_signs_with_every_mechanism_and_decrypts(p11kit_setup: Setup) -> None:
+    s = p11kit_setup
     listing = s.tool("-L")
     assert listing.returncode == 0 and MAIN.label in listing.stdout, listing.stderr
     assert "login required" not in listing.stdout
@@ -145,7 +61,7 @@ def test_pkcs11_tool_lists_signs_with_every_mechanism_and_decrypts(setup: Setup)
     assert objects.stdout.count("Certificate Object") == 2
     assert "ed25519" not in objects.stdout and "soft" not in objects.stdout
     assert "never extractable" in objects.stdout
-    pems = _pubkeys(s)
+    pems = pubkeys(s)
     data = s.tmp / "data.txt"
     data.write_bytes(b"signed through p11-kit-client.so by a key that never left the token\n")
     sha256 = s.tmp / "data.sha256"
@@ -186,7 +102,7 @@ def test_pkcs11_tool_lists_signs_with_every_mechanism_and_decrypts(setup: Setup)
         )
         assert r.returncode == 0, (mech, r.stderr)
         pem = pems["p256" if key_id == "02" else "rsa"]
-        _verified(
+        verified(
             ["openssl", "dgst", *verify, "-verify", str(pem), "-signature", str(sig), str(data)]
         )
     # CKM_RSA_PKCS over a DigestInfo the caller built (what TLS 1.2 clients do)
@@ -197,7 +113,7 @@ def test_pkcs11_tool_lists_signs_with_every_mechanism_and_decrypts(setup: Setup)
     sig = s.tmp / "sig-raw"
     r = s.tool("-s", "-m", "RSA-PKCS", "--id", "01", "-i", str(digest_info), "-o", str(sig))
     assert r.returncode == 0, r.stderr
-    _verified(
+    verified(
         [
             "openssl",
             "dgst",
@@ -261,13 +177,13 @@ def _worker_serving(s: Setup, peer_pid: int, proc: subprocess.Popen[str]) -> int
     return int(found.group(1))
 
 
-def test_a_worker_serves_with_no_capability(setup: Setup) -> None:
+def test_a_worker_serves_with_no_capability(p11kit_setup: Setup) -> None:
     """With no run_as_user a worker runs as root, loads the module and logs
     in as root, then drops every capability before serving: seen in its
     /proc status while pkcs11-tool (a real p11-kit-client.so consumer) waits
     for its input on a FIFO, and the signature made after still verifies."""
-    s = setup
-    pem = _pubkeys(s)["p256"]
+    s = p11kit_setup
+    pem = pubkeys(s)["p256"]
     data = b"signed by a worker that holds no capability\n"
     fifo = s.tmp / "input"
     os.mkfifo(fifo)
@@ -294,7 +210,7 @@ def test_a_worker_serves_with_no_capability(setup: Setup) -> None:
             proc.communicate()
     assert proc.returncode == 0, err
     (s.tmp / "data").write_bytes(data)
-    _verified(
+    verified(
         [
             "openssl",
             "dgst",
@@ -308,13 +224,13 @@ def test_a_worker_serves_with_no_capability(setup: Setup) -> None:
     )
 
 
-def test_p11tool_lists_and_test_signs(setup: Setup) -> None:
-    s = setup
-    r = _run(["p11tool", "--provider", CLIENT, "--list-all"], s.env)
+def test_p11tool_lists_and_test_signs(p11kit_setup: Setup) -> None:
+    s = p11kit_setup
+    r = run(["p11tool", "--provider", CLIENT, "--list-all"], s.env)
     assert r.returncode == 0, r.stderr
     assert "object=rsa;type=private" in r.stdout and "object=p256;type=cert" in r.stdout
     for label in ("p256", "rsa"):
-        r = _run(
+        r = run(
             ["p11tool", "--provider", CLIENT, "--test-sign", f"pkcs11:object={label};type=private"],
             s.env,
         )
@@ -322,23 +238,17 @@ def test_p11tool_lists_and_test_signs(setup: Setup) -> None:
         assert "Verifying against public key in the token... ok" in r.stdout + r.stderr
 
 
-def test_openssl_engine_signs_with_a_uri(setup: Setup) -> None:
-    s = setup
+def test_openssl_engine_signs_with_a_uri(p11kit_setup: Setup) -> None:
+    s = p11kit_setup
     if not os.path.exists(ENGINE):
         pytest.fail("libengine-pkcs11-openssl is not installed (make deps installs it)")
-    conf = s.tmp / "engine.cnf"
-    conf.write_text(
-        "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n"
-        "[engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n"
-        f"dynamic_path = {ENGINE}\nMODULE_PATH = {CLIENT}\ninit = 0\n"
-    )
-    env = {**s.env, "OPENSSL_CONF": str(conf)}
-    pems = _pubkeys(s)
+    env = engine_env(s)
+    pems = pubkeys(s)
     data = s.tmp / "data"
     data.write_bytes(b"engine")
     for label in ("rsa", "p256"):
         sig = s.tmp / f"{label}.sig"
-        r = _run(
+        r = run(
             [
                 "openssl",
                 "dgst",
@@ -356,7 +266,7 @@ def test_openssl_engine_signs_with_a_uri(setup: Setup) -> None:
             env,
         )
         assert r.returncode == 0, r.stderr
-        _verified(
+        verified(
             [
                 "openssl",
                 "dgst",
@@ -370,15 +280,9 @@ def test_openssl_engine_signs_with_a_uri(setup: Setup) -> None:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def test_ssh_keygen_and_an_ssh_login(setup: Setup) -> None:
-    s = setup
-    r = _run(["ssh-keygen", "-D", CLIENT], s.env)
+def test_ssh_keygen_and_an_ssh_login(p11kit_setup: Setup) -> None:
+    s = p11kit_setup
+    r = run(["ssh-keygen", "-D", CLIENT], s.env)
     assert r.returncode == 0, r.stderr
     keys = r.stdout.splitlines()
     assert any(k.startswith("ecdsa-sha2-nistp256 ") and k.endswith(" p256") for k in keys), keys
@@ -391,7 +295,7 @@ def test_ssh_keygen_and_an_ssh_login(setup: Setup) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d / "host"], check=True)
     ec_line = next(k for k in keys if k.startswith("ecdsa"))
     (d / "authorized_keys").write_text(ec_line + "\n")
-    port = _free_port()
+    port = free_port()
     (d / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nPidFile {d}/pid\n"
         f"AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n"
@@ -406,14 +310,8 @@ def test_ssh_keygen_and_an_ssh_login(setup: Setup) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert sshd.poll() is None and time.monotonic() < deadline, "sshd did not start"
-            time.sleep(0.1)
-        r = _run(
+        wait_listening(port, sshd, "sshd")
+        r = run(
             [
                 "ssh",
                 "-F",
@@ -451,8 +349,8 @@ def _objects_as(s: Setup, user: object) -> str:
     return r.stdout + r.stderr
 
 
-def test_another_uid_sees_no_key(setup: Setup) -> None:
-    s = setup
+def test_another_uid_sees_no_key(p11kit_setup: Setup) -> None:
+    s = p11kit_setup
     user1, user2 = ensure_test_users()
     seen1 = _objects_as(s, user1)
     assert "label:      p256" in seen1 and "label:      rsa" not in seen1, seen1
@@ -487,8 +385,8 @@ def _find_private(c: P11KitClient, s: int) -> int:
     return handle
 
 
-def test_refusals_hostile_frames_and_the_pin(setup: Setup) -> None:
-    s = setup
+def test_refusals_hostile_frames_and_the_pin(p11kit_setup: Setup) -> None:
+    s = p11kit_setup
     replies: list[bytes] = []
     with P11KitClient(s.sock, version=2) as c:
         assert c.version == 0  # a newer client is answered, never refused
@@ -557,11 +455,11 @@ def test_refusals_hostile_frames_and_the_pin(setup: Setup) -> None:
     assert MAIN.pin not in log and "C_Login (user type 1) answered without using its PIN" in log
 
 
-def test_the_shipped_module_file_without_any_environment(setup: Setup) -> None:
+def test_the_shipped_module_file_without_any_environment(p11kit_setup: Setup) -> None:
     """contrib/p11-kit/gssproxy-py.module with the test's socket path, as a
     user's module file: p11-kit-proxy.so then shows the user's key with no
     P11_KIT_SERVER_ADDRESS."""
-    s = setup
+    s = p11kit_setup
     user1, _ = ensure_test_users()
     shipped = (Path(__file__).parents[2] / "contrib" / "p11-kit" / "gssproxy-py.module").read_text()
     assert "remote: unix:path=/run/gssproxy/p11kit.sock" in shipped
