@@ -9,10 +9,13 @@ STAMP   := $(VENV)/.installed
 # Debian's /usr/bin/python3: the venv must be runnable by the other uids tests use.
 SYSPY   := /usr/bin/python3
 # The p11-kit tests drive pkcs11-tool (opensc), p11tool (gnutls-bin), the libp11
-# engine, ssh and a private sshd; on a machine booted with systemd, installing
-# openssh-server also enables ssh.service (`systemctl disable --now ssh` if unwanted).
+# engine, ssh and a private sshd, curl, openvpn, and wpa_supplicant against
+# hostapd; on a machine booted with systemd, installing openssh-server also
+# enables ssh.service (`systemctl disable --now ssh` if unwanted); the openvpn
+# and hostapd units start nothing without a configuration.
 APT_PKGS := krb5-kdc krb5-admin-server krb5-user libkrb5-dev gssproxy krb5-gss-samples \
             krb5-pkinit softhsm2 opensc p11-kit p11-kit-modules gnutls-bin libengine-pkcs11-openssl \
+            curl openvpn wpasupplicant hostapd \
             openssh-client openssh-server keyutils iproute2 python3-venv python3-dev \
             util-linux slapd ldap-utils krb5-kdc-ldap systemd man-db faketime gcc
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

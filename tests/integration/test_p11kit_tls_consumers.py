@@ -14,12 +14,17 @@ signed, and the daemon's audit line names the program that asked.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import select
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.p11kit_client import INTEGRATION_MARKS
+from tests.support.p11kit_client import CLIENT, INTEGRATION_MARKS
 from tests.support.p11kit_consumers import Setup, engine_env, free_port, run, wait_listening
 from tests.support.softhsm import MAIN, shared_softhsm
 from tests.support.tls_pki import Pki, make_pki
@@ -40,10 +45,32 @@ def _uri(label: str) -> str:
     return f"pkcs11:token={MAIN.label};object={label};type=private"
 
 
+def _need(program: str, package: str) -> None:
+    if shutil.which(program) is None and not os.path.exists(f"/usr/sbin/{program}"):
+        pytest.fail(f"{program} is missing: `make deps` installs the Debian package {package}")
+
+
 def _audited(s: Setup, program: str) -> None:
     """The daemon logged a signature by `program` with a key of the service."""
     lines = [line for line in s.log().splitlines() if "p11kit sign:" in line]
     assert any(f"program {program} " in line for line in lines), s.log()[-3000:]
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str) -> str:
+    """What `proc` printed up to the line holding `marker` (all of its
+    output if it exits first, or once 30 s pass)."""
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    seen = ""
+    deadline = time.monotonic() + 30
+    while marker not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            chunk = proc.stdout.read()
+            if not chunk and proc.poll() is not None:
+                break
+            seen += chunk or ""
+    return seen
 
 
 @pytest.mark.parametrize("label", KEYS)
@@ -110,3 +137,101 @@ def test_curl_logs_in_to_a_tls_server_with_the_token_key(
     assert f"Peer signature type: {PEER_SIGNATURE[label]}" in page, page
     assert "Client certificate" in page and cert.read_text().strip() in page, page
     _audited(s, "/usr/bin/curl")
+
+
+def _show_pkcs11_ids(s: Setup) -> dict[str, str]:
+    """`openvpn --show-pkcs11-ids p11-kit-client.so`: serialized id by the
+    certificate's subject DN."""
+    r = run(["openvpn", "--show-pkcs11-ids", CLIENT], s.env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ids: dict[str, str] = {}
+    subject = ""
+    for line in r.stdout.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == "DN":
+            subject = value.strip()
+        elif key == "Serialized id":
+            ids[subject] = value.strip()
+    return ids
+
+
+@pytest.mark.parametrize("label", KEYS)
+def test_openvpn_client_completes_its_tls_handshake_with_the_token_key(
+    p11kit_setup: Setup, pki: Pki, label: str
+) -> None:
+    s = p11kit_setup
+    _need("openvpn", "openvpn")
+    ids = _show_pkcs11_ids(s)
+    assert set(ids) == {"CN=rsa", "CN=p256"}, ids
+    # openvpn presents the token's own certificate (its issuer's key is gone):
+    # the server pins it by its SHA-256 fingerprint, openvpn 2.6's way
+    # to trust a peer without a CA
+    token_cert = shared_softhsm().keys[label].certificate
+    assert token_cert is not None
+    fingerprint = hashlib.sha256(token_cert).hexdigest().upper()
+    port = free_port()
+    common = ["--dev", "null", "--verb", "3"]
+    server = subprocess.Popen(
+        [
+            "openvpn",
+            *common,
+            "--proto",
+            "tcp-server",
+            "--local",
+            "127.0.0.1",
+            "--lport",
+            str(port),
+            "--tls-server",
+            "--peer-fingerprint",
+            ":".join(fingerprint[i : i + 2] for i in range(0, 64, 2)),
+            "--dh",
+            "none",
+            "--cert",
+            str(pki.server_cert),
+            "--key",
+            str(pki.server_key),
+        ],
+        env=s.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # a probe connection would be the one peer this p2p server takes
+        started = _read_until(server, "Listening for incoming TCP connection")
+        assert "Listening for incoming TCP connection" in started, started
+        client = subprocess.Popen(
+            [
+                "openvpn",
+                *common,
+                "--proto",
+                "tcp-client",
+                "--remote",
+                "127.0.0.1",
+                str(port),
+                "--tls-client",
+                "--ca",
+                str(pki.ca_cert),
+                "--pkcs11-providers",
+                CLIENT,
+                "--pkcs11-id",
+                ids[f"CN={label}"],
+            ],
+            env=s.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            out = _read_until(client, "Initialization Sequence Completed")
+        finally:
+            client.terminate()
+            rest, _ = client.communicate(timeout=10)
+    finally:
+        server.terminate()
+        server_out, _ = server.communicate(timeout=10)
+    assert "Initialization Sequence Completed" in out, out + rest + server_out
+    assert f"VERIFY OK: depth=0, CN={label}" in server_out, server_out
+    _audited(s, "/usr/sbin/openvpn")
