@@ -26,13 +26,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar, final
 
 from gssproxy_py.proto.gss_proxy import GssxCred
 
 __all__ = [
     "STAMPS",
     "AcquireCache",
+    "AcquireKey",
     "CredPool",
     "FileStamps",
     "Fingerprint",
@@ -122,6 +123,31 @@ class _Entry(Generic[_T]):
     value: _T
     expires_at: float | None  # wall clock; None = no expiry
     fingerprint: Fingerprint
+
+
+@final
+class AcquireKey:
+    """An `AcquireCache` key whose hash is computed once: its parts hold the
+    `Service` (a frozen dataclass of some forty fields, hashed field by
+    field on every lookup: ~30,000 instructions per accept before this,
+    docs/PERFORMANCE.md), and `gss.direct` looks the same key up for every
+    call. Equal when the parts are equal."""
+
+    __slots__ = ("_hash", "parts")
+
+    def __init__(self, parts: tuple[Hashable, ...]) -> None:
+        self.parts: Final = parts
+        self._hash: Final = hash(parts)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, AcquireKey):
+            return NotImplemented
+        return self._hash == other._hash and self.parts == other.parts
 
 
 class AcquireCache:

@@ -24,6 +24,7 @@ from gssproxy_py.config.model import Config, CredUsage, Service
 from gssproxy_py.gss import api, policy
 from gssproxy_py.gss.credcache import (
     AcquireCache,
+    AcquireKey,
     CredPool,
     Fingerprint,
     fingerprint,
@@ -143,7 +144,7 @@ class Credentials:
 
     def acquire_plan(
         self, config: Config, service: Service, uid: int, creq: policy.CredRequest, mech: bytes
-    ) -> tuple[dict[str, str], PkinitPlan | None, Hashable]:
+    ) -> tuple[dict[str, str], PkinitPlan | None, AcquireKey]:
         """The store of an acquisition, its PKINIT plan, and its key in the
         acquire cache (the same for the same arguments under one
         configuration: `gss.direct` keeps the key and the store's keytabs)."""
@@ -154,7 +155,7 @@ class Credentials:
         if pkinit is not None:
             store["ccache"] = pkinit.ccache
         key_store = tuple(sorted((k, v) for k, v in store.items() if v != _PRIVATE_UNNAMED))
-        return store, pkinit, (service, uid, creq, mech, key_store)
+        return store, pkinit, AcquireKey((service, uid, creq, mech, key_store))
 
     async def acquire_sealed(
         self, req: Request, creq: policy.CredRequest, mech: bytes

@@ -45,13 +45,12 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Hashable
 from typing import Final, final
 
 from gssproxy_py.config.model import Config, CredUsage, Service
 from gssproxy_py.errors import XdrError
 from gssproxy_py.gss import api, convert, options, policy, procedures
-from gssproxy_py.gss.credcache import fingerprint, handle_digest
+from gssproxy_py.gss.credcache import AcquireKey, fingerprint, handle_digest
 from gssproxy_py.gss.credentials import CredLease
 from gssproxy_py.gss.engine import GssEngine
 from gssproxy_py.gss.linux_creds import LinuxCreds
@@ -245,7 +244,7 @@ class DirectCalls:
         self.engine = engine
         self._config: Config | None = None
         #: (service, uid, usage) → the acquire cache's key and the store's keytabs
-        self._plans: dict[tuple[str, int, int], tuple[Hashable, tuple[str, ...]]] = {}
+        self._plans: dict[tuple[str, int, int], tuple[AcquireKey, tuple[str, ...]]] = {}
         #: service → the keytab files of its cred_store (pooled objects' fingerprint)
         self._keytabs: dict[str, tuple[str, ...]] = {}
         #: sealed handle → its `gssx_cred` encoding (an ACQUIRE_CRED reply's body)
@@ -303,7 +302,7 @@ class DirectCalls:
 
     def _plan(
         self, call: CallInfo, service: Service, usage: int
-    ) -> tuple[Hashable, tuple[str, ...]] | None:
+    ) -> tuple[AcquireKey, tuple[str, ...]] | None:
         """The acquire cache's key for this caller's default credential and
         the keytabs to fingerprint; None when the generic path must decide
         (a usage the service refuses, a user name to look up)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gssproxy_py.gss.credcache import AcquireCache, CredPool, FileStamps, fingerprint
+from gssproxy_py.gss.credcache import AcquireCache, AcquireKey, CredPool, FileStamps, fingerprint
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxName
 
 NAME = GssxName(b"", b"", b"", b"", (), ())
@@ -21,6 +21,34 @@ def test_hit_until_min_lifetime(tmp_path: Path) -> None:
     assert c.get("k", fp, min_lifetime=15, now=900.0) is None  # evicted
     c.put("k", CRED, None, fp)
     assert c.get("k", fp, min_lifetime=15, now=1e12) is CRED
+
+
+class Hashed:
+    """A part that counts how often it is hashed."""
+
+    def __init__(self) -> None:
+        self.hashed = 0
+
+    def __hash__(self) -> int:
+        self.hashed += 1
+        return 7
+
+
+def test_acquire_key_is_hashed_once_and_equal_by_its_parts() -> None:
+    part = Hashed()
+    key = AcquireKey((part, 1000, "s"))
+    c = AcquireCache()
+    fp = fingerprint([])
+    c.put(key, CRED, None, fp)
+    # Another key of the same parts (gss.direct's memo against the generic
+    # path's) finds the entry; neither hashes its parts again.
+    other = AcquireKey((part, 1000, "s"))
+    for _ in range(3):
+        assert c.get(other, fp, min_lifetime=0) is CRED
+        assert c.get(key, fp, min_lifetime=0) is CRED
+    assert part.hashed == 2
+    assert c.get(AcquireKey((part, 1001, "s")), fp, min_lifetime=0) is None
+    assert key != (part, 1000, "s") and key == other
 
 
 def test_keytab_change_invalidates(tmp_path: Path) -> None:
