@@ -13,6 +13,7 @@ keeps serving; the PIN is in no reply byte and no log line.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -177,6 +178,21 @@ def _worker_serving(s: Setup, peer_pid: int, proc: subprocess.Popen[str]) -> int
     return int(found.group(1))
 
 
+def _open_once_read(fifo: Path, proc: subprocess.Popen[str]) -> int:
+    """The write end of `fifo`, opened once `proc` opens it to read (an
+    O_NONBLOCK open for writing fails with ENXIO until a reader has it)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the FIFO was never opened to read"
+        time.sleep(0.05)
+
+
 def test_a_worker_serves_with_no_capability(p11kit_setup: Setup) -> None:
     """With no run_as_user a worker runs as root, loads the module and logs
     in as root, then drops every capability before serving: seen in its
@@ -195,14 +211,18 @@ def test_a_worker_serves_with_no_capability(p11kit_setup: Setup) -> None:
     )
     try:
         worker = _worker_serving(s, proc.pid, proc)
-        status = _status(worker)
-        assert status["Uid"].split()[0] == "0", status  # root: the drop is what matters
-        for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
-            assert int(status[key], 16) == 0, (key, status[key])
-        assert status["NoNewPrivs"] == "1"
-        # Blocks until pkcs11-tool opens its input (it may not have yet).
-        with open(fifo, "wb") as f:
-            f.write(hashlib.sha256(data).digest())
+        # The daemon names the worker as soon as it is forked, before it
+        # has logged in and dropped its capabilities. pkcs11-tool opens its
+        # input once it has found the key, so after the worker read its
+        # first byte, which comes after the drop.
+        fd = _open_once_read(fifo, proc)
+        with open(fd, "wb") as f:
+            status = _status(worker)
+            assert status["Uid"].split()[0] == "0", status  # root: the drop is what matters
+            for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                assert int(status[key], 16) == 0, (key, status[key])
+            assert status["NoNewPrivs"] == "1"
+            f.write(hashlib.sha256(data).digest())  # 32 bytes: a FIFO takes them at once
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
