@@ -870,8 +870,8 @@ def _start_p11kit_workers(
         workers.start()
 
     async def rematch(new: Config) -> None:
-        await workers.rematch(new, server.default_socket, server.selinux_enabled)
         server.rematch_p11kit_on_loop(new)
+        await workers.rematch(new, server.default_socket, server.selinux_enabled)
 
     server.reload_hooks.append(rematch)
 

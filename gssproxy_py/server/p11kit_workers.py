@@ -12,7 +12,8 @@ service), which:
   is refused, with one rate-limited line naming uid, pid and program;
 * re-matches each worker's peer at a reload and ends (SIGTERM) the workers
   whose service, or that service's keys, mechanisms, module or PIN,
-  changed: a uid the new configuration no longer serves loses its access;
+  changed: a uid the new configuration no longer serves loses its access,
+  and the reload is done (logged as loaded) once those workers have exited;
 * logs once a worker that died other than by our hand (its connection
   alone is closed) and closes the daemon's record of the connection;
 * ends every worker at stop (the end of the pair ends the zygote, which
@@ -39,7 +40,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from gssproxy_py.config.match import match_or_explain
@@ -61,6 +62,9 @@ _log = logging.getLogger("gssproxy_py.server.p11kit")
 ZYGOTE_MODULE: Final = "gssproxy_py.server.p11kit_zygote"
 #: Seconds the daemon waits for the zygote to end at stop.
 _STOP_WAIT: Final = 10.0
+#: Seconds a reload waits for the workers it ended to exit (a SIGTERM ends
+#: them at once: only a stalled machine takes long).
+_END_WAIT: Final = 10.0
 
 
 class HandedOff(Protocol):
@@ -83,6 +87,8 @@ class _Worker:
     pin: Pin | None
     pid: int | None = None
     ending: bool = False  # the daemon asked it to end (reload, stop)
+    #: set once it has exited (or never started, or its zygote is gone)
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +227,7 @@ class P11KitWorkers:
             _when_ended(zygote, _log_zygote_end)
         for w in [*self._pending.values(), *self._live.values()]:
             w.conn.worker_ended()
+            w.gone.set()
         self._pending.clear()
         self._live.clear()
 
@@ -385,6 +392,7 @@ class P11KitWorkers:
             error,
         )
         w.conn.worker_ended()
+        w.gone.set()
 
     def _exited(self, pid: int, status: int) -> None:
         w = self._live.pop(pid, None)
@@ -407,12 +415,17 @@ class P11KitWorkers:
         else:
             _log.info("[p11kit %d] worker pid %d ended: %s", w.conn.number, pid, how)
         w.conn.worker_ended()
+        w.gone.set()
 
     # -- reload, status, stop -----------------------------------------------------------
 
     async def rematch(self, config: Config, default_socket: str, selinux_enabled: bool) -> None:
         """After a reload: end the workers whose peer's service, or what
-        that service gives it, changed."""
+        that service gives it, changed, and wait until they have exited
+        (at most `_END_WAIT`): once the reload is reported, no worker
+        serves a peer with what it no longer has (the zygote sends the
+        SIGTERM; until the worker has it, it would answer its next call)."""
+        ending = []
         for w in [*self._pending.values(), *self._live.values()]:
             service, _ = match_or_explain(
                 config,
@@ -440,6 +453,17 @@ class P11KitWorkers:
                 w.pid if w.pid is not None else "(starting)",
             )
             self._end(w)
+            ending.append(w)
+        try:
+            async with asyncio.timeout(_END_WAIT):
+                for w in ending:
+                    await w.gone.wait()
+        except TimeoutError:
+            _log.warning(
+                "reload: p11-kit worker pid %s not ended after %ss",
+                ", ".join(str(w.pid) for w in ending if not w.gone.is_set()),
+                _END_WAIT,
+            )
 
     def rows(self) -> list[WorkerRow]:
         return [
