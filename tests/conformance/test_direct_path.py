@@ -16,6 +16,7 @@ same values (hypothesis, over generated arguments and mutated recordings).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import struct
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gssproxy_py.config.model import Config
+from gssproxy_py.config.model import Config, CredUsage
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.errors import XdrError
 from gssproxy_py.gss import api
@@ -153,6 +154,13 @@ class Paths:
         direct = self.reply(self.direct, record, peer)
         assert self.reply(self.generic, record, peer) == direct
         return direct
+
+    def reload(self, config: Config) -> None:
+        """A new configuration, as the daemon installs it (the program's
+        hook, then the starter's)."""
+        assert self.program.reload is not None
+        self.program.reload(config)
+        self.config = self.starter.config = config
 
     def close(self) -> None:
         assert self.program.close is not None
@@ -301,6 +309,48 @@ def test_a_failed_accept_gets_the_same_failure(
     reply = paths.both(_with_cred(accept, cred))
     res = decode_bytes(gp.decode_gssx_res_accept_sec_context, reply[24:])
     assert res.status.major_status == 0x70000
+
+
+#: uid 1000 matches the fake configuration's `users` service, not `web`.
+OTHER_USER = Peer(pid=3, uid=1000, gid=1000, program="/usr/bin/test")
+
+
+def test_another_uids_handle_is_not_served_directly(
+    paths: Paths, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handle issued to `web`'s uid, presented by another uid: the
+    direct path declines (its pool is keyed by service and uid), and the
+    generic path does not honour it (the other uid's own service's
+    default credential accepts instead); the replies are the same."""
+    cred = _interposer_accepts(paths)
+    served = len(paths.served)
+    accept = next(r for r in RECORDED if _proc(r) == gp.GSSX_ACCEPT_SEC_CONTEXT)
+    caplog.clear()
+    paths.both(_with_cred(accept, cred), OTHER_USER)
+    assert len(paths.served) == served
+    refusals = [r for r in caplog.records if "handle not honoured" in r.getMessage()]
+    assert len(refusals) == 2  # once per path
+
+
+def test_a_reload_is_seen_by_the_direct_path(paths: Paths) -> None:
+    """What the direct path worked out per service (the acquire plan, the
+    keytabs) is not kept over a reload: `web` made initiate-only refuses
+    the interposer's acquire for accepting, on both paths."""
+    cred = _interposer_accepts(paths)
+    acquire = next(r for r in RECORDED if _proc(r) == gp.GSSX_ACQUIRE_CRED)
+    old = paths.config
+    web = [s for s in old.services if s.name == "web"]
+    initiate_only = dataclasses.replace(web[0], cred_usage=CredUsage.INITIATE)
+    services = tuple(initiate_only if s.name == "web" else s for s in old.services)
+    paths.reload(dataclasses.replace(old, services=services))
+    served = len(paths.served)
+    reply = paths.both(acquire)
+    res = decode_bytes(gp.decode_gssx_res_acquire_cred, reply[24:])
+    assert res.status.major_status != 0 and res.output_cred_handle is None
+    # The handle issued before the reload is not in the pool any more.
+    accept = next(r for r in RECORDED if _proc(r) == gp.GSSX_ACCEPT_SEC_CONTEXT)
+    paths.both(_with_cred(accept, cred))
+    assert len(paths.served) == served
 
 
 # -- the parsers against the generated decoders -------------------------------------
