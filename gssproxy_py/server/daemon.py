@@ -567,10 +567,19 @@ class GssProxyServer:
                     program.reload(config)
                 except Exception:
                     _log.exception("program %d failed to reload", program.program.number)
-        for hook in self.reload_hooks:
-            await hook(config)
+        await self._run_reload_hooks(config)
         _log.info("%s", RELOADED_MESSAGE)
         return True
+
+    async def _run_reload_hooks(self, config: Config) -> None:
+        """Each hook on its own: one that fails (a bug, logged) must not
+        keep the next from running (the p11-kit workers' rematch ends those
+        whose service the reload revoked)."""
+        for hook in self.reload_hooks:
+            try:
+                await hook(config)
+            except Exception:
+                _log.exception("reload: %s failed", getattr(hook, "__qualname__", hook))
 
     def _fixed_sockets_problem(self, config: Config) -> str | None:
         """Why `config` cannot be taken while worker processes run (None: it

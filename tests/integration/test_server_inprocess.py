@@ -469,6 +469,30 @@ def test_reload_applies_to_the_next_call_on_an_open_connection(
     assert "option 'cred_usage'" in caplog.text
 
 
+def test_a_failing_reload_hook_does_not_keep_the_others_from_running(
+    start_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hooks after a reload (the worker processes' SIGHUP, the kernel
+    upcall, the p11-kit workers' rematch) each run even when one before
+    them raises; the configuration is in force and the failure logged."""
+    caplog.set_level(logging.INFO)
+    server = start_server()
+    seen: list[str] = []
+
+    async def broken(config: Any) -> None:
+        raise RuntimeError("a hook's bug")
+
+    async def rematch(config: Any) -> None:
+        seen.append(config.services[0].name)
+
+    server.server.reload_hooks.extend([broken, rematch])
+    renamed = "[service/renamed]\n  mechs = krb5\n  euid = 0\n"
+    assert server.reload(service_config(renamed))
+    assert seen == ["renamed"]
+    assert "reload: " in caplog.text and "a hook's bug" in caplog.text
+    assert "New config loaded successfully." in caplog.text
+
+
 # -- stopping ---------------------------------------------------------------------------------
 
 
