@@ -47,6 +47,7 @@ MODULES: Final = (
     "gssproxy_py.gss.procedures",
     "gssproxy_py.gss.program",
     "gssproxy_py.gss.direct",
+    "gssproxy_py.gss.krb5_token",
 )
 #: The manifest the build writes next to this file.
 MANIFEST: Final = "compiled.sha256"

@@ -308,6 +308,8 @@ class StepResult:
     continue_needed: bool
     delegated: Creds | None = None
     initiator: Name | None = None
+    #: an accept's time_rec (`lifetime`; what `inquire_context` says of the context)
+    lifetime: int = 0
 
 
 def channel_bindings(
@@ -382,6 +384,7 @@ def accept_sec_context(
         continue_needed=bool(result.more_steps),
         delegated=result.delegated_creds,
         initiator=result.initiator_name,
+        lifetime=lifetime(result.lifetime),
     )
 
 

@@ -49,7 +49,7 @@ from typing import Final, final
 
 from gssproxy_py.config.model import Config, CredUsage, Service
 from gssproxy_py.errors import XdrError
-from gssproxy_py.gss import api, convert, options, policy, procedures
+from gssproxy_py.gss import api, convert, krb5_token, options, policy, procedures
 from gssproxy_py.gss.credcache import AcquireKey, fingerprint, handle_digest
 from gssproxy_py.gss.credentials import CredLease
 from gssproxy_py.gss.engine import GssEngine
@@ -250,6 +250,8 @@ class DirectCalls:
         #: sealed handle → its `gssx_cred` encoding (an ACQUIRE_CRED reply's body)
         self._creds: dict[bytes, bytes] = {}
         self._statuses: dict[tuple[bytes, int], bytes] = {}
+        #: (handle, ticket server) → the target's wire fields (`_context`)
+        self._targets: dict[tuple[bytes, bytes], convert.NameParts] = {}
 
     def _same_config(self, config: Config) -> None:
         """Forget what was worked out under another configuration."""
@@ -413,7 +415,9 @@ class DirectCalls:
     ) -> DirectResult:
         """The interposer's reply, written from MIT's results."""
         mech = step.mech or oids.KRB5
-        context = self._context(step, mech, not step.continue_needed)
+        ticket = krb5_token.ticket_server(arg.input_token)
+        server = None if ticket is None else (arg.handle, ticket)
+        context = self._context(step, mech, not step.continue_needed, server)
         delegated = _FALSE
         if arg.ret_deleg_cred and step.delegated is not None and step.flags & _DELEG_FLAG:
             sealed, _, _ = self.engine.credentials.sealer.seal_creds(
@@ -477,28 +481,68 @@ class DirectCalls:
         )
         return DirectResult(encoded, major)
 
-    def _context(self, step: api.StepResult, mech: bytes, complete: bool) -> tuple[bytes, bytes]:
+    def _context(
+        self, step: api.StepResult, mech: bytes, complete: bool, server: tuple[bytes, bytes] | None
+    ) -> tuple[bytes, bytes]:
         """The `gssx_ctx` of an accepted (or partial) context, as
         `procedures._export_context` and `convert.gssx_ctx` make it for an
-        application: its mech and its encoding."""
+        application: its mech and its encoding. `server`: the handle and
+        the ticket's server principal (`krb5_token.ticket_server`), which
+        decide the target's name; when its wire form is known, the rest of
+        what `inquire_context` would say is the accept's own results (MIT's
+        same answers: tests/integration/test_gss_procedures.py)."""
         initiator = step.initiator if complete else None
+        target = self._targets.get(server) if complete and server is not None else None
+        if target is not None:
+            token = api.export_sec_context(step.context)
+            known = (convert.name_parts(initiator), target)
+            return mech, self._gssx_ctx(token, mech, known, step.lifetime, step.flags)
         info = api.inquire_context(step.context, initiator)
         token = api.export_sec_context(step.context)
-        head = b"".join((_opaque(token), _opaque(b""), _FALSE))
         if info is None:
             tail = (_EMPTY_NAME, _EMPTY_NAME, _U64.pack(0), _U64.pack(0), _FALSE, _FALSE, _NONE)
+            head = b"".join((_opaque(token), _opaque(b""), _FALSE))
             return mech, b"".join((head, _opaque(mech), *tail))
         ctx_mech = info.mech or mech
-        return ctx_mech, b"".join(
+        target = convert.name_parts(info.target)
+        if server is not None and target is not None and info.complete:
+            if len(self._targets) >= _MAX_MEMO:
+                self._targets.clear()
+            self._targets[server] = target
+        names = (convert.name_parts(info.initiator), target)
+        return ctx_mech, self._gssx_ctx(
+            token,
+            ctx_mech,
+            names,
+            info.lifetime,
+            info.flags,
+            locally_initiated=info.locally_initiated,
+            complete=info.complete,
+        )
+
+    @staticmethod
+    def _gssx_ctx(
+        token: bytes,
+        mech: bytes,
+        names: tuple[convert.NameParts | None, convert.NameParts | None],
+        lifetime: int,
+        flags: int,
+        *,
+        locally_initiated: bool = False,
+        complete: bool = True,
+    ) -> bytes:
+        return b"".join(
             (
-                head,
-                _opaque(ctx_mech),
-                _name(convert.name_parts(info.initiator)),
-                _name(convert.name_parts(info.target)),
-                _U64.pack(info.lifetime),
-                _U64.pack(info.flags),
-                _TRUE if info.locally_initiated else _FALSE,
-                _TRUE if info.complete else _FALSE,
+                _opaque(token),
+                _opaque(b""),
+                _FALSE,
+                _opaque(mech),
+                _name(names[0]),
+                _name(names[1]),
+                _U64.pack(lifetime),
+                _U64.pack(flags),
+                _TRUE if locally_initiated else _FALSE,
+                _TRUE if complete else _FALSE,
                 _NONE,
             )
         )

@@ -61,6 +61,7 @@ APPLICATION = Peer(pid=1, uid=UID, gid=UID, program="/usr/bin/test")
 #: The kernel's nfsd upcall: root, connected by a kernel thread (no executable).
 KERNEL = Peer(pid=2, uid=0, gid=0, program=None)
 DELEG_FLAG = 1
+LIFETIME = 3600
 
 
 def _composite(principal: bytes) -> bytes:
@@ -70,11 +71,19 @@ def _composite(principal: bytes) -> bytes:
     return b"".join((*head, principal, b"\0\0\0\0"))
 
 
+@dataclasses.dataclass
+class MitCtx(FakeCtx):
+    #: the accept's ret_flags, which `inquire_context` says again (as MIT
+    #: does: tests/integration/test_gss_procedures.py)
+    flags: int = 0
+
+
 class MitLikeFake(FakeGss):
     """`FakeGss` with MIT's shapes where the replies carry them: contexts
-    described by `inquire_context`, krb5 composite names (but for names
-    starting with `plain`, which display through `display_name`), delegation
-    and a second round trip chosen by the token."""
+    described by `inquire_context` as the accept described them, krb5
+    composite names (but for names starting with `plain`, which display
+    through `display_name`), delegation and a second round trip chosen by
+    the token."""
 
     def export_name_composite(self, name: FakeName) -> bytes:
         return b"" if name.value.startswith(b"plain") else _composite(name.value)
@@ -86,27 +95,30 @@ class MitLikeFake(FakeGss):
         more = token.startswith(b"more")
         deleg = token.endswith(b"deleg")
         delegated = FakeCreds(b"user@R", creds.usage) if deleg else None
+        flags = 0x1B2 | (DELEG_FLAG if deleg else 0)
         return api.StepResult(
-            FakeCtx(initiator=token[:40] or b"anonymous"),  # type: ignore[arg-type]
+            MitCtx(initiator=token[:40] or b"anonymous", flags=flags),  # type: ignore[arg-type]
             b"ap-rep:" + token[:8],
             oids.KRB5,
-            0x32 | (DELEG_FLAG if deleg else 0),
+            flags,
             more,
             delegated,  # type: ignore[arg-type]
             None if more else FakeName(token[:40] or b"anonymous"),  # type: ignore[arg-type]
+            LIFETIME,
         )
 
     def inquire_context(
-        self, context: FakeCtx, initiator: FakeName | None = None
+        self, context: MitCtx, initiator: FakeName | None = None
     ) -> api.ContextInfo | None:
+        self._seen("inquire_context")
         if context.initiator.startswith(b"more"):
             return None  # a partial context the mech cannot describe
         return api.ContextInfo(
             initiator=initiator or FakeName(context.initiator),  # type: ignore[arg-type]
             target=FakeName(b"HTTP/web.example@R"),  # type: ignore[arg-type]
-            lifetime=3600,
+            lifetime=LIFETIME,
             mech=oids.KRB5,
-            flags=0x1B2,
+            flags=context.flags,
             locally_initiated=False,
             complete=True,
         )
@@ -115,8 +127,9 @@ class MitLikeFake(FakeGss):
 class Paths:
     """Program 400112 served with and without its direct paths, on one engine."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, fake: MitLikeFake) -> None:
         self.config = config
+        self.fake = fake
         self.program = gss_proxy_service(config)
         self.served: list[int] = []
         self.pending = 0
@@ -169,11 +182,12 @@ class Paths:
 
 @pytest.fixture
 def paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Paths]:
-    install_fake(monkeypatch, tmp_path, MitLikeFake())
+    fake = MitLikeFake()
+    install_fake(monkeypatch, tmp_path, fake)
     # Sealing draws a random nonce: a delegated credential, sealed once per
     # path, would differ by it alone.
     monkeypatch.setattr(os, "urandom", bytes)
-    p = Paths(fake_config(tmp_path))
+    p = Paths(fake_config(tmp_path), fake)
     yield p
     p.close()
 
@@ -226,6 +240,11 @@ def test_the_recorded_interposer_accepts_get_the_same_replies(paths: Paths) -> N
     # acquired, on a thread); the rest were served directly.
     accept, acquire = gp.GSSX_ACCEPT_SEC_CONTEXT, gp.GSSX_ACQUIRE_CRED
     assert paths.served == [accept, acquire, accept]
+    # Both tokens are tickets for one server, with one handle: the direct
+    # path's second accept wrote the target it kept from the first and the
+    # accept's own results, without inquire_context (the generic path asked
+    # twice); the same bytes.
+    assert paths.fake.calls.count("inquire_context") == 3
 
 
 def _kernel_accept(token: bytes) -> bytes:

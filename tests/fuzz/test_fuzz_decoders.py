@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gssproxy_py.errors import XdrError
+from gssproxy_py.gss.krb5_token import ticket_server
 from gssproxy_py.xdr import Decoder, encode_bytes
 from gssproxy_py.xdrgen import load
 from tests.support.xdr_strategies import Strategies
@@ -165,3 +166,17 @@ def test_fuzz_p11kit_fast_path(call_id: int, tail: bytes, with_init: bool) -> No
     sig = _P11KIT_HOT[call_id]
     session = struct.pack(">Q", 0x11)
     fast.answer(struct.pack(">II", call_id, len(sig)) + sig + session + tail)
+
+
+@FUZZ
+@given(st.binary(max_size=96), st.integers(0, 2), st.booleans())
+def test_fuzz_krb5_ticket_server(tail: bytes, depth: int, framed: bool) -> None:
+    # Random bytes behind 0..2 of a krb5 AP-REQ token's leading elements
+    # (mech OID and TOK_ID; AP-REQ and its SEQUENCE, lengths as they come),
+    # in RFC 2743's framing or not: the reader returns None or bytes of the
+    # token, and raises nothing.
+    heads = (bytes.fromhex("06092a864886f712010202") + b"\x01\x00", b"\x6e\x7f\x30\x7d")
+    inner = b"".join(heads[:depth]) + tail
+    token = b"\x60\x81" + bytes([len(inner)]) + inner if framed else inner
+    server = ticket_server(token)
+    assert server is None or server in token

@@ -22,7 +22,7 @@ import pytest
 
 from gssproxy_py.config.load import load_config_text
 from gssproxy_py.config.model import Config
-from gssproxy_py.gss import api, convert, credcache
+from gssproxy_py.gss import api, convert, credcache, krb5_token
 from gssproxy_py.gss.lucid import parse_linux_lucid_v1
 from gssproxy_py.gss.program import gss_proxy_service
 from gssproxy_py.gss.status import GSS_S_COMPLETE, GSS_S_NO_CRED
@@ -382,3 +382,41 @@ def test_reply_names_are_what_mit_says_for_an_accepted_context(env: StandardReal
         assert kernel.exported_composite_name == b""
     composite = api.export_name_composite(acc.initiator_name)
     assert len(composite) > len(api.export_name(acc.initiator_name)) + 4  # attributes present
+
+
+def test_what_gss_direct_keeps_per_ticket_server_is_what_mit_says(
+    env: StandardRealm, tmp_path: Path
+) -> None:
+    # gss.direct answers an accept's inquire_context from the accept's own
+    # results (mech, flags, lifetime) and the target's wire form kept per
+    # (handle, krb5_token.ticket_server): for real contexts asked for
+    # mutual authentication or delegation, from tickets for two server
+    # principals of one keytab, MIT says the same, and one ticket server
+    # always names one target.
+    keytab = tmp_path / "two.keytab"
+    env.realm.ktadd(env.service_principal, keytab)
+    env.realm.ktadd(env.nfs_principal, keytab)
+    acc_creds = gssapi.Credentials(usage="accept", store={"keytab": str(keytab)})
+    targets: dict[bytes, convert.NameParts | None] = {}
+    for service in ("host@localhost", "nfs@localhost") * 2:
+        for flags in (
+            gssapi.RequirementFlag.mutual_authentication,
+            gssapi.RequirementFlag.delegate_to_peer,
+        ):
+            name = gssapi.Name(service, gssapi.NameType.hostbased_service)
+            token = gssapi.SecurityContext(name=name, usage="initiate", flags=[flags]).step()
+            assert token is not None
+            step = api.accept_sec_context(token, acc_creds, None, None)
+            assert not step.continue_needed
+            info = api.inquire_context(step.context)
+            assert info is not None
+            assert (step.mech, step.flags) == (info.mech, info.flags) == (oids.KRB5, step.flags)
+            # (no delegation without a forwardable TGT: the flag says so too)
+            assert bool(info.flags & 1) == (step.delegated is not None)
+            assert 0 <= info.lifetime <= step.lifetime <= info.lifetime + 1
+            assert (info.locally_initiated, info.complete) == (False, True)
+            server = krb5_token.ticket_server(token)
+            assert server is not None and service.split("@")[0].encode() in server
+            target = convert.name_parts(info.target)
+            assert targets.setdefault(server, target) == target
+    assert len(targets) == 2
