@@ -20,12 +20,13 @@ import select
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.p11kit_client import CLIENT, INTEGRATION_MARKS
-from tests.support.p11kit_consumers import Setup, engine_env, free_port, run, wait_listening
+from tests.support.p11kit_consumers import ENGINE, Setup, engine_env, free_port, run, wait_listening
 from tests.support.softhsm import MAIN, shared_softhsm
 from tests.support.tls_pki import Pki, make_pki
 
@@ -235,3 +236,130 @@ def test_openvpn_client_completes_its_tls_handshake_with_the_token_key(
     assert "Initialization Sequence Completed" in out, out + rest + server_out
     assert f"VERIFY OK: depth=0, CN={label}" in server_out, server_out
     _audited(s, "/usr/sbin/openvpn")
+
+
+def _ip(*args: str) -> None:
+    r = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, (args, r.stderr)
+
+
+@pytest.fixture
+def veth() -> Iterator[tuple[str, str]]:
+    """Two network namespaces joined by a veth pair (`eth-auth` in the
+    first, `eth-supp` in the second, both up), deleted after the test."""
+    tag = f"gpy{os.getpid()}"
+    auth, supp = f"{tag}-auth", f"{tag}-supp"
+    try:
+        for ns in (auth, supp):
+            _ip("netns", "add", ns)
+        _ip(
+            "-n", auth, "link", "add", "eth-auth", "type", "veth", "peer", "eth-supp", "netns", supp
+        )
+        _ip("-n", auth, "link", "set", "eth-auth", "up")
+        _ip("-n", supp, "link", "set", "eth-supp", "up")
+        yield auth, supp
+    finally:
+        for ns in (auth, supp):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def _hostapd_conf(d: Path, pki: Pki) -> Path:
+    """A wired authenticator: 802.1X on eth-auth, hostapd's own EAP server
+    taking EAP-TLS from any identity whose certificate the test CA issued."""
+    (d / "eap_users").write_text("* TLS\n")
+    conf = d / "hostapd.conf"
+    conf.write_text(
+        "interface=eth-auth\ndriver=wired\nieee8021x=1\neapol_version=2\n"
+        f"eap_server=1\neap_user_file={d}/eap_users\nca_cert={pki.ca_cert}\n"
+        f"server_cert={pki.server_cert}\nprivate_key={pki.server_key}\n"
+        f"ctrl_interface={d}/hostapd-ctrl\nlogger_stdout=-1\nlogger_stdout_level=1\n"
+    )
+    return conf
+
+
+def _wpa_conf(d: Path, pki: Pki, label: str, cert: Path) -> Path:
+    """A wired supplicant doing EAP-TLS with the token's key by its URI
+    through the libp11 engine on p11-kit-client.so; no PIN anywhere."""
+    conf = d / "wpa_supplicant.conf"
+    conf.write_text(
+        f"ctrl_interface={d}/wpa-ctrl\nap_scan=0\n"
+        f"pkcs11_engine_path={ENGINE}\npkcs11_module_path={CLIENT}\n"
+        "network={\n  key_mgmt=IEEE8021X\n  eap=TLS\n  eapol_flags=0\n"
+        f'  identity="{label}-client"\n  ca_cert="{pki.ca_cert}"\n'
+        f'  client_cert="{cert}"\n  engine=1\n  engine_id="pkcs11"\n'
+        f'  key_id="{_uri(label)}"\n}}\n'
+    )
+    return conf
+
+
+@pytest.mark.parametrize("label", KEYS)
+def test_wpa_supplicant_authenticates_with_eap_tls_and_the_token_key(
+    p11kit_setup: Setup, pki: Pki, veth: tuple[str, str], label: str
+) -> None:
+    s = p11kit_setup
+    _need("wpa_supplicant", "wpasupplicant")
+    _need("hostapd", "hostapd")
+    auth, supp = veth
+    d = s.tmp / "eap"
+    d.mkdir()
+    cert = pki.client_cert(f"{label}-client", shared_softhsm().keys[label].spki)
+    hostapd = subprocess.Popen(
+        ["ip", "netns", "exec", auth, "hostapd", "-d", str(_hostapd_conf(d, pki))],
+        env=s.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        started = _read_until(hostapd, "eth-auth: AP-ENABLED")
+        assert "AP-ENABLED" in started, started
+        supplicant = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                supp,
+                "wpa_supplicant",
+                "-D",
+                "wired",
+                "-i",
+                "eth-supp",
+                "-c",
+                str(_wpa_conf(d, pki, label, cert)),
+            ],
+            env=s.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            out = _read_until(supplicant, "CTRL-EVENT-EAP-SUCCESS")
+            status = run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    supp,
+                    "wpa_cli",
+                    "-p",
+                    f"{d}/wpa-ctrl",
+                    "-i",
+                    "eth-supp",
+                    "status",
+                ],
+                s.env,
+            ).stdout
+        finally:
+            supplicant.terminate()
+            rest, _ = supplicant.communicate(timeout=10)
+    finally:
+        hostapd.terminate()
+        hostapd_out, _ = hostapd.communicate(timeout=10)
+    assert "CTRL-EVENT-EAP-SUCCESS" in out, out + rest + hostapd_out
+    assert "Supplicant PAE state=AUTHENTICATED" in status and "EAP state=SUCCESS" in status, status
+    # hostapd's EAP server verified the certificate the supplicant proved
+    verified = f"ca_cert_verify=1 depth=0 buf='/CN={label}-client'"
+    assert f"preverify_ok=1 err=0 (ok) {verified}" in hostapd_out, hostapd_out
+    _audited(s, "/usr/sbin/wpa_supplicant")
