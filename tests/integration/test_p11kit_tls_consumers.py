@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import select
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,21 +57,42 @@ def _audited(s: Setup, program: str) -> None:
     assert any(f"program {program} " in line for line in lines), s.log()[-3000:]
 
 
-def _read_until(proc: subprocess.Popen[str], marker: str) -> str:
-    """What `proc` printed up to the line holding `marker` (all of its
-    output if it exits first, or once 30 s pass)."""
-    assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), False)
-    seen = ""
-    deadline = time.monotonic() + 30
-    while marker not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if ready:
-            chunk = proc.stdout.read()
-            if not chunk and proc.poll() is not None:
-                break
-            seen += chunk or ""
-    return seen
+class _Program:
+    """A server or client the test started, stdout and stderr merged into a
+    file (a pipe nobody drains while another program runs could fill and
+    stall it; hostapd -d writes a lot); stopped (SIGTERM) when its `with`
+    block ends, `output` then holds all it wrote."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by __exit__)
+        self.proc = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self.output = ""
+
+    def _read(self) -> str:
+        self._log.seek(0)
+        self.output = self._log.read()
+        return self.output
+
+    def read_until(self, marker: str) -> bool:
+        """Wait until `marker` is in its output (True), or until it exits
+        or 30 s pass (False)."""
+        deadline = time.monotonic() + 30
+        while marker not in self._read():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                return marker in self._read()
+            time.sleep(0.1)
+        return True
+
+    def __enter__(self) -> _Program:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self._read()
+        self._log.close()
 
 
 @pytest.mark.parametrize("label", KEYS)
@@ -81,7 +102,7 @@ def test_curl_logs_in_to_a_tls_server_with_the_token_key(
     s = p11kit_setup
     cert = pki.client_cert(f"{label}-client", shared_softhsm().keys[label].spki)
     port = free_port()
-    server = subprocess.Popen(
+    with _Program(
         [
             "openssl",
             "s_server",
@@ -98,14 +119,9 @@ def test_curl_logs_in_to_a_tls_server_with_the_token_key(
             "-verify_return_error",
             "-www",
         ],
-        env=s.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_listening(port, server, "openssl s_server")
+        s.env,
+    ) as server:
+        wait_listening(port, server.proc, "openssl s_server")
         r = run(
             [
                 "curl",
@@ -127,9 +143,6 @@ def test_curl_logs_in_to_a_tls_server_with_the_token_key(
             ],
             engine_env(s),
         )
-    finally:
-        server.terminate()
-        server.communicate(timeout=10)
     assert r.returncode == 0, r.stdout + r.stderr
     # s_server -www shows the verified client certificate and how the
     # client signed its CertificateVerify
@@ -172,7 +185,7 @@ def test_openvpn_client_completes_its_tls_handshake_with_the_token_key(
     fingerprint = hashlib.sha256(token_cert).hexdigest().upper()
     port = free_port()
     common = ["--dev", "null", "--verb", "3"]
-    server = subprocess.Popen(
+    with _Program(
         [
             "openvpn",
             *common,
@@ -192,17 +205,11 @@ def test_openvpn_client_completes_its_tls_handshake_with_the_token_key(
             "--key",
             str(pki.server_key),
         ],
-        env=s.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+        s.env,
+    ) as server:
         # a probe connection would be the one peer this p2p server takes
-        started = _read_until(server, "Listening for incoming TCP connection")
-        assert "Listening for incoming TCP connection" in started, started
-        client = subprocess.Popen(
+        assert server.read_until("Listening for incoming TCP connection"), server.output
+        with _Program(
             [
                 "openvpn",
                 *common,
@@ -219,22 +226,11 @@ def test_openvpn_client_completes_its_tls_handshake_with_the_token_key(
                 "--pkcs11-id",
                 ids[f"CN={label}"],
             ],
-            env=s.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            out = _read_until(client, "Initialization Sequence Completed")
-        finally:
-            client.terminate()
-            rest, _ = client.communicate(timeout=10)
-    finally:
-        server.terminate()
-        server_out, _ = server.communicate(timeout=10)
-    assert "Initialization Sequence Completed" in out, out + rest + server_out
-    assert f"VERIFY OK: depth=0, CN={label}" in server_out, server_out
+            s.env,
+        ) as client:
+            client.read_until("Initialization Sequence Completed")
+    assert "Initialization Sequence Completed" in client.output, client.output + server.output
+    assert f"VERIFY OK: depth=0, CN={label}" in server.output, server.output
     _audited(s, "/usr/sbin/openvpn")
 
 
@@ -303,18 +299,11 @@ def test_wpa_supplicant_authenticates_with_eap_tls_and_the_token_key(
     d = s.tmp / "eap"
     d.mkdir()
     cert = pki.client_cert(f"{label}-client", shared_softhsm().keys[label].spki)
-    hostapd = subprocess.Popen(
-        ["ip", "netns", "exec", auth, "hostapd", "-d", str(_hostapd_conf(d, pki))],
-        env=s.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        started = _read_until(hostapd, "eth-auth: AP-ENABLED")
-        assert "AP-ENABLED" in started, started
-        supplicant = subprocess.Popen(
+    with _Program(
+        ["ip", "netns", "exec", auth, "hostapd", "-d", str(_hostapd_conf(d, pki))], s.env
+    ) as hostapd:
+        assert hostapd.read_until("eth-auth: AP-ENABLED"), hostapd.output
+        with _Program(
             [
                 "ip",
                 "netns",
@@ -328,14 +317,9 @@ def test_wpa_supplicant_authenticates_with_eap_tls_and_the_token_key(
                 "-c",
                 str(_wpa_conf(d, pki, label, cert)),
             ],
-            env=s.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            out = _read_until(supplicant, "CTRL-EVENT-EAP-SUCCESS")
+            s.env,
+        ) as supplicant:
+            supplicant.read_until("CTRL-EVENT-EAP-SUCCESS")
             status = run(
                 [
                     "ip",
@@ -351,13 +335,8 @@ def test_wpa_supplicant_authenticates_with_eap_tls_and_the_token_key(
                 ],
                 s.env,
             ).stdout
-        finally:
-            supplicant.terminate()
-            rest, _ = supplicant.communicate(timeout=10)
-    finally:
-        hostapd.terminate()
-        hostapd_out, _ = hostapd.communicate(timeout=10)
-    assert "CTRL-EVENT-EAP-SUCCESS" in out, out + rest + hostapd_out
+    out, hostapd_out = supplicant.output, hostapd.output
+    assert "CTRL-EVENT-EAP-SUCCESS" in out, out + hostapd_out
     assert "Supplicant PAE state=AUTHENTICATED" in status and "EAP state=SUCCESS" in status, status
     # hostapd's EAP server verified the certificate the supplicant proved
     verified = f"ca_cert_verify=1 depth=0 buf='/CN={label}-client'"
