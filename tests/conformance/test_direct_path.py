@@ -410,10 +410,56 @@ def _acquire_agrees(args: bytes) -> None:
     assert not arg.desired_mechs or set(arg.desired_mechs) & oids.KRB5_FAMILY
 
 
+def _plain(name: gp.GssxName) -> gp.GssxName:
+    return dataclasses.replace(name, name_attributes=(), extensions=())
+
+
+def _shaped(arg: gp.GssxArgAcceptSecContext, shape: str, plain: bool) -> gp.GssxArgAcceptSecContext:
+    """`arg` made into the interposer's or the kernel's shape (random
+    arguments almost never are: none of 300 was), its names and elements
+    plain or not; "as is" leaves it."""
+    if shape == "as is":
+        return arg
+    kernel = shape == "kernel"
+    options = tuple(
+        gp.GssxOption(option=o, value=v)
+        for o, v in (
+            (b"exported_context_type\0", b"linux_lucid_v1\0"),
+            (b"exported_creds_type\0", b"linux_creds_v1\0"),
+        )
+    )
+    cred = arg.cred_handle
+    if cred is not None and plain:
+        elements = tuple(dataclasses.replace(e, MN=_plain(e.MN), options=()) for e in cred.elements)
+        cred = dataclasses.replace(cred, desired_name=_plain(cred.desired_name), elements=elements)
+    return dataclasses.replace(
+        arg,
+        call_ctx=dataclasses.replace(arg.call_ctx, options=options if kernel else ()),
+        context_handle=None,
+        cred_handle=None if kernel else cred,
+        input_cb=None,
+        options=(),
+    )
+
+
 @settings(max_examples=300, deadline=None)
-@given(arg=_GSS.named("gssx_arg_accept_sec_context"))
-def test_parse_accept_reads_what_the_decoder_reads(arg: gp.GssxArgAcceptSecContext) -> None:
-    _accept_agrees(encode_bytes(gp.encode_gssx_arg_accept_sec_context, arg))
+@given(
+    arg=_GSS.named("gssx_arg_accept_sec_context"),
+    shape=st.sampled_from(["as is", "interposer", "kernel"]),
+    plain=st.booleans(),
+)
+def test_parse_accept_reads_what_the_decoder_reads(
+    arg: gp.GssxArgAcceptSecContext, shape: str, plain: bool
+) -> None:
+    shaped = _shaped(arg, shape, plain)
+    args = encode_bytes(gp.encode_gssx_arg_accept_sec_context, shaped)
+    _accept_agrees(args)
+    cred = shaped.cred_handle
+    served = shape == "kernel" or (
+        shape == "interposer" and plain and cred is not None and bool(cred.cred_handle_reference)
+    )
+    if served:  # the shapes it is for are parsed, not only checked when they are
+        assert parse_accept(args) is not None
 
 
 @settings(max_examples=300, deadline=None)
