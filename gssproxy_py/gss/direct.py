@@ -227,6 +227,17 @@ def parse_accept(args: memoryview | bytes) -> AcceptCall | None:
 # -- serving -------------------------------------------------------------------
 
 
+#: What decides an accepted context's target (`_context`): the handle, the
+#: ticket's server principal (`krb5_token.ticket_server`), and whether the
+#: names are the kernel's (no composite export).
+_Server = tuple[bytes, bytes, bool]
+
+
+def _server(arg: AcceptCall, handle: bytes) -> _Server | None:
+    ticket = krb5_token.ticket_server(arg.input_token)
+    return None if ticket is None else (handle, ticket, arg.kernel)
+
+
 def _name(parts: convert.NameParts | None) -> bytes:
     if parts is None:
         return _EMPTY_NAME
@@ -250,8 +261,8 @@ class DirectCalls:
         #: sealed handle → its `gssx_cred` encoding (an ACQUIRE_CRED reply's body)
         self._creds: dict[bytes, bytes] = {}
         self._statuses: dict[tuple[bytes, int], bytes] = {}
-        #: (handle, ticket server) → the target's wire fields (`_context`)
-        self._targets: dict[tuple[bytes, bytes], convert.NameParts] = {}
+        #: (handle, ticket server, kernel) → the target's wire fields (`_context`)
+        self._targets: dict[_Server, convert.NameParts] = {}
 
     def _same_config(self, config: Config) -> None:
         """Forget what was worked out under another configuration."""
@@ -405,7 +416,7 @@ class DirectCalls:
                     handed_on = True
                     rest = _KernelRest(self, call, service, step, lease, exported)
                     return Pending(rest.on_thread)
-            return self._kernel_reply(call, step, exported, found)
+            return self._kernel_reply(call, step, exported, found, _server(arg, lease.reference))
         finally:
             if not handed_on:
                 self.engine.credentials.release(lease)
@@ -415,9 +426,7 @@ class DirectCalls:
     ) -> DirectResult:
         """The interposer's reply, written from MIT's results."""
         mech = step.mech or oids.KRB5
-        ticket = krb5_token.ticket_server(arg.input_token)
-        server = None if ticket is None else (arg.handle, ticket)
-        context = self._context(step, mech, not step.continue_needed, server)
+        context = self._context(step, mech, not step.continue_needed, _server(arg, arg.handle))
         delegated = _FALSE
         if arg.ret_deleg_cred and step.delegated is not None and step.flags & _DELEG_FLAG:
             sealed, _, _ = self.engine.credentials.sealer.seal_creds(
@@ -437,6 +446,7 @@ class DirectCalls:
         step: api.StepResult,
         exported: bytes | None,
         found: tuple[bytes, LinuxCreds] | None,
+        server: _Server | None,
     ) -> DirectResult:
         """The kernel's reply: linux_creds_v1, the lucid context (both as
         `proc_accept_sec_context` makes them), no delegated credential."""
@@ -451,15 +461,7 @@ class DirectCalls:
                     found = procedures.look_up_linux_creds(self.engine, initiator, exported or b"")
                 value = procedures.linux_creds_value(call.log, initiator, found)
             extra = b"".join((_TRUE, _opaque(LINUX_CREDS_V1), _opaque(value)))
-        ctx = procedures.export_context(
-            step.context,
-            _KERNEL_TYPES,
-            mech=step.mech or oids.KRB5,
-            locally_initiated=False,
-            complete=complete,
-            initiator=step.initiator if complete else None,
-            initiator_export=exported,
-        )
+        ctx_mech, ctx = self._kernel_context(step, complete, exported, server)
         if len(step.token) > procedures.KERNEL_MAX_OUTPUT_TOKEN:
             raise GssFailure(
                 GSS_S_FAILURE,
@@ -467,12 +469,12 @@ class DirectCalls:
                 f"output token exceeds the kernel's {procedures.KERNEL_MAX_OUTPUT_TOKEN}",
             )
         major = GSS_S_CONTINUE_NEEDED if step.continue_needed else GSS_S_COMPLETE
-        status = self._status(ctx.mech or oids.KRB5, major)
+        status = self._status(ctx_mech, major)
         encoded = b"".join(
             (
                 status,
                 _TRUE,
-                encode_bytes(gp.encode_gssx_ctx, ctx),
+                ctx,
                 _TRUE,
                 _opaque(step.token),
                 _FALSE,
@@ -481,8 +483,39 @@ class DirectCalls:
         )
         return DirectResult(encoded, major)
 
+    def _kernel_context(
+        self, step: api.StepResult, complete: bool, exported: bytes | None, server: _Server | None
+    ) -> tuple[bytes, bytes]:
+        """The kernel's `gssx_ctx` (the lucid context, names without their
+        composite exports), as `procedures.export_context` makes it: its
+        mech and its encoding; the target kept as in `_context`."""
+        mech = step.mech or oids.KRB5
+        target = self._targets.get(server) if complete and server is not None else None
+        if target is not None:
+            token = procedures.context_token(step.context, _KERNEL_TYPES, complete=True)
+            initiator = convert.name_parts(step.initiator, kernel=True, exported=exported)
+            return mech, self._gssx_ctx(token, mech, (initiator, target), step.lifetime, step.flags)
+        ctx = procedures.export_context(
+            step.context,
+            _KERNEL_TYPES,
+            mech=mech,
+            locally_initiated=False,
+            complete=complete,
+            initiator=step.initiator if complete else None,
+            initiator_export=exported,
+        )
+        name = ctx.targ_name
+        if server is not None and ctx.open and name.display_name:
+            self._keep(server, (name.display_name, name.name_type, name.exported_name, b""))
+        return ctx.mech or oids.KRB5, encode_bytes(gp.encode_gssx_ctx, ctx)
+
+    def _keep(self, server: _Server, target: convert.NameParts) -> None:
+        if len(self._targets) >= _MAX_MEMO:
+            self._targets.clear()
+        self._targets[server] = target
+
     def _context(
-        self, step: api.StepResult, mech: bytes, complete: bool, server: tuple[bytes, bytes] | None
+        self, step: api.StepResult, mech: bytes, complete: bool, server: _Server | None
     ) -> tuple[bytes, bytes]:
         """The `gssx_ctx` of an accepted (or partial) context, as
         `procedures._export_context` and `convert.gssx_ctx` make it for an
@@ -506,9 +539,7 @@ class DirectCalls:
         ctx_mech = info.mech or mech
         target = convert.name_parts(info.target)
         if server is not None and target is not None and info.complete:
-            if len(self._targets) >= _MAX_MEMO:
-                self._targets.clear()
-            self._targets[server] = target
+            self._keep(server, target)
         names = (convert.name_parts(info.initiator), target)
         return ctx_mech, self._gssx_ctx(
             token,
@@ -574,7 +605,8 @@ class _KernelRest:
         """On a worker thread."""
         self.started = True
         try:
-            return self.calls._kernel_reply(self.call, self.step, self.exported, None)
+            # On a worker thread: the targets kept belong to the loop's thread.
+            return self.calls._kernel_reply(self.call, self.step, self.exported, None, None)
         except Exception as exc:
             return self.calls._failure(self.call, exc)
         finally:

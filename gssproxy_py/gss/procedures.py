@@ -387,6 +387,24 @@ def _bindings(cb: gp.GssxCb | None) -> api.ChannelBindings | None:
     )
 
 
+def context_token(
+    context: api.SecurityContext, types: options.ExportTypes, *, complete: bool
+) -> bytes:
+    """The `exported_context_token` of a context: the kernel's lucid
+    format once it is complete, else `gss_export_sec_context`'s token.
+    Either export consumes the context."""
+    if types.kernel and complete:
+        try:
+            token = format_linux_lucid_v1(api.export_lucid(context))
+        except LucidFormatError as exc:
+            raise GssFailure(GSS_S_FAILURE, EINVAL, f"cannot build linux_lucid_v1: {exc}") from None
+    else:
+        token = api.export_sec_context(context)
+    if types.kernel and len(token) > 128:
+        raise GssFailure(GSS_S_FAILURE, EINVAL, "exported context exceeds the kernel's 128 bytes")
+    return token
+
+
 def export_context(
     context: api.SecurityContext,
     types: options.ExportTypes,
@@ -399,16 +417,7 @@ def export_context(
 ) -> GssxCtx:
     """`initiator_export`: `initiator`'s export token, when the caller made it."""
     info = api.inquire_context(context, initiator)
-    kernel = types.kernel and complete
-    if kernel:
-        try:
-            token = format_linux_lucid_v1(api.export_lucid(context))
-        except LucidFormatError as exc:
-            raise GssFailure(GSS_S_FAILURE, EINVAL, f"cannot build linux_lucid_v1: {exc}") from None
-    else:
-        token = api.export_sec_context(context)
-    if types.kernel and len(token) > 128:
-        raise GssFailure(GSS_S_FAILURE, EINVAL, "exported context exceeds the kernel's 128 bytes")
+    token = context_token(context, types, complete=complete)
     return convert.gssx_ctx(
         token,
         info,

@@ -280,6 +280,21 @@ def test_the_kernels_accepts_get_the_same_replies(paths: Paths) -> None:
     assert paths.pending == 1
 
 
+def test_the_kernels_accepts_of_one_ticket_server_get_the_same_replies(paths: Paths) -> None:
+    # Real AP-REQs (the interposer's recorded tokens) for one server: the
+    # direct path's later accepts write the target it kept from the first,
+    # without inquire_context; the generic path asks every time.
+    ticket = decode_bytes(gp.decode_gssx_arg_accept_sec_context, RECORDED[2][HEADER:]).input_token
+    for _ in range(3):
+        reply = paths.both(_kernel_accept(ticket), KERNEL)
+        res = decode_bytes(gp.decode_gssx_res_accept_sec_context, reply[24:])
+        assert res.status.major_status == 0 and res.context_handle is not None
+    assert paths.served == [gp.GSSX_ACCEPT_SEC_CONTEXT] * 2
+    # The generic path 3; the direct path 2: its first call went the generic
+    # way (an acquire-cache miss), its second kept the target, its third used it.
+    assert paths.fake.calls.count("inquire_context") == 5
+
+
 @settings(
     max_examples=40,
     deadline=None,
