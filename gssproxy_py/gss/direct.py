@@ -265,11 +265,14 @@ class DirectCalls:
         self._targets: dict[_Server, convert.NameParts] = {}
 
     def _same_config(self, config: Config) -> None:
-        """Forget what was worked out under another configuration."""
+        """Forget what was worked out under another configuration, and
+        the targets MIT named (an administrator who changes krb5.conf, e.g.
+        `ignore_acceptor_hostname`, reloads: MIT may name them otherwise)."""
         if config is not self._config:
             self._config = config
             self._plans.clear()
             self._keytabs.clear()
+            self._targets.clear()
 
     def _status(self, mech: bytes, major: int) -> bytes:
         key = (mech, major)
