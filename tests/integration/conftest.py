@@ -15,6 +15,10 @@ from tests.support.softhsm import MAIN, put_pins_in_session_keyring, shared_soft
 
 @pytest.fixture
 def p11kit_setup(daemon_factory: Callable[..., object], tmp_path: Path) -> Iterator[Setup]:
+    """The real daemon on SoftHSM2's MAIN token with the PIN in its keyring
+    only: root's service `root-keys` has the RSA and P-256 keys on the
+    p11-kit socket, user1's `user1-keys` the P-256 key, ECDSA only. At the
+    end the PIN must be in no log line."""
     hsm = shared_softhsm()
     put_pins_in_session_keyring({"gpytest-p11kit": MAIN.pin})
     (user1, _user2) = ensure_test_users()

@@ -81,8 +81,9 @@ def free_port() -> int:
 
 def engine_env(s: Setup) -> dict[str, str]:
     """The consumers' environment with an OpenSSL configuration that loads
-    the libp11 engine (`pkcs11`) on p11-kit-client.so: what curl, openssl
-    and wpa_supplicant read to find the token."""
+    the libp11 engine (`pkcs11`) on p11-kit-client.so: what curl and openssl
+    read to find the token (wpa_supplicant names engine and module in its
+    own configuration)."""
     conf = s.tmp / "engine.cnf"
     conf.write_text(
         "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n"
