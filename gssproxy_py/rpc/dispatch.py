@@ -111,14 +111,16 @@ SECRETS_LOG_LEVEL = 5
 Handler = Callable[[CallInfo, Any], Awaitable[Any]]
 
 
+@final
 class Pending:
-    """What an immediate handler returns when the call cannot finish now:
-    `run()` is awaited for the result, under the call's deadline."""
+    """What an immediate handler or a direct path returns when the call
+    cannot finish now: `run()` is awaited for the result, under the call's
+    deadline. Read-only, made per such call (see `CallInfo`)."""
 
     __slots__ = ("run",)
 
     def __init__(self, run: Callable[[], Awaitable[Any]]) -> None:
-        self.run = run
+        self.run: Final = run
 
 
 #: An immediate handler: the typed result now, or `Pending`.
