@@ -102,15 +102,17 @@ class StatusGatherer:
         return list(enumerate(replies, start=1))
 
     async def _ask(self, sock: socket.socket, number: int) -> bytes | None:
-        _read_away(sock)
+        """The slot's answer, or None: no answer in time, or the channel
+        failed (ECONNRESET once the supervisor, which holds the workers'
+        ends, is gone with a request unread), which is logged."""
         try:
+            _read_away(sock)
             sock.send(_REQUEST.pack(number))
-        except OSError as exc:
-            _log.warning("status: cannot ask a worker process: %s", exc)
-            return None
-        try:
             return await asyncio.wait_for(_reply(sock, number), self._timeout)
         except TimeoutError:
+            return None
+        except OSError as exc:
+            _log.warning("status: cannot ask a worker process: %s", exc)
             return None
 
 

@@ -71,3 +71,17 @@ def test_a_cut_reply_and_garbage_are_dropped() -> None:
         return await task
 
     assert asyncio.run(run()) == [(1, b"whole")]
+
+
+def test_a_reset_channel_is_a_slot_that_did_not_answer() -> None:
+    """The supervisor (which holds the workers' ends) gone with a request
+    unread: the kernel resets the channel; STATUS still answers."""
+    channels = StatusChannels.create(1)
+
+    async def run() -> tuple[list[tuple[int, bytes | None]], list[tuple[int, bytes | None]]]:
+        gatherer = StatusGatherer(channels.first, 0.2)
+        unanswered = await gatherer.gather()  # the request stays unread
+        channels.workers[0].close()
+        return unanswered, await gatherer.gather()
+
+    assert asyncio.run(run()) == ([(1, None)], [(1, None)])
