@@ -249,7 +249,9 @@ def _name(parts: convert.NameParts | None) -> bytes:
 
 class DirectCalls:
     """The direct path of one engine (see the module docstring). Event-loop
-    thread only."""
+    thread only, but for `_KernelRest.finish`'s `_kernel_reply` on a
+    service thread, which leaves `_targets` alone and touches only the
+    `_statuses` memo (a race there stores equal values)."""
 
     def __init__(self, engine: GssEngine) -> None:
         self.engine = engine
