@@ -250,6 +250,9 @@ class CredPool(Generic[_T]):
         self.max_idle_per_key = max_idle_per_key
         self._lock = threading.Lock()
         self._idle: OrderedDict[Hashable, _Idle[_T]] = OrderedDict()
+        #: +1 at each `clear` (a reload): an object leased before it is
+        #: not checked in after it (`checkin`'s `generation`)
+        self.generation = 0
 
     def checkout(self, key: Hashable, fp: Fingerprint, *, now: float | None = None) -> _T | None:
         t = time.time() if now is None else now
@@ -263,9 +266,20 @@ class CredPool(Generic[_T]):
             self._idle.move_to_end(key)
             return idle.objects.pop() if idle.objects else None
 
-    def checkin(self, key: Hashable, obj: _T, expires_at: float | None, fp: Fingerprint) -> bool:
-        """Return an object to the pool; False if it was dropped (pool full or stale key)."""
+    def checkin(
+        self,
+        key: Hashable,
+        obj: _T,
+        expires_at: float | None,
+        fp: Fingerprint,
+        generation: int | None = None,
+    ) -> bool:
+        """Return an object to the pool; False if it was dropped (pool full,
+        stale key, or leased before a `clear`: `generation`, read before
+        it was checked out or made, is not the pool's any more)."""
         with self._lock:
+            if generation is not None and generation != self.generation:
+                return False
             idle = self._idle.get(key)
             if idle is None or idle.fingerprint != fp:
                 idle = _Idle(expires_at=expires_at, fingerprint=fp)
@@ -286,6 +300,7 @@ class CredPool(Generic[_T]):
     def clear(self) -> None:
         with self._lock:
             self._idle.clear()
+            self.generation += 1
 
     def idle_count(self, key: Hashable) -> int:
         with self._lock:

@@ -72,6 +72,9 @@ class CredLease:
     reference: bytes = b""
     discard: bool = False
     from_client: bool = False
+    #: the pool's generation when the object was checked out or made: a
+    #: reload in between (`Credentials.forget`) keeps it out of the pool
+    generation: int | None = None
 
 
 class Credentials:
@@ -117,10 +120,13 @@ class Credentials:
         blob = cred.cred_handle_reference
         key = self.pool_key(req, blob)
         fp = fingerprint(policy.keytab_files(dict(req.service.cred_store)))
+        generation = self.pool.generation
         obj = self.pool.checkout(key, fp)
         if obj is not None:
             # The token is exported again only if a ccache sync needs it.
-            lease = CredLease(obj, None, key, None, fp, reference=blob, from_client=True)
+            lease = CredLease(
+                obj, None, key, None, fp, reference=blob, from_client=True, generation=generation
+            )
         else:
             await req.steps.may_wait("credential object not in the pool")
             token = self.open(req, blob)
@@ -129,7 +135,14 @@ class Credentials:
             obj = api.import_cred(token)
             info = api.inquire_cred(obj)
             lease = CredLease(
-                obj, token, key, info.expires_at(), fp, reference=blob, from_client=True
+                obj,
+                token,
+                key,
+                info.expires_at(),
+                fp,
+                reference=blob,
+                from_client=True,
+                generation=generation,
             )
         _apply_element_options(lease, cred.elements)
         return lease
@@ -138,7 +151,9 @@ class Credentials:
         """Return a leased object to the pool (unless it was modified or has no key)."""
         if lease is None or lease.discard or lease.pool_key is None:
             return
-        self.pool.checkin(lease.pool_key, lease.creds, lease.expires_at, lease.fingerprint)
+        self.pool.checkin(
+            lease.pool_key, lease.creds, lease.expires_at, lease.fingerprint, lease.generation
+        )
 
     # -- acquisition ---------------------------------------------------------------
 
@@ -167,6 +182,7 @@ class Credentials:
         """
         store, pkinit, key = self.acquire_plan(req.config, req.service, req.uid, creq, mech)
         fp = fingerprint(policy.keytab_files(store))
+        generation = self.pool.generation
         hit = self.acquired.get(key, fp, min_lifetime=req.service.min_lifetime)
         if hit is not None:
             if req.log.isEnabledFor(logging.DEBUG):  # _describe only for a line written
@@ -201,7 +217,13 @@ class Credentials:
         pool_key = self.pool_key(req, gcred.cred_handle_reference)
         svc_fp = fingerprint(policy.keytab_files(dict(req.service.cred_store)))
         lease = CredLease(
-            owned, token, pool_key, expires, svc_fp, reference=gcred.cred_handle_reference
+            owned,
+            token,
+            pool_key,
+            expires,
+            svc_fp,
+            reference=gcred.cred_handle_reference,
+            generation=generation,
         )
         return gcred, lease
 

@@ -383,10 +383,21 @@ class DirectCalls:
             keytabs = self._keytabs[service.name] = policy.keytab_files(dict(service.cred_store))
         key = (service.name, call.peer.uid, handle_digest(handle))
         fp = fingerprint(keytabs)
-        creds = self.engine.credentials.pool.checkout(key, fp)
+        pool = self.engine.credentials.pool
+        generation = pool.generation
+        creds = pool.checkout(key, fp)
         if creds is None:
             return None
-        return CredLease(creds, None, key, None, fp, reference=handle, from_client=from_client)
+        return CredLease(
+            creds,
+            None,
+            key,
+            None,
+            fp,
+            reference=handle,
+            from_client=from_client,
+            generation=generation,
+        )
 
     def _failure(self, call: CallInfo, exc: Exception) -> DirectResult:
         """The failure reply, as the generic path's one catch-all (gss.program)."""

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from gssproxy_py.gss.credcache import AcquireCache, AcquireKey, CredPool, FileStamps, fingerprint
+from gssproxy_py.gss.credentials import Credentials, CredLease
 from gssproxy_py.proto.gss_proxy import GssxCred, GssxName
 
 NAME = GssxName(b"", b"", b"", b"", (), ())
@@ -121,3 +122,33 @@ def test_pool_expiry_and_fingerprint() -> None:
     assert p.checkout("k", fp, now=200.0) is None
     p.checkin("k", object(), None, fp)
     assert p.checkout("k", (("x", None),)) is None
+
+
+def test_an_object_leased_before_a_clear_is_not_checked_in_after_it() -> None:
+    """A reload clears the pool while a call holds a lease (a threaded
+    call, a kernel accept waiting on NSS): returning it must not bring the
+    entry back, with its old fingerprint and, for a pool hit, no expiry."""
+    p: CredPool[object] = CredPool()
+    fp = fingerprint([])
+    a = object()
+    p.checkin("k", a, 100.0, fp)
+    generation = p.generation
+    assert p.checkout("k", fp, now=50.0) is a
+    p.clear()  # the reload
+    assert not p.checkin("k", a, None, fp, generation)
+    assert p.idle_count("k") == 0
+    # Leased after it: returned as usual.
+    assert p.checkin("k", a, None, fp, p.generation)
+    assert p.idle_count("k") == 1
+
+
+def test_a_lease_returned_after_forget_stays_out_of_the_pool() -> None:
+    c = Credentials(2)
+    fp = fingerprint([])
+    before = CredLease(object(), None, "k", None, fp, generation=c.pool.generation)  # type: ignore[arg-type]
+    c.forget()  # GssEngine.reload
+    c.release(before)
+    assert c.pool.idle_count("k") == 0
+    after = CredLease(object(), None, "k", None, fp, generation=c.pool.generation)  # type: ignore[arg-type]
+    c.release(after)
+    assert c.pool.idle_count("k") == 1
