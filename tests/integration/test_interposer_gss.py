@@ -8,12 +8,12 @@ daemon. A control run without the interposer must fail.
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from gssproxy_py.testing.interposer import interposer_env
+from gssproxy_py.testing.net import free_port, tcp_listening, wait_until
 from gssproxy_py.testing.peer import (
     PeerError,
     PeerProcess,
@@ -81,7 +81,7 @@ def test_gss_server_gss_client(
 ) -> None:
     user = test_users[0]
     daemon = daemon_factory("py", config(realm, user))  # type: ignore[operator]
-    port = 14000 + int(time.time()) % 1000
+    port = free_port()
     srv_env = peer_env(realm.env(), interposer_env(daemon.socket, daemon.socket.parent))
     server = popen_as(
         user,
@@ -92,7 +92,10 @@ def test_gss_server_gss_client(
         text=True,
     )
     try:
-        time.sleep(0.5)
+        # gss-server listens only once it has its credentials (through the
+        # daemon). Poll /proc, not connect(): a probe would be the -once client.
+        assert wait_until(lambda: tcp_listening(port) or server.poll() is not None, 30)
+        assert server.poll() is None, server.communicate()[0]
         client = subprocess.run(
             ["gss-client", "-port", str(port), "localhost", realm.host_service, "hello via py"],
             env=peer_env({"PATH": "/usr/bin:/bin"}, realm.env(), ccache_env(realm.alice_ccache)),
