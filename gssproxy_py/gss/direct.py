@@ -30,7 +30,14 @@ than on its own decisions. Here:
   the interposer; for the kernel with the generic procedures' own
   `linux_creds_v1` and lucid context, and when the initiator's local user
   is not cached (NSS may wait) the rest continues on the service's threads
-  (`Pending`), from after the accept.
+  (`Pending`), from after the accept;
+* the accepted context's target name is kept per (handle, the ticket's
+  server principal as `krb5_token.ticket_server` reads it from the
+  AP-REQ, kernel or not): that is all MIT names it from. With it known,
+  the `gssx_ctx` is written without `inquire_context`, from the accept's
+  own mech, flags and lifetime (MIT's answers are the same:
+  tests/integration/test_gss_procedures.py), so the accept makes no
+  inquiry and no target name object to export and release.
 
 Each declines (None, before doing anything the generic path would repeat)
 what the generic path would not start inline: a service not inline now
@@ -522,7 +529,8 @@ class DirectCalls:
         )
         name = ctx.targ_name
         if server is not None and ctx.open and name.display_name:
-            self._keep(server, (name.display_name, name.name_type, name.exported_name, b""))
+            parts = (name.display_name, name.name_type, name.exported_name)
+            self._keep(server, (*parts, name.exported_composite_name))
         return ctx.mech or oids.KRB5, encode_bytes(gp.encode_gssx_ctx, ctx)
 
     def _keep(self, server: _Server, target: convert.NameParts) -> None:
