@@ -38,7 +38,7 @@ from gssproxy_py.proto.gss_proxy import GssxCred, GssxCredElement
 from gssproxy_py.vocab import oids
 from gssproxy_py.vocab.gssx_options import KRB5_SET_ALLOWED_ENCTYPE_VALUES, KRB5_SET_NO_CI_FLAGS
 
-__all__ = ["CredLease", "Credentials", "Request"]
+__all__ = ["CredLease", "Credentials", "Request", "handle_pool_key"]
 
 #: Stands for the private MEMORY ccache of an acquisition until it is named.
 _PRIVATE_UNNAMED = "MEMORY:gssproxy-py-unnamed"
@@ -77,6 +77,13 @@ class CredLease:
     generation: int | None = None
 
 
+def handle_pool_key(service: str, uid: int, blob: bytes) -> Hashable:
+    """The pool's key of a sealed handle's object: per service and uid (a
+    handle presented by another uid or through another service is never a
+    pool hit), by the handle's digest (`Credentials.pool_key`, `gss.direct`)."""
+    return (service, uid, handle_digest(blob))
+
+
 class Credentials:
     """Acquisition, sealing and leases (see the module docstring). Thread-safe."""
 
@@ -111,7 +118,7 @@ class Credentials:
 
     @staticmethod
     def pool_key(req: Request, blob: bytes) -> Hashable:
-        return (req.service.name, req.uid, handle_digest(blob))
+        return handle_pool_key(req.service.name, req.uid, blob)
 
     async def lease_handle(self, req: Request, cred: GssxCred | None) -> CredLease | None:
         """A credential object for a client's handle; None if absent or not honoured."""

@@ -57,8 +57,8 @@ from typing import Final, final
 from gssproxy_py.config.model import Config, CredUsage, Service
 from gssproxy_py.errors import XdrError
 from gssproxy_py.gss import api, convert, krb5_token, options, policy, procedures
-from gssproxy_py.gss.credcache import AcquireKey, fingerprint, handle_digest
-from gssproxy_py.gss.credentials import CredLease
+from gssproxy_py.gss.credcache import AcquireKey, fingerprint
+from gssproxy_py.gss.credentials import CredLease, handle_pool_key
 from gssproxy_py.gss.engine import GssEngine
 from gssproxy_py.gss.linux_creds import LinuxCreds
 from gssproxy_py.gss.procedures import PROCEDURES, shown_name
@@ -388,7 +388,7 @@ class DirectCalls:
         keytabs = self._keytabs.get(service.name)
         if keytabs is None:
             keytabs = self._keytabs[service.name] = policy.keytab_files(dict(service.cred_store))
-        key = (service.name, call.peer.uid, handle_digest(handle))
+        key = handle_pool_key(service.name, call.peer.uid, handle)
         fp = fingerprint(keytabs)
         pool = self.engine.credentials.pool
         generation = pool.generation
