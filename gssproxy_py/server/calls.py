@@ -11,7 +11,7 @@ Either way every failure becomes SYSTEM_ERR, logged with the connection and
 xid, so a connection only ever gets bytes to send. A call a program's direct
 path parsed (`rpc.dispatch.DirectPath`) is given to it first, for a matched
 caller below debug level 2; what it declines is decoded and started as
-above.
+above. From debug level 1 a call it served logs "served by the direct path".
 
 Every call that ends is recorded in the starter's `counters`
 (`admin.stats`, read by `gssproxy-py-ctl status`): two clock reads and a
@@ -209,6 +209,12 @@ async def _finish_direct(info: CallInfo, routed: Routed, rest: Pending, count: _
 
 def _direct_reply(info: CallInfo, routed: Routed, served: DirectResult, count: _Count) -> bytes:
     count(served.code)
+    log = info.log
+    if log.isEnabledFor(logging.INFO):
+        # Which path served the call, from debug level 1 (the generic path
+        # writes no such line): how an administrator, and the kernel test,
+        # sees the direct path at work.
+        log.info("%s: served by the direct path", routed.procedure.name)
     try:
         return encoded_reply(
             routed, served.encoded, max_record_size=info.config.globals.max_record_size

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import struct
 from collections.abc import Iterator
@@ -278,6 +279,27 @@ def test_the_kernels_accepts_get_the_same_replies(paths: Paths) -> None:
     # looked him up on a thread (Pending), the second round trip was inline.
     assert paths.served == [gp.GSSX_ACCEPT_SEC_CONTEXT] * 3
     assert paths.pending == 1
+
+
+def test_debug_level_1_names_the_calls_the_direct_path_served(
+    paths: Paths, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Debug level 1 (INFO) keeps the direct path and says which calls it
+    # served (how the kernel test sees it); debug level 2 (DEBUG) steps
+    # aside: the generic path's lines describe the typed arguments.
+    served = "GSSX_ACCEPT_SEC_CONTEXT: served by the direct path"
+    caplog.set_level(logging.INFO, logger="gssproxy_py.server.calls")
+    for _ in range(2):
+        paths.reply(paths.direct, _kernel_accept(b"alice@R"), KERNEL)
+    lines = [r.getMessage() for r in caplog.records if served in r.getMessage()]
+    # The first missed the acquire cache: the generic path, no line.
+    assert paths.served == [gp.GSSX_ACCEPT_SEC_CONTEXT] and len(lines) == 1
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="gssproxy_py.server.calls")
+    paths.reply(paths.direct, _kernel_accept(b"alice@R"), KERNEL)
+    assert paths.served == [gp.GSSX_ACCEPT_SEC_CONTEXT]
+    assert not [r for r in caplog.records if served in r.getMessage()]
+    assert any("GSSX_ACCEPT_SEC_CONTEXT arguments" in r.getMessage() for r in caplog.records)
 
 
 def test_the_kernels_accepts_of_one_ticket_server_get_the_same_replies(paths: Paths) -> None:

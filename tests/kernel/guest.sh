@@ -4,7 +4,9 @@
 # GP_IMPL=c: /usr/sbin/gssproxy), then a real NFSv4.2 sec=krb5 mount over
 # loopback with rpc.gssd as the client side and the daemon as the server-side
 # acceptor (no rpc.svcgssd anywhere); with gssproxy-py, then the kernel's
-# reconnection after the daemon closed its idle connection and a second mount.
+# reconnection after the daemon closed its idle connection and a second mount,
+# then, restarted at debug level 1, two more mounts whose second accept the
+# direct path (gss/direct.py) serves.
 #
 # Prints PASS:/FAIL: lines; exits non-zero if any check failed. Logs are
 # copied to /tmp/share (the host's run directory) on the way out.
@@ -279,3 +281,48 @@ new_comm=$(cat "/proc/${new_pid:-0}/comm" 2>/dev/null)
 check "the new connection came from an nfsd thread (pid ${new_pid:-none}, comm ${new_comm:-none})" \
     [ "$new_comm" = nfsd ]
 grep -E "\[conn (${kernel_conn:-x}|${new_conn:-x})[] ]" "$DLOG" | cut -c1-160 | head -n 12
+
+# --- the direct path serves the kernel's accept (gss/direct.py) -------------
+# Above, the daemon runs at debug level 2, where every call takes the generic
+# path (its lines describe the typed arguments), and each mount's accept was
+# the first after a start or reload: an acquire-cache miss, which the generic
+# path serves (it acquires the default credential, pools it and looks the
+# initiator's user up). Restarted at debug level 1, the same service gets two
+# mounts, hence two accepts: the second finds the credential in the acquire
+# cache and the pool, and the direct path serves it and logs so.
+kill "$daemon_pid"
+daemon_gone() { ! kill -0 "$daemon_pid"; }
+check "the debug-level-2 daemon stopped" wait_for 30 daemon_gone
+sed -i -e '/^  idle_connection_timeout = /d' -e 's/^  debug_level = 2$/  debug_level = 1/' "$W/gssproxy.conf"
+DLOG=$W/daemon-direct.log
+bg "$DLOG" env PYTHONPATH="$REPO" "$PY" -m gssproxy_py.server.cli -i --debug-level=1 \
+    -c "$W/gssproxy.conf" -C "$W/conf.d" -s "$SOCK"
+daemon_pid=${pids[-1]}
+check "the daemon restarted at debug level 1 (pid $daemon_pid)" wait_for 90 is_ready
+direct_line="GSSX_ACCEPT_SEC_CONTEXT: served by the direct path"
+for n in 1 2; do
+    say "debug level 1: mount $n"
+    if ! mount -t nfs4 -o sec=krb5,vers=4.2 localhost:/ "$MNT"; then
+        fail "debug level 1: NFSv4.2 sec=krb5 mount $n"
+        continue
+    fi
+    pass "debug level 1: NFSv4.2 sec=krb5 mount $n"
+    check "debug level 1, mount $n: the first file reads back" [ "$(cat "$MNT/hello.txt")" = "$payload" ]
+    echo "mount $n at debug level 1" >"$MNT/direct-$n.txt" && sync
+    owner=$(stat -c %u "$EXPORT/direct-$n.txt" 2>/dev/null)
+    check "debug level 1, mount $n: nfsd wrote with the mapped creds (owner ${owner:-none} = $want)" \
+        [ "$owner" = "$want" ]
+    umount "$MNT" || fail "debug level 1: umount $n"
+done
+accepts=$(grep -c "GSSX_ACCEPT_SEC_CONTEXT: service 'nfs-server'" "$DLOG")
+direct_xids=$(sed -n "s/^.*\[conn [0-9]* xid \(0x[0-9a-f]*\)\] $direct_line$/\1/p" "$DLOG")
+direct=$(echo "$direct_xids" | grep -c .)
+at_least() { [ "$1" -ge "$2" ]; }
+check "debug level 1: the daemon served $accepts kernel ACCEPTs (>= 2)" at_least "$accepts" 2
+check "debug level 1: $direct of them by the direct path (>= 1; xids ${direct_xids//$'\n'/ })" \
+    at_least "$direct" 1
+# The creds nfsd used above came from a direct reply: its linux_creds_v1 line.
+x=$(echo "$direct_xids" | head -n1)
+check "debug level 1: the direct path's reply mapped the creds (xid ${x:-none}, uid $want)" \
+    grep -Eq "xid ${x:-none}\] linux_creds_v1 .*uid=$want\b" "$DLOG"
+grep -E "ACCEPT_SEC_CONTEXT|linux_creds|inline" "$DLOG" | cut -c1-160 | head -n 12
