@@ -95,7 +95,8 @@ def render_text(st: AdmStatus) -> str:
         + (", ".join(f"uid {c.uid}: {c.connections}" for c in st.connections) or "none")
         + f"; calls in flight: {st.calls_in_flight}",
         "",
-        "calls (latency: the bucket bound under which 50 % / 99 % of calls ended):",
+        "calls (direct: by the direct path; latency: the bucket bound under which "
+        "50 % / 99 % of calls ended):",
         *_calls_table(st.calls),
         "",
         "worker pools:",
@@ -138,7 +139,7 @@ def _processes(st: AdmStatus) -> list[str]:
 def _calls_table(calls: Iterable[AdmCallStats]) -> list[str]:
     """One aligned line per (service, program, procedure); the errors column
     last and not padded."""
-    header = ("service", "program", "procedure", "calls", "p50", "p99", "errors")
+    header = ("service", "program", "procedure", "calls", "direct", "p50", "p99", "errors")
     rows = [header]
     rows.extend(
         (
@@ -146,6 +147,7 @@ def _calls_table(calls: Iterable[AdmCallStats]) -> list[str]:
             PROGRAM_NAMES.get(row.program, str(row.program)),
             _s(row.procedure),
             str(row.calls),
+            str(row.direct),
             _us(quantile(row.latency_buckets, 0.5)),
             _us(quantile(row.latency_buckets, 0.99)),
             _errors(row),
@@ -251,7 +253,7 @@ def render_prometheus(st: AdmStatus) -> str:
         "calls received and not yet answered",
         [f"{PREFIX}_calls_in_flight {st.calls_in_flight}"],
     )
-    calls, errors, hist = [], [], []
+    calls, direct, errors, hist = [], [], [], []
     for row in st.calls:
         labels = {
             "service": _s(row.service),
@@ -259,11 +261,18 @@ def render_prometheus(st: AdmStatus) -> str:
             "procedure": _s(row.procedure),
         }
         calls.append(f"{PREFIX}_calls_total{_labels(**labels)} {row.calls}")
+        direct.append(f"{PREFIX}_calls_direct_total{_labels(**labels)} {row.direct}")
         for e in row.errors:
             code = code_name(row.program, e.code)
             errors.append(f"{PREFIX}_call_errors_total{_labels(**labels, code=code)} {e.count}")
         hist.extend(_histogram(row, labels))
     m.family("calls_total", "counter", "calls answered, per service and procedure", calls)
+    m.family(
+        "calls_direct_total",
+        "counter",
+        "of calls_total, those the direct path served (gss/direct.py)",
+        direct,
+    )
     m.family(
         "call_errors_total",
         "counter",

@@ -1,5 +1,6 @@
 """Call counters: per (service, program, procedure) the calls that ended,
-their outcome codes and a latency histogram.
+how many of them the program's direct path served, their outcome codes and
+a latency histogram.
 
 Kept on the event loop thread only (the server records a call when its reply
 is ready), so a count is a plain integer increment: no lock, no atomics. One
@@ -42,10 +43,12 @@ SYSTEM_ERR_CODE = -1
 class CallStats:
     """One (service, program, procedure)'s counters."""
 
-    __slots__ = ("buckets", "calls", "errors", "sum_ns")
+    __slots__ = ("buckets", "calls", "direct", "errors", "sum_ns")
 
     def __init__(self) -> None:
         self.calls = 0
+        #: of `calls`, those a program's direct path served (`gss.direct`)
+        self.direct = 0
         self.sum_ns = 0
         self.errors: dict[int, int] = {}
         self.buckets = [0] * BUCKETS
@@ -71,14 +74,23 @@ class CallCounters:
         self._rows: dict[tuple[str, int, str], CallStats] = {}
 
     def record(
-        self, service: str, program: int, procedure: str, elapsed_ns: int, code: int
+        self,
+        service: str,
+        program: int,
+        procedure: str,
+        elapsed_ns: int,
+        code: int,
+        *,
+        direct: bool = False,
     ) -> None:
-        """One call ended after `elapsed_ns` with outcome `code`."""
+        """One call ended after `elapsed_ns` with outcome `code`; `direct`:
+        its program's direct path served it."""
         key = (service, program, procedure)
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = CallStats()
         row.calls += 1
+        row.direct += direct
         row.sum_ns += elapsed_ns
         bucket = (elapsed_ns // 1000).bit_length()
         row.buckets[bucket if bucket < BUCKETS else BUCKETS - 1] += 1
@@ -102,6 +114,7 @@ def _wire_row(service: bytes, program: int, procedure: bytes, row: CallStats) ->
         errors=tuple(AdmErrorCount(code=code, count=n) for code, n in sorted(row.errors.items())),
         latency_sum_us=row.sum_ns // 1000,
         latency_buckets=tuple(row.buckets),
+        direct=row.direct,
     )
 
 
@@ -138,6 +151,7 @@ def total_calls(processes: Iterable[AdmProcess]) -> tuple[AdmCallStats, ...]:
             if row is None:
                 row = rows[key] = CallStats()
             row.calls += r.calls
+            row.direct += r.direct
             row.sum_ns += r.latency_sum_us * 1000
             for e in r.errors:
                 row.errors[e.code] = row.errors.get(e.code, 0) + e.count

@@ -208,7 +208,7 @@ async def _finish_direct(info: CallInfo, routed: Routed, rest: Pending, count: _
 
 
 def _direct_reply(info: CallInfo, routed: Routed, served: DirectResult, count: _Count) -> bytes:
-    count(served.code)
+    count(served.code, direct=True)
     log = info.log
     if log.isEnabledFor(logging.INFO):
         # Which path served the call, from debug level 1 (the generic path
@@ -265,9 +265,11 @@ class _Count:
         self.procedure = procedure
         self.started = started
 
-    def __call__(self, code: int) -> None:
+    def __call__(self, code: int, *, direct: bool = False) -> None:
         elapsed = time.perf_counter_ns() - self.started
-        self.counters.record(self.service, self.program, self.procedure, elapsed, code)
+        self.counters.record(
+            self.service, self.program, self.procedure, elapsed, code, direct=direct
+        )
 
 
 class _SystemErr:

@@ -281,7 +281,7 @@ def test_the_kernels_accepts_get_the_same_replies(paths: Paths) -> None:
     assert paths.pending == 1
 
 
-def test_debug_level_1_names_the_calls_the_direct_path_served(
+def test_the_calls_the_direct_path_served_are_counted_and_logged_at_level_1(
     paths: Paths, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Debug level 1 (INFO) keeps the direct path and says which calls it
@@ -300,6 +300,9 @@ def test_debug_level_1_names_the_calls_the_direct_path_served(
     assert paths.served == [gp.GSSX_ACCEPT_SEC_CONTEXT]
     assert not [r for r in caplog.records if served in r.getMessage()]
     assert any("GSSX_ACCEPT_SEC_CONTEXT arguments" in r.getMessage() for r in caplog.records)
+    # The status counters say the same at any debug level: 3 calls, 1 direct.
+    (row,) = paths.starter.counters.snapshot()
+    assert (row.procedure, row.calls, row.direct) == (b"GSSX_ACCEPT_SEC_CONTEXT", 3, 1)
 
 
 def test_the_kernels_accepts_of_one_ticket_server_get_the_same_replies(paths: Paths) -> None:

@@ -321,6 +321,17 @@ at_least() { [ "$1" -ge "$2" ]; }
 check "debug level 1: the daemon served $accepts kernel ACCEPTs (>= 2)" at_least "$accepts" 2
 check "debug level 1: $direct of them by the direct path (>= 1; xids ${direct_xids//$'\n'/ })" \
     at_least "$direct" 1
+# The admin socket's status counts the same calls (calls_direct_total, any
+# debug level): as many direct as the log's lines.
+prom=$(PYTHONPATH="$REPO" "$PY" -m gssproxy_py.admin.ctl status -c "$W/gssproxy.conf" \
+    -C "$W/conf.d" -s "$SOCK" --format prometheus)
+counted() { # counted FAMILY: the ACCEPT row of nfs-server in the status
+    echo "$prom" | sed -n "s/^gssproxy_py_$1{service=\"nfs-server\",program=\"gssproxy\",procedure=\"GSSX_ACCEPT_SEC_CONTEXT\"} \([0-9]*\)$/\1/p"
+}
+s_calls=$(counted calls_total)
+s_direct=$(counted calls_direct_total)
+check "debug level 1: gssproxy-py-ctl status counts ${s_direct:-no} direct of ${s_calls:-no} ACCEPTs (log: $direct of $accepts)" \
+    [ "${s_direct:-x} ${s_calls:-x}" = "$direct $accepts" ]
 # The creds nfsd used above came from a direct reply: its linux_creds_v1 line.
 x=$(echo "$direct_xids" | head -n1)
 check "debug level 1: the direct path's reply mapped the creds (xid ${x:-none}, uid $want)" \

@@ -29,6 +29,8 @@ def test_every_section_filled() -> None:
         c.record("svc", GSSPROXY, "GSSX_WRAP", us * 1000, 0)
     c.record("svc", GSSPROXY, "GSSX_WRAP", 5_000, 13 << 16)
     c.record("", TOKEN_SIGN, "TS_SIGN", 1, SYSTEM_ERR_CODE)
+    c.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 100_000, 0)
+    c.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 20_000, 0, direct=True)
     status = AdmStatus(
         version=b"0.1.0",
         mode=b"system",
@@ -54,10 +56,14 @@ def test_every_section_filled() -> None:
         "configuration generation 3: /etc/gssproxy/gssproxy.conf, /etc/gssproxy/24-nfs.conf\n"
         "connections: uid 0: 2, uid 1000: 1; calls in flight: 1\n"
         "\n"
-        "calls (latency: the bucket bound under which 50 % / 99 % of calls ended):\n"
-        "  service       program     procedure  calls  p50    p99       errors\n"
-        "  (no service)  token_sign  TS_SIGN    1      <1us   <1us      1 (SYSTEM_ERR 1)\n"
-        "  svc           gssproxy    GSSX_WRAP  5      <16us  <4.096ms  1 (GSS_S_FAILURE 1)\n"
+        "calls (direct: by the direct path; latency: the bucket bound under which "
+        "50 % / 99 % of calls ended):\n"
+        "  service       program     procedure                calls  direct  p50    p99       errors\n"
+        "  (no service)  token_sign  TS_SIGN                  1      0       <1us   <1us      "
+        "1 (SYSTEM_ERR 1)\n"
+        "  svc           gssproxy    GSSX_ACCEPT_SEC_CONTEXT  2      1       <32us  <128us    0\n"
+        "  svc           gssproxy    GSSX_WRAP                5      0       <16us  <4.096ms  "
+        "1 (GSS_S_FAILURE 1)\n"
         "\n"
         "worker pools:\n"
         "  gss: 4 threads, 1 busy, 0 queued, 0 written off\n"
@@ -80,7 +86,8 @@ def test_every_section_empty() -> None:
         "configuration generation 1: (synthesised)\n"
         "connections: none; calls in flight: 0\n"
         "\n"
-        "calls (latency: the bucket bound under which 50 % / 99 % of calls ended):\n"
+        "calls (direct: by the direct path; latency: the bucket bound under which "
+        "50 % / 99 % of calls ended):\n"
         "  none yet\n"
         "\n"
         "worker pools:\n"
@@ -109,6 +116,9 @@ def _process(number: int, pid: int, counters: CallCounters, uid_connections: int
 def test_totals_over_processes_and_each_process_shown() -> None:
     first, worker = CallCounters(), CallCounters()
     first.record("svc", GSSPROXY, "GSSX_WRAP", 10_000, 0)
+    first.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 10_000, 0, direct=True)
+    worker.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 10_000, 0, direct=True)
+    worker.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 10_000, 0)
     worker.record("svc", GSSPROXY, "GSSX_WRAP", 3_000_000, 13 << 16)
     worker.record("svc", GSSPROXY, "GSSX_UNWRAP", 10_000, 0)
     processes = (
@@ -118,8 +128,12 @@ def test_totals_over_processes_and_each_process_shown() -> None:
     )
     answered = processes[:2]
     calls = total_calls(answered)
-    assert [(r.procedure, r.calls) for r in calls] == [(b"GSSX_UNWRAP", 1), (b"GSSX_WRAP", 2)]
-    wrap = calls[1]
+    assert [(r.procedure, r.calls, r.direct) for r in calls] == [
+        (b"GSSX_ACCEPT_SEC_CONTEXT", 3, 2),
+        (b"GSSX_UNWRAP", 1, 0),
+        (b"GSSX_WRAP", 2, 0),
+    ]
+    wrap = calls[2]
     assert [(e.code, e.count) for e in wrap.errors] == [(13 << 16, 1)]
     assert wrap.latency_sum_us == 3010 and sum(wrap.latency_buckets) == 2
     assert total_connections(answered) == (AdmUidConnections(0, 3),)
@@ -141,13 +155,16 @@ def test_totals_over_processes_and_each_process_shown() -> None:
     text = render_text(status)
     assert text.endswith(
         "processes (the figures above are their totals):\n"
-        "  first process, pid 100: connections uid 0: 1; calls in flight 0; 1 calls, 0 errors\n"
-        "    service  program   procedure  calls  p50    p99    errors\n"
-        "    svc      gssproxy  GSSX_WRAP  1      <16us  <16us  0\n"
-        "  worker 1, pid 102: connections uid 0: 2; calls in flight 1; 2 calls, 1 errors\n"
-        "    service  program   procedure    calls  p50       p99       errors\n"
-        "    svc      gssproxy  GSSX_UNWRAP  1      <16us     <16us     0\n"
-        "    svc      gssproxy  GSSX_WRAP    1      <4.096ms  <4.096ms  1 (GSS_S_FAILURE 1)\n"
+        "  first process, pid 100: connections uid 0: 1; calls in flight 0; 2 calls, 0 errors\n"
+        "    service  program   procedure                calls  direct  p50    p99    errors\n"
+        "    svc      gssproxy  GSSX_ACCEPT_SEC_CONTEXT  1      1       <16us  <16us  0\n"
+        "    svc      gssproxy  GSSX_WRAP                1      0       <16us  <16us  0\n"
+        "  worker 1, pid 102: connections uid 0: 2; calls in flight 1; 4 calls, 1 errors\n"
+        "    service  program   procedure                calls  direct  p50       p99       errors\n"
+        "    svc      gssproxy  GSSX_ACCEPT_SEC_CONTEXT  2      1       <16us     <16us     0\n"
+        "    svc      gssproxy  GSSX_UNWRAP              1      0       <16us     <16us     0\n"
+        "    svc      gssproxy  GSSX_WRAP                1      0       <4.096ms  <4.096ms  "
+        "1 (GSS_S_FAILURE 1)\n"
         "  worker 2: no answer (being forked again, or stuck)\n"
     ), text
     prom = render_prometheus(status)
@@ -156,4 +173,8 @@ def test_totals_over_processes_and_each_process_shown() -> None:
     assert (
         'gssproxy_py_process_calls_total{process="1",service="svc",program="gssproxy",'
         'procedure="GSSX_UNWRAP"} 1'
+    ) in prom
+    assert (
+        'gssproxy_py_calls_direct_total{service="svc",program="gssproxy",'
+        'procedure="GSSX_ACCEPT_SEC_CONTEXT"} 2'
     ) in prom
