@@ -80,22 +80,21 @@ class CallCounters:
         procedure: str,
         elapsed_ns: int,
         code: int,
-        *,
-        direct: bool = False,
-    ) -> None:
-        """One call ended after `elapsed_ns` with outcome `code`; `direct`:
-        its program's direct path served it."""
+    ) -> CallStats:
+        """One call ended after `elapsed_ns` with outcome `code`; its row
+        (whose `direct` the caller counts when the direct path served it:
+        nothing more for the calls it did not)."""
         key = (service, program, procedure)
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = CallStats()
         row.calls += 1
-        row.direct += direct
         row.sum_ns += elapsed_ns
         bucket = (elapsed_ns // 1000).bit_length()
         row.buckets[bucket if bucket < BUCKETS else BUCKETS - 1] += 1
         if code:
             row.errors[code] = row.errors.get(code, 0) + 1
+        return row
 
     def snapshot(self) -> tuple[AdmCallStats, ...]:
         """The rows as the admin program sends them, sorted."""

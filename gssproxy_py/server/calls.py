@@ -11,7 +11,7 @@ Either way every failure becomes SYSTEM_ERR, logged with the connection and
 xid, so a connection only ever gets bytes to send. A call a program's direct
 path parsed (`rpc.dispatch.DirectPath`) is given to it first, for a matched
 caller below debug level 2; what it declines is decoded and started as
-above. From debug level 1 a call it served logs "served by the direct path".
+above; the counters count the calls it served (`CallStats.direct`).
 
 Every call that ends is recorded in the starter's `counters`
 (`admin.stats`, read by `gssproxy-py-ctl status`): two clock reads and a
@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from gssproxy_py.admin.stats import SYSTEM_ERR_CODE, CallCounters, outcome_code
+from gssproxy_py.admin.stats import SYSTEM_ERR_CODE, CallCounters, CallStats, outcome_code
 from gssproxy_py.config.match import match_or_explain
 from gssproxy_py.config.model import Config, Service
 from gssproxy_py.errors import XdrEncodeError
@@ -208,13 +208,7 @@ async def _finish_direct(info: CallInfo, routed: Routed, rest: Pending, count: _
 
 
 def _direct_reply(info: CallInfo, routed: Routed, served: DirectResult, count: _Count) -> bytes:
-    count(served.code, direct=True)
-    log = info.log
-    if log.isEnabledFor(logging.INFO):
-        # Which path served the call, from debug level 1 (the generic path
-        # writes no such line): how an administrator, and the kernel test,
-        # sees the direct path at work.
-        log.info("%s: served by the direct path", routed.procedure.name)
+    count(served.code).direct += 1
     try:
         return encoded_reply(
             routed, served.encoded, max_record_size=info.config.globals.max_record_size
@@ -265,11 +259,9 @@ class _Count:
         self.procedure = procedure
         self.started = started
 
-    def __call__(self, code: int, *, direct: bool = False) -> None:
+    def __call__(self, code: int) -> CallStats:
         elapsed = time.perf_counter_ns() - self.started
-        self.counters.record(
-            self.service, self.program, self.procedure, elapsed, code, direct=direct
-        )
+        return self.counters.record(self.service, self.program, self.procedure, elapsed, code)
 
 
 class _SystemErr:

@@ -30,7 +30,7 @@ def test_every_section_filled() -> None:
     c.record("svc", GSSPROXY, "GSSX_WRAP", 5_000, 13 << 16)
     c.record("", TOKEN_SIGN, "TS_SIGN", 1, SYSTEM_ERR_CODE)
     c.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 100_000, 0)
-    c.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 20_000, 0, direct=True)
+    c.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 20_000, 0).direct += 1
     status = AdmStatus(
         version=b"0.1.0",
         mode=b"system",
@@ -116,8 +116,8 @@ def _process(number: int, pid: int, counters: CallCounters, uid_connections: int
 def test_totals_over_processes_and_each_process_shown() -> None:
     first, worker = CallCounters(), CallCounters()
     first.record("svc", GSSPROXY, "GSSX_WRAP", 10_000, 0)
-    first.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 10_000, 0, direct=True)
-    worker.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 10_000, 0, direct=True)
+    first.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 10_000, 0).direct += 1
+    worker.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 10_000, 0).direct += 1
     worker.record("svc", GSSPROXY, "GSSX_ACCEPT_SEC_CONTEXT", 10_000, 0)
     worker.record("svc", GSSPROXY, "GSSX_WRAP", 3_000_000, 13 << 16)
     worker.record("svc", GSSPROXY, "GSSX_UNWRAP", 10_000, 0)
