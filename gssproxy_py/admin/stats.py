@@ -74,12 +74,7 @@ class CallCounters:
         self._rows: dict[tuple[str, int, str], CallStats] = {}
 
     def record(
-        self,
-        service: str,
-        program: int,
-        procedure: str,
-        elapsed_ns: int,
-        code: int,
+        self, service: str, program: int, procedure: str, elapsed_ns: int, code: int
     ) -> CallStats:
         """One call ended after `elapsed_ns` with outcome `code`; its row
         (whose `direct` the caller counts when the direct path served it:
