@@ -8,8 +8,10 @@
 #
 # Included from the top-level Makefile, whose `deps` target provides the venv
 # (the guest runs it from the host's / shared read-only over 9p). Wall time on
-# a 2-core machine: about 30 s (C gssproxy) to 45 s (gssproxy-py); the first
-# run adds about 10 s (kernel download, initramfs) plus any package installs.
+# a 2-core machine: about 30 s (C gssproxy) to 55 s (gssproxy-py, whose NFS
+# guest also restarts the daemon at debug level 1 for the direct path: 53.5 and
+# 55.0 s on 2026-12-07, busy machine); the first run adds about 10 s (kernel
+# download, initramfs) plus any package installs.
 
 GP_IMPL ?= py
 
