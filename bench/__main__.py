@@ -117,7 +117,7 @@ def _progress(r: dict[str, Any]) -> str:
     return f"  round {r['round'] + 1} {r['impl']:8s} " + ", ".join(parts)
 
 
-def token_section(name: str, skip: bool) -> dict[str, Any]:
+def token_section(name: str, skip: bool, **kwargs: Any) -> dict[str, Any]:
     """One token benchmark module's `measure()` (bench.pkcs11_sign: the
     TOKEN_SIGN program against in-process signing; bench.p11kit_sign: C_Sign
     through p11-kit-client.so against `p11-kit server`), when present."""
@@ -128,7 +128,7 @@ def token_section(name: str, skip: bool) -> dict[str, Any]:
     except ImportError as exc:
         return {"skipped": f"bench.{name} not available: {exc}"}
     try:
-        return {"results": module.measure()}
+        return {"results": module.measure(**kwargs)}
     except Exception as exc:
         return {"skipped": f"{type(exc).__name__}: {exc}"[:500]}
 
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sign = token_section("pkcs11_sign", args.no_sign)
     results["pkcs11_sign"] = sign
-    p11kit = token_section("p11kit_sign", args.no_sign)
+    # Rounds as many as the accept bench's: each is ~15 s (both servers, 1 and 8 clients).
+    p11kit = token_section("p11kit_sign", args.no_sign, rounds=max(1, args.rounds))
     results["p11kit_sign"] = p11kit
     results["elapsed_s"] = round(time.monotonic() - started, 1)
 

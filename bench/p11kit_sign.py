@@ -14,16 +14,26 @@ requests per signature either way.
 * `gssproxy_N`: gssproxy-py with one service whose `p11kit_socket` serves
   the key; the daemon holds the login, the clients send no PIN.
 
-`ratio_N` = gssproxy_N / p11kit_server_N; the target is ratio_8 >= 1.0.
-`python -m bench.p11kit_sign` prints the table; `worker` runs one worker.
+Both servers run for the whole measurement, and each round measures every
+client count against both, the order of the two servers alternating from
+one round to the next (a machine that slows down or speeds up during the
+run then weighs on both). `ratio_N_round_R` = gssproxy_N / p11kit_server_N
+in round R; `ratio_N` is the median of those, `p11kit_server_N` and
+`gssproxy_N` the medians of the rates. The target is ratio_8 >= 1.0.
+
+`python -m bench.p11kit_sign [--rounds R]` (default 5) prints the table;
+`worker` runs one worker; `make bench` runs it with its own `--rounds`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
+import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,8 +51,8 @@ from bench.pkcs11_sign import (
     TOKEN_LABEL,
     Token,
     _workers,
-    bench_main,
     make_token,
+    print_results,
     run_worker,
     running_daemon,
     stop_process,
@@ -97,34 +107,55 @@ def p11kit_server(token: Token) -> Iterator[str]:
         stop_process(proc)
 
 
-def measure(duration: float = 2.0, clients: Sequence[int] = (1, 8)) -> dict[str, float]:
-    """Signatures per second for each server and client count, and the ratios."""
+def measure(
+    duration: float = 2.0, clients: Sequence[int] = (1, 8), rounds: int = 5
+) -> dict[str, float]:
+    """Signatures per second for each server and client count, and the
+    ratios, over `rounds` alternating rounds (see the module docstring)."""
     for need in (MODULE, CLIENT):
         if not os.path.exists(need):
             raise RuntimeError(f"{need} is missing (make deps installs it)")
     if shutil.which(P11KIT) is None:
         raise RuntimeError("p11-kit is not installed")
-    results: dict[str, float] = {}
+    rates: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="gpy-bench-p11kit-") as tmp:
         token = make_token(Path(tmp))
         env = token.env()
-        with p11kit_server(token) as sock:
-            for n in clients:
-                spec = {"socket": sock, "login": True}
-                results[f"p11kit_server_{n}"] = _workers([spec] * n, env, duration, WORKER_MODULE)
         ours = str(Path(tmp) / "p11kit.sock")
-        with running_daemon(token, f"  p11kit_socket = {ours}\n"):
-            for n in clients:
-                spec = {"socket": ours, "login": False}
-                results[f"gssproxy_{n}"] = _workers([spec] * n, env, duration, WORKER_MODULE)
+        with p11kit_server(token) as theirs, running_daemon(token, f"  p11kit_socket = {ours}\n"):
+            # The p11-kit server's clients log in with the PIN, as they must
+            # there; gssproxy-py's send none (the daemon holds the login).
+            servers = [("p11kit_server", {"socket": theirs, "login": True})]
+            servers.append(("gssproxy", {"socket": ours, "login": False}))
+            for r in range(rounds):
+                for name, spec in servers if r % 2 == 0 else servers[::-1]:
+                    for n in clients:
+                        rate = _workers([spec] * n, env, duration, WORKER_MODULE)
+                        rates.setdefault(f"{name}_{n}", []).append(rate)
+    results: dict[str, float] = {}
     for n in clients:
-        results[f"ratio_{n}"] = results[f"gssproxy_{n}"] / results[f"p11kit_server_{n}"]
+        py_rates, p11kit_rates = rates[f"gssproxy_{n}"], rates[f"p11kit_server_{n}"]
+        ratios = [g / p for g, p in zip(py_rates, p11kit_rates, strict=True)]
+        results[f"p11kit_server_{n}"] = statistics.median(p11kit_rates)
+        results[f"gssproxy_{n}"] = statistics.median(py_rates)
+        results[f"ratio_{n}"] = statistics.median(ratios)
+        for r, ratio in enumerate(ratios, 1):
+            results[f"ratio_{n}_round_{r}"] = ratio
     return results
 
 
 def main(argv: Sequence[str]) -> int:
+    if argv[:1] == ["worker"]:
+        worker_main(json.loads(argv[1]))
+        return 0
+    ap = argparse.ArgumentParser(prog="python -m bench.p11kit_sign", description=__doc__)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
+    args = ap.parse_args(argv)
+    started = time.monotonic()
     title = "ECDSA P-256 C_Sign per second through p11-kit-client.so (SoftHSM2)"
-    return bench_main(argv, title, measure, worker_main)
+    print_results(title, measure(args.duration, rounds=args.rounds), started)
+    return 0
 
 
 if __name__ == "__main__":
