@@ -233,6 +233,8 @@ class Service:
     * `pkcs11_uris`: the `pkcs11_uri` values (multi-valued), each starting
       with `pkcs11:`; parsed fully by the PKCS#11 layer.
     * `pkcs11_pin`: where the token PIN comes from.
+    * `pkcs11_session_keys`: whether the token layer signs and decrypts
+      with session copies of the service's private keys (default yes).
     * `p11kit_socket`: where the service's keys are served to
       `p11-kit-client.so` (normalised like `socket`); None: not served so.
     * `p11kit_mechanisms`: the mechanisms (names without `CKM_`) p11-kit
@@ -267,6 +269,7 @@ class Service:
     pkcs11_module: str | None = None
     pkcs11_uris: tuple[str, ...] = ()
     pkcs11_pin: PinSource | None = None
+    pkcs11_session_keys: bool = True
     p11kit_socket: str | None = None
     p11kit_mechanisms: tuple[str, ...] | None = None
     origins: tuple[OptionOrigin, ...] = ()

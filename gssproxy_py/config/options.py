@@ -528,6 +528,16 @@ OPTIONS: tuple[Option, ...] = (
         unset="no login",
     ),
     Option(
+        "pkcs11_session_keys",
+        S,
+        v.BOOLEAN,
+        "sign and decrypt with a session copy of each key (CKA_TOKEN false, never weaker "
+        "than the original, rechecked against the token every few seconds), which SoftHSM "
+        "serves without re-reading its token files; no: always with the token object",
+        "no",
+        source=OURS,
+    ),
+    Option(
         "p11kit_socket",
         S,
         v.SOCKET,

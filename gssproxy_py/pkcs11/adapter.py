@@ -11,17 +11,24 @@ Every call here must run on the module's own worker thread (see
 `token.py`): python-pkcs11 initialises modules without CKF_OS_LOCKING_OK,
 promising the module that calls never overlap, and releases the GIL around
 each C_* call, so nothing else keeps that promise for us.
+
+Single-part C_Sign and C_Decrypt (`Session.sign`, `Session.operate`) go
+straight to the module through `function_list.FunctionList` when its table
+can be had (python-pkcs11's path costs a size query and object churn per
+call); python-pkcs11 does them only when it cannot (logged once).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum, IntFlag
 from typing import Any, Final, Protocol
 
 from gssproxy_py.pkcs11.errors import CkrError, ModuleLoadError
+from gssproxy_py.pkcs11.function_list import CKR_NAMES, FunctionList, load_function_list
+from gssproxy_py.pkcs11.keys import curve_from_params
 from gssproxy_py.pkcs11.mechanisms import PssParams
 
 __all__ = [
@@ -136,6 +143,15 @@ class Session(Protocol):
         the mechanism parameter as the client gave it."""
         ...
 
+    def session_copy(self, key: ObjectView) -> ObjectView:
+        """C_CopyObject of a private key with CKA_TOKEN false only: a session
+        object with the key's attributes otherwise, as a view like `key`'s."""
+        ...
+
+    def destroy(self, obj: ObjectView) -> None:
+        """C_DestroyObject of an object this session made."""
+        ...
+
     def close(self) -> None:
         """C_Logout (if logged in) and C_CloseSession; errors ignored."""
         ...
@@ -246,13 +262,22 @@ _CKR_BY_CLASS: Final = {
 }
 
 
+_UNMAPPED: Final = "Unmapped error code 0x"
+
+
 def ckr_name(exc: BaseException) -> str:
     """The CKR_* name for a python-pkcs11 exception ("" if it has none:
-    python-pkcs11's own errors such as a failed dlopen)."""
+    python-pkcs11's own errors such as a failed dlopen). A code
+    python-pkcs11 has no class for is named from `CKR_NAMES`, the table the
+    direct calls use, so both paths name every refusal alike."""
     for cls in type(exc).__mro__:
         name = _CKR_BY_CLASS.get(cls.__name__)
         if name is not None:
             return name
+    text = str(exc)
+    if text.startswith(_UNMAPPED):
+        with contextlib.suppress(ValueError):
+            return CKR_NAMES.get(int(text[len(_UNMAPPED) :], 16), "")
     return ""
 
 
@@ -297,6 +322,8 @@ class _P11Library:
     def __init__(self, path: str, lib: Any) -> None:
         self._path = path
         self._lib = lib
+        # After python-pkcs11's dlopen and C_Initialize: the same instance.
+        self._direct = load_function_list(path)
         with _calling("C_GetInfo"):
             version = lib.library_version
             self._info = LibraryInfo(
@@ -340,7 +367,7 @@ class _P11Library:
                 ),
                 flags=TokenFlag(int(token.flags)),
             )
-            found.append(_P11SlotToken(info, slot, token, p11))
+            found.append(_P11SlotToken(info, slot, token, p11, self._direct))
         return found
 
     def close(self) -> None:
@@ -352,11 +379,14 @@ class _P11Library:
 
 
 class _P11SlotToken:
-    def __init__(self, info: TokenInfo, slot: Any, token: Any, p11: Any) -> None:
+    def __init__(
+        self, info: TokenInfo, slot: Any, token: Any, p11: Any, direct: FunctionList | None
+    ) -> None:
         self._info = info
         self._slot = slot
         self._token = token
         self._p11 = p11
+        self._direct = direct
 
     @property
     def info(self) -> TokenInfo:
@@ -369,7 +399,7 @@ class _P11SlotToken:
     def open(self, pin: str | None) -> Session:
         with _calling("C_Login" if pin is not None else "C_OpenSession"):
             session = self._token.open(rw=False, user_pin=pin)
-        return _P11Session(session, self._p11)
+        return _P11Session(session, self._p11, self._direct)
 
 
 # Attributes read per class, in one C_GetAttributeValue each.
@@ -407,10 +437,27 @@ def _int_bytes(v: object) -> bytes | None:
     return _opt_bytes(v)
 
 
+#: Output buffer for a key whose size is not known (RSA-8192 fits).
+_DEFAULT_OUTPUT: Final = 1024
+
+
+def output_size(key: ObjectView) -> int:
+    """The buffer a signature or plaintext of `key` fits in: the modulus
+    length for RSA, twice the order's bytes (rounded up) for EC."""
+    if key.modulus:
+        return len(key.modulus)
+    if key.ec_params:
+        bits = curve_from_params(key.ec_params).value
+        if bits > 0:
+            return 2 * ((bits + 8) // 8)
+    return _DEFAULT_OUTPUT
+
+
 class _P11Session:
-    def __init__(self, session: Any, p11: Any) -> None:
+    def __init__(self, session: Any, p11: Any, direct: FunctionList | None = None) -> None:
         self._session = session
         self._p11 = p11
+        self._direct = direct
 
     def objects(
         self, object_class: ObjectClass, *, label: str | None = None, key_id: bytes | None = None
@@ -468,6 +515,13 @@ class _P11Session:
         return found
 
     def sign(self, key: ObjectView, mechanism: int, param: PssParams | None, data: bytes) -> bytes:
+        raw: RawParam = None
+        if param is not None:
+            raw = (int(param.hash_mechanism), int(param.mgf), param.salt_length)
+        direct = self._direct
+        if direct is not None:
+            handle = self._session.handle
+            return direct.sign(handle, key.handle.handle, mechanism, raw, data, output_size(key))  # type: ignore[attr-defined]
         p11 = self._p11
         mech_param: Any = None
         if param is not None:
@@ -505,6 +559,13 @@ class _P11Session:
     def operate(
         self, key: ObjectView, operation: KeyOperation, mechanism: int, param: RawParam, data: bytes
     ) -> bytes:
+        direct = self._direct
+        if direct is not None:
+            handle = self._session.handle
+            obj = key.handle.handle  # type: ignore[attr-defined]
+            if operation is KeyOperation.SIGN:
+                return direct.sign(handle, obj, mechanism, param, data, output_size(key))
+            return direct.decrypt(handle, obj, mechanism, param, data, output_size(key))
         p11 = self._p11
         call = "C_Sign" if operation is KeyOperation.SIGN else "C_Decrypt"
         try:
@@ -517,6 +578,15 @@ class _P11Session:
             else:
                 out = key.handle.decrypt(data, mechanism=mech, mechanism_param=param)  # type: ignore[attr-defined]
         return bytes(out)
+
+    def session_copy(self, key: ObjectView) -> ObjectView:
+        with _calling("C_CopyObject"):
+            copy = key.handle.copy({self._p11.Attribute.TOKEN: False})  # type: ignore[attr-defined]
+        return replace(key, handle=copy)
+
+    def destroy(self, obj: ObjectView) -> None:
+        with _calling("C_DestroyObject"):
+            obj.handle.destroy()  # type: ignore[attr-defined]
 
     def close(self) -> None:
         # close() logs out first, which fails on a dead session; either way

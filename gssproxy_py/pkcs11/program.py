@@ -219,7 +219,15 @@ class TokenSignBackend:
         except Refusal as r:
             return _Entry(None, r, pin_source)
         pin, pin_problem = self._read_pin(service)
-        access = ServiceAccess(service.name, module, uris, pin, pin_problem, service.pkcs11_module)
+        access = ServiceAccess(
+            service.name,
+            module,
+            uris,
+            pin,
+            pin_problem,
+            service.pkcs11_module,
+            service.pkcs11_session_keys,
+        )
         return _Entry(access, None, pin_source)
 
     def _read_pin(self, service: Service) -> tuple[Pin | None, str | None]:

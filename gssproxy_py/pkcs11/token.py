@@ -26,6 +26,23 @@ only while the same session is open and the same configuration in force,
 and any failure with it falls back to the full lookup (which re-finds the
 key, checks ambiguity and permission again, and recovers sessions).
 
+Session copies. A key kept for reuse (the SIGN cache above, and the
+per-key cache of `operate`, the p11-kit path) is used through a session copy
+of it when the service's `pkcs11_session_keys` allows (the default): C_CopyObject
+with only CKA_TOKEN set to false. SoftHSM checks its token files (open, fstat,
+lock, read) before every use of a token object, not of a session object; that
+was 10-20 us of each signature. The rules, in `_hold`: a key with
+CKA_ALWAYS_AUTHENTICATE is never copied; the copy's CKA_TOKEN, CKA_PRIVATE,
+CKA_SENSITIVE and CKA_EXTRACTABLE are read back and it is used only if it is
+a session object at least as strict as the original (copies are never
+weaker), else destroyed; a token that refuses or weakens copies is
+remembered (`no_copy`) and signs with its token objects until a reload. A
+copy is destroyed when its cache entry goes, and dies with its session.
+Revocation: the token object behind a copy is re-read (one attribute) at
+most every `KEY_RECHECK` seconds; once it is gone the copy is destroyed and
+the key resolved again, which fails, so a key deleted from the token stops
+signing within that bound.
+
 When a call fails because the session or token went away
 (SessionHandleInvalid, DeviceRemoved, TokenNotPresent, UserNotLoggedIn...),
 the worker drops the session, re-enumerates the slots, finds the token again
@@ -39,10 +56,12 @@ and the worker keeps serving everyone else.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -94,6 +113,20 @@ T = TypeVar("T")
 #: Seconds a resolved signing key is reused before it is looked up again.
 RESOLVED_TTL: Final = 5.0
 _RESOLVED_MAX: Final = 256
+#: Seconds a session copy is used before the token object behind it is
+#: re-read: the bound on how long a key deleted from the token keeps signing.
+#: The same as the p11-kit slot's snapshot TTL (which keeps listing the key as
+#: long) and RESOLVED_TTL; one C_GetAttributeValue per 5 s costs nothing.
+KEY_RECHECK: Final = 5.0
+
+_CKA_CLASS: Final = 0x0
+_CKA_TOKEN: Final = 0x1
+_CKA_PRIVATE: Final = 0x2
+_CKA_SENSITIVE: Final = 0x103
+_CKA_EXTRACTABLE: Final = 0x162
+_CKA_ALWAYS_AUTHENTICATE: Final = 0x202
+#: What a copy must not weaken, and what is read of the original.
+_STRICTNESS: Final = (_CKA_PRIVATE, _CKA_SENSITIVE, _CKA_EXTRACTABLE)
 
 log = logging.getLogger("gssproxy_py.pkcs11")
 
@@ -111,6 +144,7 @@ class ServiceAccess:
     pin: Pin | None
     pin_problem: str | None = None
     configured_module: str | None = None  # as written, before realpath
+    session_keys: bool = True  # pkcs11_session_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,14 +206,25 @@ class _Rejected:
 
 
 @dataclass(slots=True)
+class _HeldKey:
+    """A private key as found on a session, and what signs with it: a
+    session copy of it or the token object itself (see the module
+    docstring)."""
+
+    session: Session
+    key: ObjectView  # the token object
+    use: ObjectView  # the session copy, or `key`
+    check_at: float  # when `key` is next re-read (infinity without a copy)
+
+
+@dataclass(slots=True)
 class _Resolved:
     """A SIGN's key as found on one session, for the next SIGN with the same
     service and URI (see the module docstring)."""
 
     access: ServiceAccess
     ident: TokenIdentity
-    session: Session
-    key: ObjectView
+    held: _HeldKey
     kind: KeyKind
     curve: Curve
     bits: int
@@ -196,9 +241,8 @@ class _WorkerState:
     scanned: bool = False
     resolved: dict[tuple[str, Pkcs11Uri], _Resolved] = field(default_factory=dict)
     # operate(): (service, token, label, id) -> the key on the session it was found on
-    op_keys: dict[tuple[str, TokenIdentity, str, bytes], tuple[Session, ObjectView]] = field(
-        default_factory=dict
-    )
+    op_keys: dict[tuple[str, TokenIdentity, str, bytes], _HeldKey] = field(default_factory=dict)
+    no_copy: set[TokenIdentity] = field(default_factory=set)  # tokens that refuse copies
 
 
 class ModuleWorker:
@@ -288,11 +332,11 @@ class ModuleWorker:
     def reset(self) -> None:
         """Log out everywhere and forget rejected PINs (a reload re-read the
         PIN sources; the next call logs in afresh)."""
+        self._forget_all()
         for st in self._s.tokens.values():
             self._drop_session(st)
         self._s.rejected.clear()
-        self._s.resolved.clear()
-        self._s.op_keys.clear()
+        self._s.no_copy.clear()
 
     def shutdown(self) -> None:
         self.reset()
@@ -751,24 +795,19 @@ class ModuleWorker:
             if retried:
                 # The old handle died with the old session: find it again.
                 target = _private_key(session, key.label, key.key_id, what)
-            raw = session.sign(target, plan.mechanism, plan.param, plan.data)
+            held = self._hold(access, ident, session, target)
             try:
+                raw = session.sign(held.use, plan.mechanism, plan.param, plan.data)
                 signature = finish_signature(plan, raw)
             except ValueError as e:
+                self._release(held)
                 raise TokenFailure(TsStatus.TS_TOKEN_ERROR, f"{what}: {e}") from None
+            except BaseException:
+                self._release(held)
+                raise
+            until = time.monotonic() + RESOLVED_TTL
             self._remember(
-                cache_key,
-                _Resolved(
-                    access,
-                    ident,
-                    session,
-                    target,
-                    kind,
-                    curve,
-                    bits,
-                    what,
-                    time.monotonic() + RESOLVED_TTL,
-                ),
+                cache_key, _Resolved(access, ident, held, kind, curve, bits, what, until)
             )
             return signature
 
@@ -843,15 +882,18 @@ class ModuleWorker:
         when the token or the login is unusable, Refusal if the key is gone
         or not permitted."""
         cache_key = (access.service, ident, label, key_id)
-        cached = self._s.op_keys.get(cache_key)
+        op_keys = self._s.op_keys
+        held = op_keys.get(cache_key)
         st = self._s.tokens.get(ident)
-        if cached is not None and st is not None and st.session is cached[0]:
-            try:
-                return cached[0].operate(cached[1], operation, mechanism, param, data)
-            except CkrError as e:
-                if e.ckr not in SESSION_LOST_CKRS:
-                    raise
-            del self._s.op_keys[cache_key]
+        if held is not None:
+            if st is not None and st.session is held.session and self._current(held):
+                try:
+                    return held.session.operate(held.use, operation, mechanism, param, data)
+                except CkrError as e:
+                    if e.ckr not in SESSION_LOST_CKRS:
+                        raise
+            del op_keys[cache_key]
+            self._release(held)
         if st is None:
             self._rescan()
 
@@ -859,18 +901,115 @@ class ModuleWorker:
             key = _private_key(session, label, key_id, f"using {label!r}")
             if not self._permitted(access, self._s.tokens[ident], key):
                 raise Refusal(TsStatus.TS_KEY_NOT_PERMITTED, f"the key {label!r} is not permitted")
-            if len(self._s.op_keys) >= _RESOLVED_MAX:
-                self._s.op_keys.clear()
-            self._s.op_keys[cache_key] = (session, key)
-            return session.operate(key, operation, mechanism, param, data)
+            if len(op_keys) >= _RESOLVED_MAX:
+                self._forget_all(op_keys.values())
+                op_keys.clear()
+            held = op_keys[cache_key] = self._hold(access, ident, session, key)
+            return session.operate(held.use, operation, mechanism, param, data)
 
         return self._with_session(ident, access, op)
 
     def _remember(self, cache_key: tuple[str, Pkcs11Uri], entry: _Resolved) -> None:
         resolved = self._s.resolved
         if len(resolved) >= _RESOLVED_MAX and cache_key not in resolved:
-            resolved.clear()  # clients choose URIs: keep the map bounded
+            # clients choose URIs: keep the map bounded
+            self._forget_all(r.held for r in resolved.values())
+            resolved.clear()
+        old = resolved.get(cache_key)
         resolved[cache_key] = entry
+        if old is not None and old.held is not entry.held:
+            self._release(old.held)
+
+    # -- session copies of keys (worker thread) ----------------------------
+
+    def _hold(
+        self, access: ServiceAccess, ident: TokenIdentity, session: Session, key: ObjectView
+    ) -> _HeldKey:
+        """`key` as kept for reuse: through a session copy when the service
+        allows one and the token makes one at least as strict."""
+        copy = None
+        if access.session_keys and ident not in self._s.no_copy:
+            copy = self._session_copy(ident, session, key)
+        if copy is None:
+            return _HeldKey(session, key, key, math.inf)
+        return _HeldKey(session, key, copy, time.monotonic() + KEY_RECHECK)
+
+    def _session_copy(
+        self, ident: TokenIdentity, session: Session, key: ObjectView
+    ) -> ObjectView | None:
+        """A session copy of `key` never weaker than it, or None (and the
+        token remembered when it refuses or weakens copies)."""
+        uri = key_uri(ident, key.label, key.key_id)
+        try:
+            original = session.read_attributes(key, (*_STRICTNESS, _CKA_ALWAYS_AUTHENTICATE))
+            if original.get(_CKA_ALWAYS_AUTHENTICATE) is True:
+                return None  # each use needs its own C_Login(CKU_CONTEXT_SPECIFIC)
+            copy = session.session_copy(key)
+        except CkrError as e:
+            if e.ckr in SESSION_LOST_CKRS:
+                raise
+            self._s.no_copy.add(ident)
+            log.info(
+                "pkcs11: token %s does not copy %s (%s); using its token objects",
+                ident.uri(),
+                uri,
+                e.ckr or e.detail,
+            )
+            return None
+        try:
+            got = session.read_attributes(copy, (*_STRICTNESS, _CKA_TOKEN))
+        except CkrError:
+            got = {}
+        if _as_strict(original, got):
+            return copy
+        with contextlib.suppress(CkrError):
+            session.destroy(copy)
+        self._s.no_copy.add(ident)
+        log.warning(
+            "pkcs11: the session copy of %s on token %s is not a session object at least as "
+            "strict as the key (CKA_TOKEN/PRIVATE/SENSITIVE/EXTRACTABLE); destroyed, and the "
+            "token's keys are used directly",
+            uri,
+            ident.uri(),
+        )
+        return None
+
+    def _current(self, held: _HeldKey) -> bool:
+        """Whether the token object behind a copy is still there (re-read
+        at most every KEY_RECHECK seconds); False: resolve it again."""
+        now = time.monotonic()
+        if now < held.check_at:
+            return True
+        try:
+            still = held.session.read_attributes(held.key, (_CKA_CLASS,))
+        except CkrError:
+            return False
+        if not still:
+            return False
+        held.check_at = now + KEY_RECHECK
+        return True
+
+    def _release(self, held: _HeldKey) -> None:
+        """Destroy `held`'s copy, if it has one and its session is still
+        open (a closed session took its copies with it, and its handle
+        numbers may name another session's objects now)."""
+        if held.use is held.key:
+            return
+        if any(st.session is held.session for st in self._s.tokens.values()):
+            with contextlib.suppress(CkrError):
+                held.session.destroy(held.use)
+
+    def _forget_all(self, helds: Iterable[_HeldKey] | None = None) -> None:
+        """Release `helds` (default: every cached key, and empty both caches)."""
+        s = self._s
+        if helds is None:
+            for held in (*s.op_keys.values(), *(r.held for r in s.resolved.values())):
+                self._release(held)
+            s.op_keys.clear()
+            s.resolved.clear()
+            return
+        for held in list(helds):
+            self._release(held)
 
     def _sign_resolved(
         self,
@@ -884,13 +1023,16 @@ class ModuleWorker:
         """Sign with a remembered key; None (and forgotten) when it is stale
         or the token says no, so that the full lookup runs instead."""
         st = self._s.tokens.get(r.ident)
+        held = r.held
         if (
             r.access is not access
             or st is None
-            or st.session is not r.session
+            or st.session is not held.session
             or time.monotonic() > r.until
+            or not self._current(held)
         ):
             del self._s.resolved[cache_key]
+            self._release(held)
             return None
         plan = plan_signature(
             spec,
@@ -902,9 +1044,10 @@ class ModuleWorker:
             token_mechanisms=st.mechanisms,
         )
         try:
-            raw = r.session.sign(r.key, plan.mechanism, plan.param, plan.data)
+            raw = held.session.sign(held.use, plan.mechanism, plan.param, plan.data)
         except CkrError:
             del self._s.resolved[cache_key]
+            self._release(held)
             return None
         try:
             return finish_signature(plan, raw)
@@ -938,6 +1081,18 @@ class ModuleWorker:
             except CkrError as e:
                 problems.append(TokenProblem(ident.uri(), failure_from_ckr(e, ident.uri())))
         return found, problems
+
+
+def _as_strict(original: dict[int, RawValue], copy: dict[int, RawValue]) -> bool:
+    """Whether a copy's attributes are a session object's and at least as
+    strict as the original's (an attribute the original does not reveal
+    counts as the strict value)."""
+    return (
+        copy.get(_CKA_TOKEN) is False
+        and (original.get(_CKA_PRIVATE) is False or copy.get(_CKA_PRIVATE) is True)
+        and (original.get(_CKA_SENSITIVE) is False or copy.get(_CKA_SENSITIVE) is True)
+        and (original.get(_CKA_EXTRACTABLE) is True or copy.get(_CKA_EXTRACTABLE) is False)
+    )
 
 
 def _private_key(session: Session, label: str, key_id: bytes, what: str) -> ObjectView:

@@ -111,6 +111,7 @@ def _view(service: Service | None) -> tuple[object, ...] | None:
         service.pkcs11_uris,
         service.pkcs11_pin,
         service.p11kit_mechanisms,
+        service.pkcs11_session_keys,
     )
 
 
@@ -312,6 +313,7 @@ class P11KitWorkers:
             "pkcs11_module": service.pkcs11_module,
             "pkcs11_uris": service.pkcs11_uris,
             "p11kit_mechanisms": service.p11kit_mechanisms,
+            "pkcs11_session_keys": service.pkcs11_session_keys,
         }
         if self._backend is None or service.pkcs11_module is None:
             return Handoff(**base, failure=f"service {service.name} has no pkcs11_module"), None

@@ -105,6 +105,7 @@ class Handoff:
     pkcs11_module: str | None = None
     pkcs11_uris: tuple[str, ...] = ()
     p11kit_mechanisms: tuple[str, ...] | None = None
+    pkcs11_session_keys: bool = True
     # The PIN itself is not here: it comes in a pipe (the hand-off's second
     # descriptor) that only the worker reads.
     has_pin: bool = False
@@ -171,7 +172,9 @@ def _service_access(h: Handoff, pin_text: str | None) -> tuple[Service | None, _
     except SignFailure as f:
         return service, _OneService(None, str(f))
     pin = Pin(pin_text, h.pin_source) if pin_text is not None else None
-    access = ServiceAccess(h.service, module, uris, pin, h.pin_problem, h.pkcs11_module)
+    access = ServiceAccess(
+        h.service, module, uris, pin, h.pin_problem, h.pkcs11_module, h.pkcs11_session_keys
+    )
     return service, _OneService(access, None)
 
 

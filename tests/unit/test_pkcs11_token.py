@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa,
 from gssproxy_py.config import load_config_text
 from gssproxy_py.config.model import PinSource
 from gssproxy_py.config.peer import Peer
+from gssproxy_py.pkcs11 import token as token_module
 from gssproxy_py.pkcs11.adapter import (
     KeyOperation,
     LibraryInfo,
@@ -40,6 +41,7 @@ from gssproxy_py.pkcs11.pin import Pin
 from gssproxy_py.pkcs11.pkinit import PkinitRequest
 from gssproxy_py.pkcs11.program import TokenSignBackend, build_token_sign
 from gssproxy_py.pkcs11.token import ModuleWorker, ServiceAccess
+from gssproxy_py.pkcs11.uri import parse_uri
 from gssproxy_py.proto.token_sign import (
     TOKEN_SIGN,
     TsKeyInfo,
@@ -77,6 +79,7 @@ class FakeKey:
     key_id: bytes
     private: Any
     extractable: bool = False
+    always_authenticate: bool = False
 
     @property
     def kind(self) -> KeyKind:
@@ -120,6 +123,16 @@ class FakeKey:
 
 
 @dataclass
+class FakeCopy:
+    """A session copy of a FakeKey (C_CopyObject with CKA_TOKEN false)."""
+
+    original: FakeKey
+    sensitive: bool
+    extractable: bool
+    alive: bool = True
+
+
+@dataclass
 class FakeToken:
     label: str
     pin: str
@@ -134,6 +147,10 @@ class FakeToken:
     login_result: str = ""  # a CKR to return from C_Login regardless of the PIN
     sessions: list[FakeSession] = field(default_factory=list)
     used: list[int] = field(default_factory=list)  # mechanisms signed with
+    copy_result: str = ""  # a CKR to refuse C_CopyObject with
+    weaken_copies: bool = False  # copies read extractable and not sensitive
+    copies: list[FakeCopy] = field(default_factory=list)
+    signed_with: list[object] = field(default_factory=list)  # the handles used
 
     def info(self) -> TokenInfo:
         return TokenInfo(
@@ -185,7 +202,8 @@ class FakeSession:
         if mechanism not in self.token.mechanisms:
             raise CkrError("CKR_MECHANISM_INVALID", "C_Sign")
         self.token.used.append(mechanism)
-        fk: FakeKey = key.handle  # type: ignore[assignment]
+        self.token.signed_with.append(key.handle)
+        fk = self._key(key, "C_Sign")
         priv = fk.private
         m = Ckm(mechanism)
         if m is Ckm.EDDSA:
@@ -215,9 +233,33 @@ class FakeSession:
             return bytes(priv.sign(data, padding.PSS(padding.MGF1(h), param.salt_length), h))
         return bytes(priv.sign(data, padding.PKCS1v15(), h))
 
+    def _key(self, obj: ObjectView, call: str) -> FakeKey:
+        """The key behind a view: a live copy's original, or a key still on the token."""
+        handle = obj.handle
+        if isinstance(handle, FakeCopy):
+            if not handle.alive:
+                raise CkrError("CKR_OBJECT_HANDLE_INVALID", call)
+            return handle.original
+        assert isinstance(handle, FakeKey)
+        if handle not in self.token.keys:
+            raise CkrError("CKR_OBJECT_HANDLE_INVALID", call)
+        return handle
+
     def read_attributes(self, obj: ObjectView, types: Sequence[int]) -> dict[int, RawValue]:
         self._check("C_GetAttributeValue")
+        security: dict[int, RawValue] = {}
+        if obj.object_class is ObjectClass.PRIVATE_KEY:
+            fk = self._key(obj, "C_GetAttributeValue")
+            copy = obj.handle if isinstance(obj.handle, FakeCopy) else None
+            security = {
+                0x1: copy is None,
+                0x2: True,
+                0x103: copy.sensitive if copy else not fk.extractable,
+                0x162: copy.extractable if copy else fk.extractable,
+                0x202: fk.always_authenticate,
+            }
         have: dict[int, RawValue | None] = {
+            **security,
             0x0: int(obj.object_class),
             0x3: obj.label.encode(),
             0x102: obj.key_id,
@@ -240,8 +282,25 @@ class FakeSession:
             pss = PssParams(Ckm(param[0]), Mgf(param[1]), int(param[2]))  # type: ignore[arg-type]
         return self.sign(key, mechanism, pss, data)
 
+    def session_copy(self, key: ObjectView) -> ObjectView:
+        self._check("C_CopyObject")
+        if self.token.copy_result:
+            raise CkrError(self.token.copy_result, "C_CopyObject")
+        fk = self._key(key, "C_CopyObject")
+        weak = self.token.weaken_copies
+        copy = FakeCopy(fk, not (fk.extractable or weak), fk.extractable or weak)
+        self.token.copies.append(copy)
+        return replace(key, handle=copy)
+
+    def destroy(self, obj: ObjectView) -> None:
+        self._check("C_DestroyObject")
+        assert isinstance(obj.handle, FakeCopy), "only copies are destroyed"
+        obj.handle.alive = False
+
     def close(self) -> None:
         self.alive = False
+        for c in self.token.copies:
+            c.alive = False  # session objects die with the session
 
 
 class FakeSlotToken:
@@ -948,3 +1007,146 @@ def test_pkinit_blocking_gives_up_behind_a_stuck_module(env: Env, child: ChildRe
     finally:
         release.set()
         h.close()
+
+
+# -- session copies of keys --------------------------------------------------------
+
+
+def test_signs_with_a_session_copy_and_reuses_it(h: Harness, env: Env) -> None:
+    key = next(k for k in h.keys("signer") if b"object=p256;" in k.uri)
+    for _ in range(3):
+        sig = h.ok("signer", key.uri.decode(), TsMechanism.TS_MECH_ECDSA_SHA256, b"m")
+        verify(key.spki, TsMechanism.TS_MECH_ECDSA_SHA256, b"m", sig)
+    assert len(env.main.copies) == 1 and env.main.copies[0].alive
+    assert env.main.signed_with[-3:] == [env.main.copies[0]] * 3
+
+
+def test_a_refused_copy_falls_back_and_is_not_retried(h: Harness, env: Env) -> None:
+    env.main.copy_result = "CKR_ACTION_PROHIBITED"  # CKA_COPYABLE false
+    h.ok("signer", uri_of(h, "signer", "p256"), TsMechanism.TS_MECH_ECDSA_SHA256, b"m")
+    h.ok("signer", uri_of(h, "signer", "rsa"), TsMechanism.TS_MECH_RSA_PKCS1_SHA256, b"m")
+    assert env.main.copies == []
+    assert env.main.signed_with == [env.main.keys[1], env.main.keys[0]]
+    # Tried once for the token: the second key did not ask again.
+    env.main.copy_result = ""
+    h.ok("signer", uri_of(h, "signer", "ed"), TsMechanism.TS_MECH_ED25519, b"m")
+    assert env.main.copies == []
+
+
+def test_a_weaker_copy_is_destroyed_and_not_used(h: Harness, env: Env) -> None:
+    env.main.weaken_copies = True
+    h.ok("signer", uri_of(h, "signer", "p256"), TsMechanism.TS_MECH_ECDSA_SHA256, b"m")
+    assert len(env.main.copies) == 1 and not env.main.copies[0].alive
+    assert env.main.signed_with == [env.main.keys[1]]
+    h.ok("signer", uri_of(h, "signer", "rsa"), TsMechanism.TS_MECH_RSA_PKCS1_SHA256, b"m")
+    assert len(env.main.copies) == 1  # the token is not asked again
+
+
+def test_an_extractable_key_gets_an_extractable_copy(h: Harness, env: Env) -> None:
+    # As strict as the original is enough: the copy of `soft` may be extractable.
+    h.ok("signer", uri_of(h, "signer", "soft"), TsMechanism.TS_MECH_ECDSA_SHA256, b"m")
+    assert env.main.copies[0].alive and env.main.signed_with == [env.main.copies[0]]
+
+
+def test_a_key_needing_its_own_login_is_never_copied(h: Harness, env: Env) -> None:
+    env.main.keys[1].always_authenticate = True
+    h.ok("signer", uri_of(h, "signer", "p256"), TsMechanism.TS_MECH_ECDSA_SHA256, b"m")
+    assert env.main.copies == [] and env.main.signed_with == [env.main.keys[1]]
+    h.ok("signer", uri_of(h, "signer", "rsa"), TsMechanism.TS_MECH_RSA_PKCS1_SHA256, b"m")
+    assert len(env.main.copies) == 1  # other keys of the token still are
+
+
+def test_evicted_and_reloaded_copies_are_destroyed(
+    h: Harness, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(token_module, "_RESOLVED_MAX", 1)
+    h.ok("signer", uri_of(h, "signer", "p256"), TsMechanism.TS_MECH_ECDSA_SHA256, b"m")
+    h.ok("signer", uri_of(h, "signer", "rsa"), TsMechanism.TS_MECH_RSA_PKCS1_SHA256, b"m")
+    first, second = env.main.copies
+    assert not first.alive and second.alive  # the map was full: its entry went
+    h.on_worker(h.backend._workers[MODULE].reset)  # what a reload does
+    assert not second.alive
+
+
+def test_a_key_deleted_from_the_token_stops_signing(
+    h: Harness, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Recheck at every use rather than waiting KEY_RECHECK seconds.
+    monkeypatch.setattr(token_module, "KEY_RECHECK", 0.0)
+    uri = uri_of(h, "signer", "p256")
+    h.ok("signer", uri, TsMechanism.TS_MECH_ECDSA_SHA256, b"m")
+    h.ok("signer", uri, TsMechanism.TS_MECH_ECDSA_SHA256, b"m")  # rechecked: still there
+    copy = env.main.copies[0]
+    assert env.main.signed_with == [copy, copy]
+    del env.main.keys[1]
+    status, msg, _ = h.failed("signer", uri, TsMechanism.TS_MECH_ECDSA_SHA256)
+    assert status is TsStatus.TS_UNKNOWN_KEY, msg
+    assert not copy.alive
+
+
+def test_session_keys_off(env: Env) -> None:
+    text = CONFIG.replace(
+        "pkcs11_pin = keyring:main-pin\n",
+        "pkcs11_pin = keyring:main-pin\n  pkcs11_session_keys = no\n",
+        1,
+    )
+    h = Harness(env, text)
+    try:
+        for _ in range(2):
+            h.ok("signer", uri_of(h, "signer", "p256"), TsMechanism.TS_MECH_ECDSA_SHA256, b"m")
+        assert env.main.copies == [] and env.main.signed_with == [env.main.keys[1]] * 2
+    finally:
+        h.close()
+
+
+def _operate_worker(
+    env: Env, session_keys: bool = True
+) -> tuple[ModuleWorker, Callable[[], bytes]]:
+    """A worker and one p11-kit-path ECDSA signature with `p256`."""
+    worker = ModuleWorker(MODULE, env.loader)  # type: ignore[arg-type]
+    access = ServiceAccess(
+        "p11",
+        MODULE,
+        (parse_uri("pkcs11:token=main"),),
+        Pin("1234", "test"),
+        None,
+        None,
+        session_keys,
+    )
+    worker.check_login(access)
+    ident = next(i for i in worker._s.tokens if i.label == "main")
+
+    def sign() -> bytes:
+        return worker.operate(
+            access, ident, "p256", b"\x02", KeyOperation.SIGN, Ckm.ECDSA, None, b"\x01" * 32
+        )
+
+    return worker, sign
+
+
+def test_operate_signs_with_a_copy_and_rechecks_the_key(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker, sign = _operate_worker(env)
+    assert len(sign()) == 64 and len(sign()) == 64
+    assert len(env.main.copies) == 1 and env.main.signed_with == [env.main.copies[0]] * 2
+    # A lost session: the copy died with it, the key is found and copied again.
+    monkeypatch.setattr(token_module, "KEY_RECHECK", 0.0)  # recheck at every use
+    env.main.kill_sessions()
+    sign()
+    assert len(env.main.copies) == 2 and env.main.signed_with[-1] is env.main.copies[1]
+    sign()
+    assert env.main.signed_with[-1] is env.main.copies[1]
+    del env.main.keys[1]
+    with pytest.raises(SignFailure, match="gone"):
+        sign()
+    assert not env.main.copies[1].alive
+    worker.shutdown()
+
+
+def test_operate_without_session_keys(env: Env) -> None:
+    worker, sign = _operate_worker(env, session_keys=False)
+    sign()
+    sign()
+    assert env.main.copies == [] and env.main.signed_with == [env.main.keys[1]] * 2
+    worker.shutdown()
