@@ -531,9 +531,10 @@ OPTIONS: tuple[Option, ...] = (
         "pkcs11_session_keys",
         S,
         v.BOOLEAN,
-        "sign and decrypt with a session copy of each key (CKA_TOKEN false, never weaker "
-        "than the original, rechecked against the token every few seconds), which SoftHSM "
-        "serves without re-reading its token files; no: always with the token object",
+        "sign and decrypt with a session copy of each private key (CKA_TOKEN false, never "
+        "weaker than the key, which is rechecked on the token every 5 s): SoftHSM then skips "
+        "its per-signature token-file checks; no: use the token objects (an HSM with a quota "
+        "of session objects, or an audit that must see the token object used)",
         "no",
         source=OURS,
     ),

@@ -124,7 +124,8 @@ class Session(Protocol):
     def objects(
         self, object_class: ObjectClass, *, label: str | None = None, key_id: bytes | None = None
     ) -> list[ObjectView]:
-        """Objects of a class, narrowed on the token by label and id."""
+        """Token objects (CKA_TOKEN true) of a class, narrowed on the token
+        by label and id."""
         ...
 
     def sign(self, key: ObjectView, mechanism: int, param: PssParams | None, data: bytes) -> bytes:
@@ -463,7 +464,12 @@ class _P11Session:
         self, object_class: ObjectClass, *, label: str | None = None, key_id: bytes | None = None
     ) -> list[ObjectView]:
         A = self._p11.Attribute  # noqa: N806 -- the library's enum
-        template: dict[Any, Any] = {A.CLASS: self._p11.ObjectClass(int(object_class))}
+        # Token objects only: our own session copies of keys (token.py) must
+        # not show up as second keys in listings and lookups.
+        template: dict[Any, Any] = {
+            A.CLASS: self._p11.ObjectClass(int(object_class)),
+            A.TOKEN: True,
+        }
         if label is not None:
             template[A.LABEL] = label
         if key_id is not None:
