@@ -15,7 +15,10 @@ without the daemon. After a warm-up of 50 signatures, modes:
 * `--syscalls`: the worker under `strace -c -f` for `--count` signatures,
   system calls per signature by name;
 * `--profile`: the worker under cProfile for `--count` signatures (switched
-  on and off by SIGUSR1/SIGUSR2 around them), top functions by own time.
+  on and off by SIGUSR1/SIGUSR2 around them), top functions by own time;
+* `--perf`: the worker under `perf record -e cpu-clock -F 5000` (no
+  hardware counters are needed) for `--count` signatures, microseconds per
+  signature by shared object (python3.11 is the interpreter's share).
 
 `python -m bench.p11kitprof --cpu --count 5000`.
 """
@@ -258,6 +261,46 @@ def _strace(work: Path, n: int, server: str) -> None:
             print(f"  {count / n:6.2f}  {name}")
 
 
+PERF_HZ = 5000
+
+
+def _perf(work: Path, n: int, server: str) -> None:
+    data = work / "perf.data"
+    with _serving(work, server) as (pid, client):
+        recorder = subprocess.Popen(
+            [
+                *("perf", "record", "-q", "-e", "cpu-clock", "-F", str(PERF_HZ)),
+                *("-o", str(data), "-p", str(pid)),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)
+        try:
+            client.sign(n)
+        finally:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(60)
+    report = subprocess.run(
+        ["perf", "report", "-i", str(data), "--sort", "dso", "--stdio", "-q", "-n"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = []
+    for line in report.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0].endswith("%") and fields[1].isdigit():
+            rows.append((int(fields[1]), " ".join(fields[2:])))
+    per_sample = 1e6 / PERF_HZ / n
+    total = sum(samples for samples, _ in rows)
+    print(
+        f"{server} CPU per signature by object (perf, {total} samples): {total * per_sample:.1f} us"
+    )
+    for samples, dso in sorted(rows, reverse=True):
+        if samples * per_sample >= 0.5:
+            print(f"  {samples * per_sample:7.1f} us  {dso}")
+
+
 def _profile(work: Path, n: int, top: int) -> None:
     stats = work / "worker.pstats"
     with _worker_and_client(work, stats) as (pid, client):
@@ -280,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m bench.p11kitprof", description=__doc__.split("\n\n")[0]
     )
     mode = p.add_mutually_exclusive_group(required=True)
-    for m in ("cpu", "syscalls", "profile"):
+    for m in ("cpu", "syscalls", "profile", "perf"):
         mode.add_argument(f"--{m}", dest="mode", action="store_const", const=m)
     p.add_argument(
         "--server",
@@ -297,6 +340,8 @@ def main(argv: list[str] | None = None) -> None:
             _cpu(work, args.count, args.server)
         elif args.mode == "syscalls":
             _strace(work, args.count, args.server)
+        elif args.mode == "perf":
+            _perf(work, args.count, args.server)
         elif args.server != "gssproxy":
             raise SystemExit("--profile profiles gssproxy-py's worker only")
         else:

@@ -19,7 +19,7 @@ from gssproxy_py.p11kit.attributes import AttrValue
 from gssproxy_py.p11kit.ck import Cko, Ckr
 from gssproxy_py.p11kit.wire import Mechanism
 
-__all__ = ["Backend", "CkError", "MechanismInfo", "VirtualObject", "VirtualToken"]
+__all__ = ["Backend", "CkError", "InlineBackend", "MechanismInfo", "VirtualObject", "VirtualToken"]
 
 
 class CkError(Exception):
@@ -112,4 +112,16 @@ class Backend(Protocol):
 
     def note_login(self, user_type: int) -> None:
         """A consumer called C_Login (its PIN was not used): log it."""
+        ...
+
+
+class InlineBackend(Protocol):
+    """A backend whose token calls run on the calling thread (the p11-kit
+    worker process's `ServiceTokens`): the hot calls make their output
+    without a coroutine."""
+
+    def operate_inline(
+        self, sign: bool, key: VirtualObject, mechanism: Mechanism, data: bytes
+    ) -> bytes:
+        """`Backend.sign` (sign true) or `Backend.decrypt`, done at once."""
         ...

@@ -28,7 +28,13 @@ from typing import Final
 
 from gssproxy_py.p11kit.attributes import Attribute, AttrValue, value_length
 from gssproxy_py.p11kit.ck import EFFECTIVELY_INFINITE, UNAVAILABLE, Ckf, Cko, Ckr, Cks
-from gssproxy_py.p11kit.model import Backend, CkError, VirtualObject, VirtualToken
+from gssproxy_py.p11kit.model import (
+    Backend,
+    CkError,
+    InlineBackend,
+    VirtualObject,
+    VirtualToken,
+)
 from gssproxy_py.p11kit.wire import Absent, AttributeOut, Mechanism, Reader, Writer
 
 __all__ = ["HANDSHAKE", "Cryptoki"]
@@ -78,6 +84,8 @@ class _Op:
     kind: Operation
     key: VirtualObject
     mechanism: Mechanism
+    length: int  # the output's length (the largest plaintext for a decryption)
+    absent: Absent  # Absent(length), the answer to a size query
     parts: bytearray | None = None  # data of C_xxxUpdate, once used
     # The output made for `done_for` that did not fit its room yet.
     done_for: bytes | None = None
@@ -92,6 +100,11 @@ class _Session:
     ops: dict[Operation, _Op] = field(default_factory=dict)
 
 
+#: An input the token must make the output for: the session, its
+#: operation and the input (`Cryptoki.single_output`, `final_output`).
+_Pending = tuple[_Session, _Op, bytes]
+
+
 class Cryptoki:
     """One connection's view of the service's virtual tokens."""
 
@@ -103,6 +116,9 @@ class Cryptoki:
         self._objects: list[tuple[int, VirtualObject]] = []  # (slot, object) by handle-1
         self._sessions: dict[int, _Session] = {}
         self._next_session = FIRST_SESSION
+        # Request bodies of inits that succeeded, and what they set up (see
+        # `init_again`); emptied whenever the tokens or the backend change.
+        self._inits: dict[bytes, tuple[Operation, int, VirtualObject, Mechanism, int, Absent]] = {}
 
     def rebind(self, backend: Backend | None) -> None:
         """Serve the next calls with `backend` (the same service after a
@@ -147,6 +163,7 @@ class Cryptoki:
         self._tokens = None
         self._objects = []
         self._sessions.clear()
+        self._inits.clear()
 
     # -- general ---------------------------------------------------------------
 
@@ -316,10 +333,16 @@ class Cryptoki:
         self.init_operation(kind, handle, mechanism, r.ulong())
 
     def init_operation(
-        self, kind: Operation, handle: int, mechanism: Mechanism | None, key_handle: int
+        self,
+        kind: Operation,
+        handle: int,
+        mechanism: Mechanism | None,
+        key_handle: int,
+        body: bytes | None = None,
     ) -> None:
         """C_SignInit, C_DecryptInit, C_VerifyInit once their fields are
-        read (by the generic reader or `p11kit.fast`)."""
+        read (by the generic reader or `p11kit.fast`, which passes the
+        request's `body` so that `init_again` can repeat a success)."""
         s = self._session(handle)
         if mechanism is None:  # a NULL mechanism cancels (0.25.2 and later)
             s.ops.pop(kind, None)
@@ -336,8 +359,32 @@ class Cryptoki:
             raise CkError(Ckr.MECHANISM_INVALID, "not allowed for this service")
         if key.object_class is not expected or key.attributes.get(usage) is False:
             raise CkError(Ckr.KEY_FUNCTION_NOT_PERMITTED)
-        self._backend.output_length(key, mechanism)  # raises if they do not suit
-        s.ops[kind] = _Op(kind, key, mechanism)
+        length = self._backend.output_length(key, mechanism)  # raises if they do not suit
+        absent = Absent(length)
+        s.ops[kind] = _Op(kind, key, mechanism, length, absent)
+        if body is not None:
+            inits = self._inits
+            if len(inits) >= MAX_SESSIONS:
+                inits.clear()  # clients choose the bodies: keep the map bounded
+            inits[body] = (kind, handle, key, mechanism, length, absent)
+
+    def init_again(self, body: bytes) -> bool:
+        """Set up the operation of an init request whose `body` succeeded
+        before on this connection, if it would now (its session is open
+        and has no operation of the kind): True. Every other check of
+        `init_operation` (the key, the mechanism, the policy, the length)
+        depends only on the body, the tokens and the backend, and both of
+        those empty the map when they change. False: nothing done, the
+        caller runs the whole init."""
+        again = self._inits.get(body)
+        if again is None:
+            return False
+        kind, handle, key, mechanism, length, absent = again
+        s = self._sessions.get(handle)
+        if s is None or kind in s.ops:
+            return False
+        s.ops[kind] = _Op(kind, key, mechanism, length, absent)
+        return True
 
     def _op(self, handle: int, kind: Operation) -> tuple[_Session, _Op]:
         s = self._session(handle)
@@ -346,27 +393,35 @@ class Cryptoki:
             raise CkError(Ckr.OPERATION_NOT_INITIALIZED)
         return s, op
 
-    def prepared_output(
+    def _prepared(
         self, s: _Session, op: _Op, data: bytes, room: int | None
-    ) -> bytes | Absent | None:
+    ) -> bytes | Absent | _Pending:
         """What an output call answers without the token: the output kept
         from an earlier call with the same input, or only the length (a size
-        query, or a room too small for a signature). None: the token must
-        make it (then `made_output`). CkError ends the operation."""
+        query, or a room too small for a signature). Otherwise what the
+        token must make (then `make_output` or `make_output_inline`)."""
         if op.output is not None and op.done_for == data:
             return self._hand_out(s, op, op.output, room)
-        if op.kind is Operation.SIGN or room is None:
-            assert self._backend is not None
-            try:
-                size = self._backend.output_length(op.key, op.mechanism)
-            except CkError:
-                s.ops.pop(op.kind, None)
-                raise
-            if room is None or room < size:
-                return Absent(size)
-        return None
+        if (op.kind is Operation.SIGN or room is None) and (room is None or room < op.length):
+            return op.absent
+        return s, op, data
 
-    def made_output(
+    def single_output(
+        self, kind: Operation, handle: int, data: bytes | None, room: int | None
+    ) -> bytes | Absent | _Pending:
+        """C_Sign, C_Decrypt once their fields are read: the answer, or
+        (a tuple) the output the token must make for the one input."""
+        s, op = self._op(handle, kind)
+        return self._prepared(s, op, self._single(s, op, data), room)
+
+    def final_output(
+        self, kind: Operation, handle: int, room: int | None
+    ) -> bytes | Absent | _Pending:
+        """C_SignFinal, C_DecryptFinal: `single_output` for the gathered input."""
+        s, op = self._op(handle, kind)
+        return self._prepared(s, op, bytes(op.parts or b""), room)
+
+    def _made_output(
         self, s: _Session, op: _Op, data: bytes, room: int | None, output: bytes
     ) -> bytes | Absent:
         """The answer once the token made `output` for `data` (kept for the
@@ -381,44 +436,38 @@ class Cryptoki:
         s.ops.pop(op.kind, None)  # delivered: the operation ends
         return output
 
-    async def make_output(
-        self, s: _Session, op: _Op, data: bytes, room: int | None
-    ) -> bytes | Absent:
-        """The token's output for `data` (sign or decrypt) as `made_output`
-        answers it; CkError (the token refused) ends the operation."""
+    async def make_output(self, pending: _Pending, room: int | None) -> bytes | Absent:
+        """The token's output for a pending input (sign or decrypt) as
+        `_made_output` answers it; CkError (the token refused) ends the
+        operation."""
         assert self._backend is not None
+        s, op, data = pending
         make = self._backend.sign if op.kind is Operation.SIGN else self._backend.decrypt
         try:
             output = await make(op.key, op.mechanism, data)
         except CkError:
             s.ops.pop(op.kind, None)
             raise
-        return self.made_output(s, op, data, room, output)
+        return self._made_output(s, op, data, room, output)
 
-    async def _finish(self, s: _Session, op: _Op, data: bytes, room: int | None) -> bytes | Absent:
-        """The output for `data`, or only its length (size query, room too
-        small) with the operation kept; the operation ends otherwise."""
-        ready = self.prepared_output(s, op, data, room)
-        if ready is not None:
-            return ready
-        return await self.make_output(s, op, data, room)
-
-    def single_input(
-        self, kind: Operation, handle: int, data: bytes | None
-    ) -> tuple[_Session, _Op, bytes]:
-        """C_Sign, C_Decrypt: the operation and its one input."""
-        s, op = self._op(handle, kind)
-        return s, op, self._single(s, op, data)
+    def make_output_inline(
+        self, pending: _Pending, room: int | None, inline: InlineBackend
+    ) -> bytes | Absent:
+        """`make_output` where the token's calls are inline (the p11-kit
+        worker process): `inline` makes the output, with the same policy
+        and audit as the backend's coroutines, and nothing here waits."""
+        s, op, data = pending
+        try:
+            output = inline.operate_inline(op.kind is Operation.SIGN, op.key, op.mechanism, data)
+        except CkError:
+            s.ops.pop(op.kind, None)
+            raise
+        return self._made_output(s, op, data, room, output)
 
     def update_input(self, kind: Operation, handle: int, data: bytes | None) -> None:
         """C_SignUpdate (and C_VerifyUpdate): gather `data`."""
         s, op = self._op(handle, kind)
         self._update(s, op, data)
-
-    def final_input(self, kind: Operation, handle: int) -> tuple[_Session, _Op, bytes]:
-        """C_SignFinal, C_DecryptFinal: the operation and the gathered input."""
-        s, op = self._op(handle, kind)
-        return s, op, bytes(op.parts or b"")
 
     def _single(self, s: _Session, op: _Op, data: bytes | None) -> bytes:
         if op.parts is not None or data is None:
@@ -445,15 +494,15 @@ class Cryptoki:
         handle = r.ulong()
         data = r.input_bytes()
         room = r.room()
-        s, op, data = self.single_input(kind, handle, data)
-        w.output_bytes(await self._finish(s, op, data, room))
+        out = self.single_output(kind, handle, data, room)
+        w.output_bytes(await self.make_output(out, room) if isinstance(out, tuple) else out)
 
     async def _final(self, kind: Operation, r: Reader, w: Writer) -> None:
         """C_SignFinal and C_DecryptFinal: the output for the gathered parts."""
         handle = r.ulong()
         room = r.room()
-        s, op, data = self.final_input(kind, handle)
-        w.output_bytes(await self._finish(s, op, data, room))
+        out = self.final_output(kind, handle, room)
+        w.output_bytes(await self.make_output(out, room) if isinstance(out, tuple) else out)
 
     async def c_sign(self, r: Reader, w: Writer) -> None:
         await self._single_part(Operation.SIGN, r, w)

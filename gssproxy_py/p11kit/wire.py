@@ -87,23 +87,6 @@ class FrameReader:
         """Bytes of an incomplete frame are buffered."""
         return bool(self._buf)
 
-    def whole(self, data: bytes) -> tuple[int, bytes] | None:
-        """(code, body) when `data` is exactly one acceptable frame and
-        nothing is buffered, the usual read of a consumer that waits for
-        each reply; None otherwise: then `feed` it (which also says what
-        is wrong with a bad frame)."""
-        if self._buf or self.version is None or len(data) < HEADER_SIZE:
-            return None
-        code, olen, dlen = _HEADER.unpack_from(data)
-        if (
-            code == 0
-            or olen > MAX_OPTIONS
-            or dlen > self._max_body
-            or len(data) != HEADER_SIZE + olen + dlen
-        ):
-            return None
-        return code, data[HEADER_SIZE + olen :]
-
     def feed(self, data: bytes) -> list[Frame]:
         """Frames completed by `data`; `version` is set once the first byte came."""
         buf = self._buf
@@ -133,6 +116,20 @@ class FrameReader:
         if pos:
             del buf[:pos]
         return frames
+
+
+def lone_frame(data: bytes, max_body: int = DEFAULT_MAX_BODY) -> tuple[int, bytes] | None:
+    """(code, body) when `data` is exactly one acceptable frame: the usual
+    read of a consumer that waits for each reply, which the worker takes
+    whole when its `FrameReader` has the version and nothing buffered.
+    None otherwise: then `feed` it (which also says what is wrong with a
+    bad frame)."""
+    if len(data) < HEADER_SIZE:
+        return None
+    code, olen, dlen = _HEADER.unpack_from(data)
+    if code == 0 or olen > MAX_OPTIONS or dlen > max_body or len(data) != HEADER_SIZE + olen + dlen:
+        return None
+    return code, data[HEADER_SIZE + olen :]
 
 
 def encode_frame(code: int, body: bytes) -> bytes:

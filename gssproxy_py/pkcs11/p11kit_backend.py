@@ -228,9 +228,12 @@ class P11KitTokens:
     """The virtual tokens of every service, over the TOKEN_SIGN backend's
     workers (one per module: same sessions, same login, same recovery)."""
 
-    def __init__(self, backend: ServiceWorkers) -> None:
+    def __init__(self, backend: ServiceWorkers, *, inline: bool = False) -> None:
         self._backend = backend
         self._cache: dict[str, _Cached] = {}
+        # The workers' calls run on the caller's thread (a p11-kit worker
+        # process): `ServiceTokens.operate_inline` may call them directly.
+        self.inline = inline
 
     def view(self, service: Service, who: str) -> ServiceTokens:
         """One connection's backend; `who` describes the peer for the log."""
@@ -321,6 +324,14 @@ def _ckr(e: CkrError) -> int:
     return _CKR_VALUES.get(e.ckr, Ckr.FUNCTION_FAILED)
 
 
+def _failure(e: CkrError | SignFailure) -> tuple[str, CkError]:
+    """The audit line's outcome for a token layer's failure, and the CK_RV
+    the consumer gets for it."""
+    if isinstance(e, CkrError):
+        return e.ckr or "error", CkError(_ckr(e), str(e))
+    return str(e), CkError(Ckr.DEVICE_ERROR, str(e))
+
+
 def _mech_name(ckm: int) -> str:
     m = SERVED_MECHANISMS.get(ckm)
     return f"CKM_{m.name}" if m is not None else f"CKM {ckm:#x}"
@@ -344,14 +355,21 @@ class ServiceTokens:
     async def decrypt(self, key: VirtualObject, mechanism: Mechanism, data: bytes) -> bytes:
         return await self._operate(KeyOperation.DECRYPT, key, mechanism, data)
 
-    async def _operate(
-        self, operation: KeyOperation, key: VirtualObject, mechanism: Mechanism, data: bytes
-    ) -> bytes:
+    def _prepared(
+        self, key: VirtualObject, mechanism: Mechanism
+    ) -> tuple[_KeyRef, RawParam, ServiceAccess, ModuleWorker]:
+        """What a signature or decryption with `key` needs of the token
+        layer; CkError before the token is asked (no audit line then)."""
         ref = key.key_ref
         assert isinstance(ref, _KeyRef)
         param = _param(mechanism)
         access, worker = self._tokens.worker(self._service)
-        what = "sign" if operation is KeyOperation.SIGN else "decrypt"
+        return ref, param, access, worker
+
+    async def _operate(
+        self, operation: KeyOperation, key: VirtualObject, mechanism: Mechanism, data: bytes
+    ) -> bytes:
+        ref, param, access, worker = self._prepared(key, mechanism)
         outcome = "ok"
         try:
             return await worker.run(
@@ -365,25 +383,54 @@ class ServiceTokens:
                 param,
                 data,
             )
-        except CkrError as e:
-            outcome = e.ckr or "error"
-            raise CkError(_ckr(e), str(e)) from None
-        except SignFailure as f:
-            outcome = str(f)
-            raise CkError(Ckr.DEVICE_ERROR, str(f)) from None
+        except (CkrError, SignFailure) as e:
+            outcome, error = _failure(e)
+            raise error from None
         finally:
             # The audit line (debug level 1); nothing of it is built below.
             if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "p11kit %s: %s service %s key %s %s, %d bytes: %s",
-                    what,
-                    self._who,
-                    self._service.name,
-                    ref.uri,
-                    _mech_name(mechanism.type),
-                    len(data),
-                    outcome,
-                )
+                self._audit(operation, ref, mechanism, data, outcome)
+
+    def operate_inline(
+        self, sign: bool, key: VirtualObject, mechanism: Mechanism, data: bytes
+    ) -> bytes:
+        """`sign` or `decrypt` on the calling thread, for a p11-kit worker
+        process (`P11KitTokens(..., inline=True)`, whose module calls are
+        inline): the same policy and audit line, no coroutine."""
+        if not self._tokens.inline:
+            raise RuntimeError("operate_inline where the module has its own thread")
+        ref, param, access, worker = self._prepared(key, mechanism)
+        operation = KeyOperation.SIGN if sign else KeyOperation.DECRYPT
+        outcome = "ok"
+        try:
+            return worker.operate(
+                access, ref.token, ref.label, ref.key_id, operation, mechanism.type, param, data
+            )
+        except (CkrError, SignFailure) as e:
+            outcome, error = _failure(e)
+            raise error from None
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                self._audit(operation, ref, mechanism, data, outcome)
+
+    def _audit(
+        self,
+        operation: KeyOperation,
+        ref: _KeyRef,
+        mechanism: Mechanism,
+        data: bytes,
+        outcome: str,
+    ) -> None:
+        log.info(
+            "p11kit %s: %s service %s key %s %s, %d bytes: %s",
+            "sign" if operation is KeyOperation.SIGN else "decrypt",
+            self._who,
+            self._service.name,
+            ref.uri,
+            _mech_name(mechanism.type),
+            len(data),
+            outcome,
+        )
 
     def output_length(self, key: VirtualObject, mechanism: Mechanism) -> int:
         served = SERVED_MECHANISMS.get(mechanism.type)

@@ -50,7 +50,8 @@ from typing import Final, TypeVar
 
 from gssproxy_py.config.model import Service
 from gssproxy_py.p11kit.calls import call_id, dispatch
-from gssproxy_py.p11kit.fast import FastCalls, complete
+from gssproxy_py.p11kit.fast import NO_TOKEN, FastCalls, complete
+from gssproxy_py.p11kit.model import InlineBackend
 from gssproxy_py.p11kit.session import Cryptoki
 from gssproxy_py.p11kit.wire import (
     PROTOCOL_VERSION,
@@ -58,6 +59,7 @@ from gssproxy_py.p11kit.wire import (
     FrameReader,
     ProtocolError,
     encode_frame,
+    lone_frame,
 )
 from gssproxy_py.pkcs11.adapter import load_library
 from gssproxy_py.pkcs11.errors import SignFailure, TokenFailure
@@ -178,23 +180,31 @@ def _service_access(h: Handoff, pin_text: str | None) -> tuple[Service | None, _
     return service, _OneService(access, None)
 
 
-def _reply(
-    fast: FastCalls, cryptoki: Cryptoki, code: int, body: bytes, log: PrefixLog
-) -> bytes | str:
-    """The reply frame to one request, or why to close the connection (a str)."""
+def _generic(cryptoki: Cryptoki, code: int, body: bytes, log: PrefixLog) -> bytes | str:
+    """The reply frame to one request by the generic dispatch, or why to
+    close the connection (a str)."""
     # Request bodies are never logged: a consumer's C_Login has its PIN.
     try:
-        # The hot calls of a signature in their usual shape; the generic
-        # dispatch answers everything else (the same bytes either way).
-        answer = fast.answer(body)
-        if answer is None:
-            answer = complete(dispatch(cryptoki, body))
+        return encode_frame(code, complete(dispatch(cryptoki, body)))
     except ProtocolError as exc:
         return f"closing: call {call_id(body)}: {exc}"
     except Exception:
         log.exception("call %d: internal error", call_id(body))
         return "closing after an internal error"
-    return encode_frame(code, answer)
+
+
+def _reply(
+    fast: FastCalls, cryptoki: Cryptoki, code: int, body: bytes, log: PrefixLog
+) -> bytes | str:
+    """The reply frame to one request, or why to close the connection (a str)."""
+    try:
+        # The hot calls of a signature in their usual shape; the generic
+        # dispatch answers everything else (the same bytes either way).
+        reply = fast.frame(code, body)
+    except Exception:
+        log.exception("call %d: internal error", call_id(body))
+        return "closing after an internal error"
+    return reply if reply is not None else _generic(cryptoki, code, body, log)
 
 
 def _answers(
@@ -215,13 +225,13 @@ class _Timeout:
     system call, and requests come by the thousand)."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
+        self.sock = sock
         self._now: float | None = None
         sock.settimeout(None)
 
     def set(self, timeout: float | None) -> None:
         if timeout != self._now:
-            self._sock.settimeout(timeout)
+            self.sock.settimeout(timeout)
             self._now = timeout
 
 
@@ -250,46 +260,104 @@ def _write(sock: socket.socket, data: bytes, log: PrefixLog) -> bool:
     return True
 
 
+def _hot_loop(
+    sock: socket.socket, fast: FastCalls, cryptoki: Cryptoki, log: PrefixLog
+) -> bytes | None:
+    """Answer requests that each come in one read, exactly one frame (a
+    consumer that waits for each reply, the usual case), with the fewest
+    Python calls: one `recv`, `lone_frame`, `FastCalls.frame` (or the
+    generic dispatch), one `sendall`. Returns the first read that
+    is not one such frame, for the general loop; None once the
+    connection has ended or must close (logged)."""
+    recv = sock.recv
+    sendall = sock.sendall
+    hot = fast.frame
+    while True:
+        try:
+            data = recv(_READ_SIZE)
+        except OSError as exc:  # no timeout: nothing is buffered here
+            log.info("closed: %s", exc)
+            return None
+        lone = lone_frame(data)
+        if lone is None:
+            if not data:
+                log.info("closed")
+                return None
+            return data
+        code, body = lone
+        try:
+            reply = hot(code, body)
+        except Exception:
+            log.exception("call %d: internal error", call_id(body))
+            log.warning("closing after an internal error")
+            return None
+        if reply is None:
+            answer = _generic(cryptoki, code, body, log)
+            if isinstance(answer, str):
+                log.warning("%s", answer)
+                return None
+            reply = answer
+        try:
+            sendall(reply)
+        except OSError as exc:
+            log.info("closed: %s", exc)
+            return None
+
+
+def _general(
+    reader: FrameReader,
+    fast: FastCalls,
+    cryptoki: Cryptoki,
+    data: bytes,
+    timeout: _Timeout,
+    log: PrefixLog,
+) -> bool:
+    """Cut `data` into frames with what was buffered, answer them, write
+    the replies at once; False (logged) when the connection must close."""
+    had_version = reader.version is not None
+    try:
+        frames = reader.feed(data)
+    except ProtocolError as exc:
+        log.warning("closing: %s", exc)
+        return False
+    out, problem = _answers(fast, cryptoki, frames, log)
+    if not had_version and reader.version is not None:
+        # min(client, ours): a newer client then speaks our version.
+        out.insert(0, bytes((min(reader.version, PROTOCOL_VERSION),)))
+    if out:
+        timeout.set(None)  # the record timeout is for reading a frame
+        if not _write(timeout.sock, out[0] if len(out) == 1 else b"".join(out), log):
+            return False
+    if problem:
+        log.warning("%s", problem)
+        return False
+    return True
+
+
 def serve_connection(
-    sock: socket.socket, cryptoki: Cryptoki, log: PrefixLog, record_timeout: float
+    sock: socket.socket,
+    cryptoki: Cryptoki,
+    log: PrefixLog,
+    record_timeout: float,
+    inline: InlineBackend = NO_TOKEN,
 ) -> None:
-    """Answer the frames of one connection until it ends or goes wrong."""
+    """Answer the frames of one connection until it ends or goes wrong
+    (`inline`: the backend's signatures and decryptions, done at once)."""
     reader = FrameReader()
-    fast = FastCalls(cryptoki)
+    fast = FastCalls(cryptoki, inline)
     timeout = _Timeout(sock)
     while True:
-        # Idle connections stay (a consumer keeps its module for days);
-        # a frame that has started must be complete within the timeout.
-        timeout.set(record_timeout if reader.pending else None)
-        data = _receive(sock, log, record_timeout)
-        if not data:
-            return
-        whole = reader.whole(data)
-        if whole is not None:
-            # The usual read: one request, nothing buffered before it.
-            reply = _reply(fast, cryptoki, whole[0], whole[1], log)
-            if isinstance(reply, str):
-                log.warning("%s", reply)
-                return
-            if not _write(sock, reply, log):
-                return
-            continue
-        had_version = reader.version is not None
-        try:
-            frames = reader.feed(data)
-        except ProtocolError as exc:
-            log.warning("closing: %s", exc)
-            return
-        out, problem = _answers(fast, cryptoki, frames, log)
-        if not had_version and reader.version is not None:
-            # min(client, ours): a newer client then speaks our version.
-            out.insert(0, bytes((min(reader.version, PROTOCOL_VERSION),)))
-        if out:
+        data: bytes | None
+        if reader.version is not None and not reader.pending:
+            # Between frames: idle connections stay (a consumer keeps its
+            # module for days), and the usual reads take the hot loop.
             timeout.set(None)
-            if not _write(sock, out[0] if len(out) == 1 else b"".join(out), log):
-                return
-        if problem:
-            log.warning("%s", problem)
+            data = _hot_loop(sock, fast, cryptoki, log)
+        else:
+            # A frame that has started must be complete within the timeout.
+            timeout.set(record_timeout if reader.pending else None)
+            data = _receive(sock, log, record_timeout) or None
+        if data is None or not _general(reader, fast, cryptoki, data, timeout, log):
             return
 
 
@@ -339,14 +407,17 @@ def run_worker(sock: socket.socket, h: Handoff, pin_text: str | None = None) -> 
     logging.getLogger().setLevel(h.log_level)
     log = PrefixLog(_log, f"[p11kit {h.number}]")
     service, access = _service_access(h, pin_text)
-    backend = P11KitTokens(access).view(service, h.who) if service is not None else None
+    backend = (
+        P11KitTokens(access, inline=True).view(service, h.who) if service is not None else None
+    )
     try:
         _unprivileged(backend, log)
         # What the set-up made (modules, the token's snapshot) lives as long
         # as the worker: the collector need not walk it again for every
         # collection of the objects the requests leave behind.
         gc.freeze()
-        serve_connection(sock, Cryptoki(backend), log, h.record_timeout)
+        inline = backend if backend is not None else NO_TOKEN
+        serve_connection(sock, Cryptoki(backend), log, h.record_timeout, inline)
     finally:
         sock.close()
         if access.worker is not None:

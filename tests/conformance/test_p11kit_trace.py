@@ -27,6 +27,7 @@ from gssproxy_py.p11kit.fast import FastCalls
 from gssproxy_py.p11kit.model import MechanismInfo, VirtualObject, VirtualToken
 from gssproxy_py.p11kit.session import Cryptoki
 from gssproxy_py.p11kit.wire import FrameReader, Mechanism, Reader, encode_frame
+from tests.support.p11kit_fake import Completing, hot_answer
 
 DATA = Path(__file__).parent / "data"
 TRACE = (DATA / "p11kit-trace.txt").read_text(encoding="utf-8")
@@ -170,14 +171,15 @@ async def _replay(index: int, fast: bool) -> list[tuple[Exchange, bytes]]:
     """Each recorded request answered by the generic dispatch, or first by
     the worker's fast path (`p11kit.fast`) as the worker does."""
     conn = CONNECTIONS[index]
-    cryptoki = Cryptoki(ReplayBackend(ORDER[index]))
-    hot = FastCalls(cryptoki)
+    backend = ReplayBackend(ORDER[index])
+    cryptoki = Cryptoki(backend)
+    hot = FastCalls(cryptoki, Completing(backend))
     reader = FrameReader()
     frames = reader.feed(bytes((conn.version_in,)) + b"".join(e.request for e in conn.exchanges))
     assert reader.version == conn.version_in and len(frames) == len(conn.exchanges)
     out = []
     for ex, frame in zip(conn.exchanges, frames, strict=True):
-        body = hot.answer(frame.body) if fast else None
+        body = hot_answer(hot, frame.body) if fast else None
         # Every recorded signing call has the usual shape: the fast path takes it.
         assert (body is not None) == (fast and ex.name in HOT), ex.name
         if body is None:

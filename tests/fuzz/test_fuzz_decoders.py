@@ -156,16 +156,16 @@ def test_fuzz_p11kit_fast_path(call_id: int, tail: bytes, with_init: bool) -> No
     from gssproxy_py.p11kit.fast import FastCalls
     from gssproxy_py.p11kit.wire import Mechanism
     from tests.support.p11kit_client import Request
-    from tests.support.p11kit_fake import ECDSA, opened
+    from tests.support.p11kit_fake import ECDSA, Completing, hot_answer, opened
 
-    cryptoki, _ = opened()
-    fast = FastCalls(cryptoki)
+    cryptoki, backend = opened()
+    fast = FastCalls(cryptoki, Completing(backend))
     if with_init:
         kind = 33 if call_id in (33, 34, 35, 36) else 42
-        fast.answer(Request(kind, "uMu").u(0x11).m(Mechanism(ECDSA)).u(2).body())
+        hot_answer(fast, Request(kind, "uMu").u(0x11).m(Mechanism(ECDSA)).u(2).body())
     sig = _P11KIT_HOT[call_id]
     session = struct.pack(">Q", 0x11)
-    fast.answer(struct.pack(">II", call_id, len(sig)) + sig + session + tail)
+    hot_answer(fast, struct.pack(">II", call_id, len(sig)) + sig + session + tail)
 
 
 @FUZZ

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from gssproxy_py.p11kit.attributes import Cka
 from gssproxy_py.p11kit.calls import dispatch
 from gssproxy_py.p11kit.ck import Ckf, Cko, Ckr
-from gssproxy_py.p11kit.model import CkError, MechanismInfo, VirtualObject, VirtualToken
+from gssproxy_py.p11kit.fast import FastCalls, complete
+from gssproxy_py.p11kit.model import Backend, CkError, MechanismInfo, VirtualObject, VirtualToken
 from gssproxy_py.p11kit.session import Cryptoki
-from gssproxy_py.p11kit.wire import Mechanism, PssParams
+from gssproxy_py.p11kit.wire import Mechanism, PssParams, encode_frame
 from tests.support.p11kit_client import Request, error_of, initialize
 
 RSA_PKCS, RSA_OAEP, RSA_PSS, SHA256_RSA, ECDSA = 0x1, 0x9, 0xD, 0x40, 0x1041
@@ -85,6 +86,35 @@ class SignBackend:
 
     def note_login(self, user_type: int) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class Completing:
+    """`operate_inline` for a fake backend: its coroutine run to its end
+    (the fakes never wait), as the worker's `ServiceTokens` does inline."""
+
+    backend: Backend
+
+    def operate_inline(
+        self, sign: bool, key: VirtualObject, mechanism: Mechanism, data: bytes
+    ) -> bytes:
+        make = self.backend.sign if sign else self.backend.decrypt
+        return complete(make(key, mechanism, data))
+
+
+#: The transaction code the hot-call tests send (any non-zero one does).
+CODE = 0x5EED
+
+
+def hot_answer(fast: FastCalls, body: bytes) -> bytes | None:
+    """The fast path's reply body to `body` (None: left to the generic
+    path), its frame's header checked against `encode_frame`'s."""
+    frame = fast.frame(CODE, body)
+    if frame is None:
+        return None
+    reply = frame[12:]
+    assert frame == encode_frame(CODE, reply)
+    return reply
 
 
 def opened() -> tuple[Cryptoki, SignBackend]:

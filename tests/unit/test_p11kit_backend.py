@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from cryptography.hazmat.primitives import hashes
 
+from gssproxy_py.config.model import Service
 from gssproxy_py.p11kit.attributes import Cka
 from gssproxy_py.p11kit.ck import Cko, Ckr
 from gssproxy_py.p11kit.model import CkError, VirtualToken
@@ -28,10 +29,14 @@ def h(env: Env) -> Iterator[Harness]:
     harness.close()
 
 
-def _view(h: Harness, service: str) -> ServiceTokens:
+def svc_of(h: Harness, service: str) -> Service:
     svc = h.config.service(service)
     assert svc is not None
-    return P11KitTokens(h.backend).view(svc, "uid 1 pid 2 program /x")
+    return svc
+
+
+def _view(h: Harness, service: str) -> ServiceTokens:
+    return P11KitTokens(h.backend).view(svc_of(h, service), "uid 1 pid 2 program /x")
 
 
 def _tokens(h: Harness, view: ServiceTokens) -> tuple[VirtualToken, ...]:
@@ -90,6 +95,23 @@ def test_sign_through_the_module_thread_with_an_audit_line(
         mp.setattr("gssproxy_py.pkcs11.p11kit_backend._mech_name", built.append)
         h.loop.run_until_complete(view.sign(key, mech, d))
     assert built == []
+    # The same signature and audit line inline (a p11-kit worker process,
+    # whose module calls run on its one thread: here the module's thread).
+    inline = P11KitTokens(h.backend, inline=True).view(
+        svc_of(h, "limited"), "uid 1 pid 2 program /y"
+    )
+    _, worker = h.backend.service_worker(svc_of(h, "limited"))
+    (token,) = _tokens(h, inline)
+    key = next(o for o in token.objects if o.label == "p256" and o.object_class is Cko.PRIVATE_KEY)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gssproxy_py.pkcs11.p11kit"):
+        raw = worker.call(inline.operate_inline, True, key, mech, d, timeout=30)
+    assert "p11kit sign: uid 1 pid 2 program /y service limited key pkcs11:" in caplog.text
+    assert "object=p256;type=private CKM_ECDSA, 32 bytes: ok" in caplog.text
+    view.verify(pub, mech, d, raw)
+    # Nothing calls the module inline where it has a thread of its own.
+    with pytest.raises(RuntimeError):
+        view.operate_inline(True, key, mech, d)
     # a key the service may not use is not among its objects at all, and an
     # RSA mechanism does not suit an EC key
     with pytest.raises(CkError) as wrong:

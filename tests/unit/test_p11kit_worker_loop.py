@@ -21,11 +21,13 @@ from gssproxy_py.config.model import Config, GlobalSettings
 from gssproxy_py.config.peer import Peer
 from gssproxy_py.p11kit.ck import Ckf
 from gssproxy_py.p11kit.session import Cryptoki
+from gssproxy_py.p11kit.wire import FrameReader, Mechanism
 from gssproxy_py.server.connection import PrefixLog
 from gssproxy_py.server.p11kit_workers import P11KitWorkers
 from gssproxy_py.server.p11kit_zygote import MAX_MESSAGE, Handoff, serve_connection
 from tests.support.p11kit_client import Request, error_of, initialize, response
-from tests.unit.test_p11kit_session import FakeBackend
+from tests.support.p11kit_fake import Completing
+from tests.unit.test_p11kit_session import ECDSA, FakeBackend
 
 TIMEOUT = 10.0
 
@@ -64,7 +66,8 @@ def pair(request: pytest.FixtureRequest) -> Iterator[tuple[socket.socket, thread
 
     def serve() -> None:
         try:
-            serve_connection(server, Cryptoki(FakeBackend()), log, record_timeout)
+            backend = FakeBackend()
+            serve_connection(server, Cryptoki(backend), log, record_timeout, Completing(backend))
         finally:
             server.close()
 
@@ -89,6 +92,44 @@ def test_version_and_requests_in_order(pair: tuple[socket.socket, threading.Thre
     assert code == 8 and response(body)[2].ulong() == 0x11
     code, _ = _reply(client)
     assert code == 9  # C_GetInfo, answered too
+
+
+def test_requests_read_whole_take_the_hot_loop(
+    pair: tuple[socket.socket, threading.Thread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the version byte is in, each request that arrives alone (with
+    the options p11-kit-client.so sends) is answered without the frame
+    buffer: setup calls by the generic dispatch, a signature's by the
+    fast path, each reply with its request's code."""
+    fed: list[bytes] = []
+    feed = FrameReader.feed
+    monkeypatch.setattr(
+        FrameReader, "feed", lambda self, data: fed.append(data) or feed(self, data)
+    )
+    client, _ = pair
+    _handshake(client)
+    ecdsa = Mechanism(ECDSA)
+    digest = b"\x5a" * 32
+    requests = [
+        initialize(),
+        Request(4, "yfu").y(1).fu(4).body(),  # C_GetSlotList
+        Request(10, "uu").u(0x11).u(Ckf.SERIAL_SESSION).body(),
+    ]
+    for _ in range(2):
+        requests += [
+            Request(42, "uMu").u(0x11).m(ecdsa).u(3).body(),
+            Request(43, "uayfy").u(0x11).ay(digest).fy(0).body(),
+            Request(43, "uayfy").u(0x11).ay(digest).fy(64).body(),
+        ]
+    replies = []
+    for code, body in enumerate(requests, 0x10):
+        client.sendall(struct.pack(">III", code, 6, len(body)) + b"client" + body)
+        got, reply = _reply(client)
+        assert got == code and error_of(reply) is None, (code, reply)
+        replies.append(reply)
+    assert fed == [b"\x00"]
+    assert replies[-2] == bytes.fromhex("0000002b0000000261790000000040")  # absent, 64
+    assert replies[-1] == bytes.fromhex("0000002b000000026179010000004002") + b"\x02" * 63
 
 
 def test_a_malformed_frame_closes_the_connection(
