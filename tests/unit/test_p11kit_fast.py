@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gssproxy_py.p11kit.calls import dispatch
 from gssproxy_py.p11kit.ck import Ckr
 from gssproxy_py.p11kit.fast import FastCalls, complete
-from gssproxy_py.p11kit.session import Cryptoki
+from gssproxy_py.p11kit.session import MAX_SESSIONS, Cryptoki
 from gssproxy_py.p11kit.wire import (
     NULL_MECHANISM,
     Mechanism,
@@ -160,3 +160,34 @@ def test_the_usual_sign_and_decrypt_requests_take_the_fast_path() -> None:
     # A refusal is answered there too, as the generic path answers it.
     refused = Request(42, "uMu").u(0x11).m(Mechanism(SHA256_RSA)).u(1).body()
     assert error_of(hot_answer(fast, refused) or b"") == Ckr.MECHANISM_INVALID
+
+
+def test_every_room_and_input_shape_as_the_generic_path() -> None:
+    """Each room (size query, NULL-length buffer, too small, enough) and
+    each input shape (present, absent, NULL) of C_Sign, C_Decrypt and the
+    finals, after a fresh init each time: the same bytes both ways."""
+    generic, _ = opened()
+    fast_c, fast_backend = opened()
+    fast = FastCalls(fast_c, Completing(fast_backend))
+    digest = b"\x5a" * 32
+    for decrypt in (False, True):
+        init = Request(33 if decrypt else 42, "uMu").u(0x11).m(Mechanism(RSA_PKCS)).u(1).body()
+        for room in (0, 0xFFFFFFFF, 1, 255, 256, 512):
+            for data in (digest, None, b""):
+                single = Request(34 if decrypt else 43, "uayfy").u(0x11).ay(data).fy(room)
+                final = Request(36 if decrypt else 45, "ufy").u(0x11).fy(room)
+                for body in (init, single.body(), final.body()):
+                    assert _fast(fast, fast_c, body) == _generic(generic, body), (room, data)
+
+
+def test_the_inits_kept_for_reuse_stay_bounded() -> None:
+    """Clients choose the init bodies (a mechanism parameter of any bytes):
+    the map of inits that succeeded never holds more than MAX_SESSIONS."""
+    c, backend = opened()
+    fast = FastCalls(c, Completing(backend))
+    sign = Request(43, "uayfy").u(0x11).ay(b"data").fy(512).body()  # ends the operation
+    for i in range(3 * MAX_SESSIONS):
+        body = Request(42, "uMu").u(0x11).m(Mechanism(RSA_PKCS, b"%d" % i)).u(1).body()
+        assert hot_answer(fast, body) == Request(42, "").body()
+        assert error_of(hot_answer(fast, sign) or b"") is None
+        assert len(c._inits) <= MAX_SESSIONS
