@@ -332,7 +332,10 @@ class ModuleWorker:
     def reset(self) -> None:
         """Log out everywhere and forget rejected PINs (a reload re-read the
         PIN sources; the next call logs in afresh)."""
-        self._forget_all()
+        s = self._s
+        self._release_all((*s.op_keys.values(), *(r.held for r in s.resolved.values())))
+        s.op_keys.clear()
+        s.resolved.clear()
         for st in self._s.tokens.values():
             self._drop_session(st)
         self._s.rejected.clear()
@@ -902,7 +905,7 @@ class ModuleWorker:
             if not self._permitted(access, self._s.tokens[ident], key):
                 raise Refusal(TsStatus.TS_KEY_NOT_PERMITTED, f"the key {label!r} is not permitted")
             if len(op_keys) >= _RESOLVED_MAX:
-                self._forget_all(op_keys.values())
+                self._release_all(op_keys.values())
                 op_keys.clear()
             held = op_keys[cache_key] = self._hold(access, ident, session, key)
             return session.operate(held.use, operation, mechanism, param, data)
@@ -913,7 +916,7 @@ class ModuleWorker:
         resolved = self._s.resolved
         if len(resolved) >= _RESOLVED_MAX and cache_key not in resolved:
             # clients choose URIs: keep the map bounded
-            self._forget_all(r.held for r in resolved.values())
+            self._release_all(r.held for r in resolved.values())
             resolved.clear()
         old = resolved.get(cache_key)
         resolved[cache_key] = entry
@@ -999,15 +1002,7 @@ class ModuleWorker:
             with contextlib.suppress(CkrError):
                 held.session.destroy(held.use)
 
-    def _forget_all(self, helds: Iterable[_HeldKey] | None = None) -> None:
-        """Release `helds` (default: every cached key, and empty both caches)."""
-        s = self._s
-        if helds is None:
-            for held in (*s.op_keys.values(), *(r.held for r in s.resolved.values())):
-                self._release(held)
-            s.op_keys.clear()
-            s.resolved.clear()
-            return
+    def _release_all(self, helds: Iterable[_HeldKey]) -> None:
         for held in list(helds):
             self._release(held)
 
