@@ -254,21 +254,43 @@ class FunctionList:
         self, session: int, key: int, mechanism: int, param: ParamValue, data: bytes, size: int
     ) -> bytes:
         """C_SignInit + C_Sign; `size` is the expected signature length."""
-        self._set_mechanism(mechanism, param, "C_Sign")
-        rv = self._sign_init(session, self._mech_ref, key)
-        if rv:
-            raise _fail(rv, "C_Sign")
-        return self._single(self._sign, session, data, size, "C_Sign")
+        return self._run(
+            self._sign_init, self._sign, "C_Sign", session, key, mechanism, param, data, size
+        )
 
     def decrypt(
         self, session: int, key: int, mechanism: int, param: ParamValue, data: bytes, size: int
     ) -> bytes:
         """C_DecryptInit + C_Decrypt; `size` bounds the plaintext length."""
-        self._set_mechanism(mechanism, param, "C_Decrypt")
-        rv = self._decrypt_init(session, self._mech_ref, key)
+        return self._run(
+            self._decrypt_init,
+            self._decrypt,
+            "C_Decrypt",
+            session,
+            key,
+            mechanism,
+            param,
+            data,
+            size,
+        )
+
+    def _run(
+        self,
+        init: Callable[..., int],
+        single: Callable[..., int],
+        call: str,
+        session: int,
+        key: int,
+        mechanism: int,
+        param: ParamValue,
+        data: bytes,
+        size: int,
+    ) -> bytes:
+        self._set_mechanism(mechanism, param, call)
+        rv = init(session, self._mech_ref, key)
         if rv:
-            raise _fail(rv, "C_Decrypt")
-        return self._single(self._decrypt, session, data, size, "C_Decrypt")
+            raise _fail(rv, call)
+        return self._single(single, session, data, size, call)
 
     def _single(
         self, fn: Callable[..., int], session: int, data: bytes, size: int, call: str

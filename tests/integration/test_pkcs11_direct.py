@@ -247,26 +247,29 @@ def test_a_copy_is_a_strict_session_object_never_listed(hsm: SoftHsm) -> None:
         worker.shutdown()
 
 
-def test_a_key_deleted_from_the_token_stops_signing(hsm: SoftHsm, tmp_path: Path) -> None:
-    env = {**os.environ, "SOFTHSM2_CONF": str(hsm.conf)}
-    base = ["pkcs11-tool", "--module", hsm.module, "--token-label", MAIN.label]
-    login = [*base, "--login", "--pin", MAIN.pin]
+def test_a_key_deleted_from_the_token_stops_signing(hsm: SoftHsm) -> None:
     doomed_id = "7e"
-    subprocess.run(
-        [
-            *login,
-            "--keypairgen",
-            "--key-type",
-            "EC:prime256v1",
-            "--label",
-            "doomed",
-            "--id",
-            doomed_id,
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=60,
+
+    def tool(*args: str, check: bool = True) -> None:
+        subprocess.run(
+            [*("pkcs11-tool", "--module", hsm.module, "--token-label", MAIN.label), *args],
+            env={**os.environ, "SOFTHSM2_CONF": str(hsm.conf)},
+            check=check,
+            capture_output=True,
+            timeout=60,
+        )
+
+    tool(
+        "--login",
+        "--pin",
+        MAIN.pin,
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "doomed",
+        "--id",
+        doomed_id,
     )
     worker, access = _worker(hsm)
     try:
@@ -287,12 +290,8 @@ def test_a_key_deleted_from_the_token_stops_signing(hsm: SoftHsm, tmp_path: Path
         assert len(sign()) == 64
         (held,) = worker._s.op_keys.values()
         assert held.use is not held.key  # signing through a copy
-        subprocess.run(
-            [*login, "--delete-object", "--type", "privkey", "--id", doomed_id],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=60,
+        tool(
+            "--login", "--pin", MAIN.pin, "--delete-object", "--type", "privkey", "--id", doomed_id
         )
         deadline = time.monotonic() + KEY_RECHECK + 30  # generous
         while True:
@@ -306,17 +305,15 @@ def test_a_key_deleted_from_the_token_stops_signing(hsm: SoftHsm, tmp_path: Path
         assert worker._s.op_keys == {}
     finally:
         worker.shutdown()
-        subprocess.run(
-            [*login, "--delete-object", "--type", "pubkey", "--id", doomed_id],
-            env=env,
-            check=False,
-            capture_output=True,
-            timeout=60,
-        )
-        subprocess.run(
-            [*login, "--delete-object", "--type", "privkey", "--id", doomed_id],
-            env=env,
-            check=False,
-            capture_output=True,
-            timeout=60,
-        )
+        for kind in ("pubkey", "privkey"):
+            tool(
+                "--login",
+                "--pin",
+                MAIN.pin,
+                "--delete-object",
+                "--type",
+                kind,
+                "--id",
+                doomed_id,
+                check=False,
+            )
