@@ -16,6 +16,9 @@ The function list comes from the module python-pkcs11 already loaded:
 C_Initialize state), and `C_GetFunctionList` returns its table: a
 CK_VERSION (padded to pointer alignment), then the entry points in PKCS#11
 v2.40 order (`FUNCTION_INDEX`, checked against the header by a test).
+ctypes never dlcloses, so the module stays mapped after python-pkcs11
+unloads it (C_Finalize); a later load gets the same instance, initialised
+afresh, and a fresh function list.
 
 Every call must run on the module's one worker thread, as for python-pkcs11
 (see `adapter.py`: modules are initialised without CKF_OS_LOCKING_OK); the
@@ -228,8 +231,7 @@ class FunctionList:
 
     def __init__(self, path: str, table: ctypes.Array[ctypes.c_void_p]) -> None:
         self.path = path
-        # Kept so the library handle (and its table) outlive our use of it.
-        self._table = table
+        self._table = table  # the module's own memory, mapped for good (see above)
         missing = [n for n, i in FUNCTION_INDEX.items() if not table[1 + i]]
         if missing:
             raise OSError(f"{path}: no {', '.join(missing)} in its function list")
