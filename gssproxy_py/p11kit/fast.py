@@ -25,6 +25,7 @@ wait there either.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
@@ -155,8 +156,9 @@ class FastCalls:
         self._table: dict[bytes, Callable[[int, bytes], bytes | None]] = {
             _SIGN_INIT: self._sign_init,
             _DECRYPT_INIT: self._decrypt_init,
-            _SIGN: self._sign,
-            _DECRYPT: self._decrypt,
+            # Bound to their operation here: one Python call less per C_Sign.
+            _SIGN: functools.partial(self._single, Operation.SIGN, 43),
+            _DECRYPT: functools.partial(self._single, Operation.DECRYPT, 34),
             _SIGN_UPDATE: self._sign_update,
             _DECRYPT_UPDATE: self._decrypt_update,
             _SIGN_FINAL: self._sign_final,
@@ -225,12 +227,6 @@ class FastCalls:
         return _U32.pack(code) + _EMPTY[cid]
 
     # -- input, output ------------------------------------------------------------
-
-    def _sign(self, code: int, body: bytes) -> bytes | None:
-        return self._single(Operation.SIGN, 43, code, body)
-
-    def _decrypt(self, code: int, body: bytes) -> bytes | None:
-        return self._single(Operation.DECRYPT, 34, code, body)
 
     def _single(self, kind: Operation, cid: int, code: int, body: bytes) -> bytes | None:
         fields = _uayfy(body)

@@ -387,7 +387,9 @@ class Cryptoki:
         return True
 
     def _op(self, handle: int, kind: Operation) -> tuple[_Session, _Op]:
-        s = self._session(handle)
+        s = self._sessions.get(handle)  # `_session`, written out: every signature comes here
+        if s is None:
+            raise CkError(Ckr.SESSION_HANDLE_INVALID)
         op = s.ops.get(kind)
         if op is None:
             raise CkError(Ckr.OPERATION_NOT_INITIALIZED)
@@ -412,7 +414,9 @@ class Cryptoki:
         """C_Sign, C_Decrypt once their fields are read: the answer, or
         (a tuple) the output the token must make for the one input."""
         s, op = self._op(handle, kind)
-        return self._prepared(s, op, self._single(s, op, data), room)
+        if op.parts is not None or data is None:
+            data = self._single(s, op, data)  # raises CkError
+        return self._prepared(s, op, data, room)
 
     def final_output(
         self, kind: Operation, handle: int, room: int | None

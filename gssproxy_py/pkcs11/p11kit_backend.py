@@ -345,6 +345,7 @@ class ServiceTokens:
         self._service = service
         self._who = who
         self._allowed = frozenset(service.p11kit_mechanisms or ())
+        self._inline: tuple[ServiceAccess, ModuleWorker] | None = None
 
     async def tokens(self) -> tuple[VirtualToken, ...]:
         return await self._tokens.tokens(self._service)
@@ -355,21 +356,19 @@ class ServiceTokens:
     async def decrypt(self, key: VirtualObject, mechanism: Mechanism, data: bytes) -> bytes:
         return await self._operate(KeyOperation.DECRYPT, key, mechanism, data)
 
-    def _prepared(
-        self, key: VirtualObject, mechanism: Mechanism
-    ) -> tuple[_KeyRef, RawParam, ServiceAccess, ModuleWorker]:
-        """What a signature or decryption with `key` needs of the token
-        layer; CkError before the token is asked (no audit line then)."""
+    @staticmethod
+    def _key_and_param(key: VirtualObject, mechanism: Mechanism) -> tuple[_KeyRef, RawParam]:
+        """How the token layer names `key`, and the mechanism's parameter;
+        CkError before the token is asked (no audit line then)."""
         ref = key.key_ref
         assert isinstance(ref, _KeyRef)
-        param = _param(mechanism)
-        access, worker = self._tokens.worker(self._service)
-        return ref, param, access, worker
+        return ref, _param(mechanism)
 
     async def _operate(
         self, operation: KeyOperation, key: VirtualObject, mechanism: Mechanism, data: bytes
     ) -> bytes:
-        ref, param, access, worker = self._prepared(key, mechanism)
+        ref, param = self._key_and_param(key, mechanism)
+        access, worker = self._tokens.worker(self._service)
         outcome = "ok"
         try:
             return await worker.run(
@@ -397,9 +396,14 @@ class ServiceTokens:
         """`sign` or `decrypt` on the calling thread, for a p11-kit worker
         process (`P11KitTokens(..., inline=True)`, whose module calls are
         inline): the same policy and audit line, no coroutine."""
-        if not self._tokens.inline:
-            raise RuntimeError("operate_inline where the module has its own thread")
-        ref, param, access, worker = self._prepared(key, mechanism)
+        ref, param = self._key_and_param(key, mechanism)
+        if self._inline is None:
+            if not self._tokens.inline:
+                raise RuntimeError("operate_inline where the module has its own thread")
+            # A worker process serves one service with one module for its
+            # whole life: its access and worker never change.
+            self._inline = self._tokens.worker(self._service)
+        access, worker = self._inline
         operation = KeyOperation.SIGN if sign else KeyOperation.DECRYPT
         outcome = "ok"
         try:
