@@ -18,7 +18,8 @@ without the daemon. After a warm-up of 50 signatures, modes:
   on and off by SIGUSR1/SIGUSR2 around them), top functions by own time;
 * `--perf`: the worker under `perf record -e cpu-clock -F 5000` (no
   hardware counters are needed) for `--count` signatures, microseconds per
-  signature by shared object (python3.11 is the interpreter's share).
+  signature by shared object (python3.11 is the interpreter's share), and
+  the `--top` functions.
 
 `python -m bench.p11kitprof --cpu --count 5000`.
 """
@@ -264,7 +265,7 @@ def _strace(work: Path, n: int, server: str) -> None:
 PERF_HZ = 5000
 
 
-def _perf(work: Path, n: int, server: str) -> None:
+def _perf(work: Path, n: int, server: str, top: int) -> None:
     data = work / "perf.data"
     with _serving(work, server) as (pid, client):
         recorder = subprocess.Popen(
@@ -280,8 +281,24 @@ def _perf(work: Path, n: int, server: str) -> None:
         finally:
             recorder.send_signal(signal.SIGINT)
             recorder.wait(60)
+    per_sample = 1e6 / PERF_HZ / n
+    rows = _perf_rows(data, "dso")
+    total = sum(samples for samples, _ in rows)
+    print(
+        f"{server} CPU per signature by object (perf, {total} samples): {total * per_sample:.1f} us"
+    )
+    for samples, dso in rows:
+        if samples * per_sample >= 0.5:
+            print(f"  {samples * per_sample:7.1f} us  {dso}")
+    print(f"the top {top} functions (object, symbol):")
+    for samples, sym in _perf_rows(data, "dso,sym")[:top]:
+        print(f"  {samples * per_sample:7.1f} us  {sym}")
+
+
+def _perf_rows(data: Path, sort: str) -> list[tuple[int, str]]:
+    """(samples, what) of a perf.data file by `sort`, most first."""
     report = subprocess.run(
-        ["perf", "report", "-i", str(data), "--sort", "dso", "--stdio", "-q", "-n"],
+        ["perf", "report", "-i", str(data), "--sort", sort, "--stdio", "-q", "-n"],
         capture_output=True,
         text=True,
         check=True,
@@ -291,14 +308,7 @@ def _perf(work: Path, n: int, server: str) -> None:
         fields = line.split()
         if len(fields) >= 3 and fields[0].endswith("%") and fields[1].isdigit():
             rows.append((int(fields[1]), " ".join(fields[2:])))
-    per_sample = 1e6 / PERF_HZ / n
-    total = sum(samples for samples, _ in rows)
-    print(
-        f"{server} CPU per signature by object (perf, {total} samples): {total * per_sample:.1f} us"
-    )
-    for samples, dso in sorted(rows, reverse=True):
-        if samples * per_sample >= 0.5:
-            print(f"  {samples * per_sample:7.1f} us  {dso}")
+    return sorted(rows, reverse=True)
 
 
 def _profile(work: Path, n: int, top: int) -> None:
@@ -341,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.mode == "syscalls":
             _strace(work, args.count, args.server)
         elif args.mode == "perf":
-            _perf(work, args.count, args.server)
+            _perf(work, args.count, args.server, args.top)
         elif args.server != "gssproxy":
             raise SystemExit("--profile profiles gssproxy-py's worker only")
         else:

@@ -48,6 +48,9 @@ MODULES: Final = (
     "gssproxy_py.gss.program",
     "gssproxy_py.gss.direct",
     "gssproxy_py.gss.krb5_token",
+    "gssproxy_py.p11kit.wire",
+    "gssproxy_py.p11kit.session",
+    "gssproxy_py.p11kit.fast",
 )
 #: The manifest the build writes next to this file.
 MANIFEST: Final = "compiled.sha256"

@@ -148,11 +148,11 @@ def _uayfy(body: bytes) -> tuple[int, bytes, int | None] | None:
 class FastCalls:
     """The hot calls of one connection's `Cryptoki` (see the module doc)."""
 
-    __slots__ = ("_c", "_inline", "_table")
+    __slots__ = ("_c", "_table", "_token")
 
     def __init__(self, cryptoki: Cryptoki, inline: InlineBackend) -> None:
         self._c = cryptoki
-        self._inline = inline
+        self._token = inline
         self._table: dict[bytes, Callable[[int, bytes], bytes | None]] = {
             _SIGN_INIT: self._sign_init,
             _DECRYPT_INIT: self._decrypt_init,
@@ -237,7 +237,7 @@ class FastCalls:
         try:
             out = c.single_output(kind, handle, data, room)
             if isinstance(out, tuple):
-                out = c.make_output_inline(out, room, self._inline)
+                out = c.make_output_inline(out, room, self._token)
         except CkError as e:
             return _error(code, e.rv)
         return _output(code, cid, out)
@@ -279,7 +279,7 @@ class FastCalls:
         try:
             out = c.final_output(kind, handle, room)
             if isinstance(out, tuple):
-                out = c.make_output_inline(out, room, self._inline)
+                out = c.make_output_inline(out, room, self._token)
         except CkError as e:
             return _error(code, e.rv)
         return _output(code, cid, out)

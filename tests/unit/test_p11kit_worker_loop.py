@@ -135,6 +135,21 @@ def test_requests_read_whole_take_the_hot_loop(
     assert fed == [b"\x00"]
     assert replies[-2] == bytes.fromhex("0000002b0000000261790000000040")  # absent, 64
     assert replies[-1] == bytes.fromhex("0000002b000000026179010000004002") + b"\x02" * 63
+    # A request longer than the hot loop reads at once is still answered
+    # (by the general loop, which gathers it), and the hot loop goes on.
+    init = Request(42, "uMu").u(0x11).m(ecdsa).u(3).body()
+    long_sign = Request(43, "uayfy").u(0x11).ay(b"\x5b" * 4000).fy(64).body()
+    size_query = Request(43, "uayfy").u(0x11).ay(digest).fy(0).body()
+    frames = [
+        struct.pack(">III", code, 6, len(body)) + b"client" + body
+        for code, body in enumerate([init, long_sign, init, size_query], 0x40)
+    ]
+    for frame in frames:
+        client.sendall(frame)
+        _, reply = _reply(client)
+        assert error_of(reply) is None
+    assert reply == bytes.fromhex("0000002b0000000261790000000040")
+    assert b"".join(fed[1:]) == frames[1]
 
 
 def test_a_malformed_frame_closes_the_connection(
