@@ -19,7 +19,10 @@ without the daemon. After a warm-up of 50 signatures, modes:
 * `--perf`: the worker under `perf record -e cpu-clock -F 5000` (no
   hardware counters are needed) for `--count` signatures, microseconds per
   signature by shared object (python3.11 is the interpreter's share), and
-  the `--top` functions.
+  the `--top` functions;
+* `--inproc`: the worker's request path in this process, no socket, no
+  client: wall time per signature with the module, and with the module's
+  call replaced by a constant (what the Python around it costs).
 
 `python -m bench.p11kitprof --cpu --count 5000`.
 """
@@ -114,12 +117,11 @@ class _Client:
 # -- the worker (a forked child, as the zygote forks one) ---------------------------------
 
 
-def _serve(conn: socket.socket, token: Token, profile_to: Path | None) -> None:
-    """The child: run_worker for `conn`, as the zygote hands it over."""
+def _handoff() -> Any:
+    """The zygote's hand-off for the bench's service (debug level 0)."""
     from gssproxy_py.server import p11kit_zygote as z
 
-    os.environ["SOFTHSM2_CONF"] = str(token.conf)
-    h = z.Handoff(
+    return z.Handoff(
         token=1,
         number=1,
         socket_path="bench",
@@ -135,6 +137,14 @@ def _serve(conn: socket.socket, token: Token, profile_to: Path | None) -> None:
         has_pin=True,
         pin_source="bench",
     )
+
+
+def _serve(conn: socket.socket, token: Token, profile_to: Path | None) -> None:
+    """The child: run_worker for `conn`, as the zygote hands it over."""
+    from gssproxy_py.server import p11kit_zygote as z
+
+    os.environ["SOFTHSM2_CONF"] = str(token.conf)
+    h = _handoff()
     if profile_to is not None:
         import cProfile
 
@@ -311,6 +321,68 @@ def _perf_rows(data: Path, sort: str) -> list[tuple[int, str]]:
     return sorted(rows, reverse=True)
 
 
+def _inproc(work: Path, n: int) -> None:
+    """The worker's request path in this process, without a socket: the
+    three requests of a signature (`lone_frame`, `FastCalls.frame`) on a
+    connection set up as the worker sets it up, with the module, then with
+    the module's call replaced by a constant signature."""
+    from gssproxy_py.p11kit.attributes import Attribute, Cka
+    from gssproxy_py.p11kit.calls import dispatch
+    from gssproxy_py.p11kit.ck import Ckf, Cko
+    from gssproxy_py.p11kit.fast import FastCalls, complete
+    from gssproxy_py.p11kit.session import Cryptoki
+    from gssproxy_py.p11kit.wire import Mechanism, encode_frame, lone_frame
+    from gssproxy_py.pkcs11.p11kit_backend import P11KitTokens
+    from gssproxy_py.server import p11kit_zygote as z
+    from tests.support.p11kit_client import Request, initialize, response
+
+    token = make_token(work)
+    os.environ["SOFTHSM2_CONF"] = str(token.conf)
+    h = _handoff()
+    service, one = z._service_access(h, PIN)
+    assert service is not None and one.worker is not None
+    backend = P11KitTokens(one, inline=True).view(service, h.who)
+    cryptoki = Cryptoki(backend)
+    fast = FastCalls(cryptoki, backend)
+    setup = [
+        initialize(),
+        Request(4, "yfu").y(1).fu(4).body(),  # C_GetSlotList
+        Request(10, "uu").u(0x11).u(Ckf.SERIAL_SESSION).body(),
+        Request(26, "uaA").u(0x11).aa([Attribute(Cka.CLASS, int(Cko.PRIVATE_KEY))]).body(),
+        Request(27, "ufu").u(0x11).fu(4).body(),  # C_FindObjects
+    ]
+    replies = [complete(dispatch(cryptoki, body)) for body in setup]
+    (key,) = response(replies[-1])[2].ulong_array() or ()
+    digest = hashlib.sha256(MESSAGE).digest()
+    frames = [
+        encode_frame(0x10, body)
+        for body in (
+            Request(42, "uMu").u(0x11).m(Mechanism(0x1041)).u(key).body(),
+            Request(43, "uayfy").u(0x11).ay(digest).fy(0).body(),
+            Request(43, "uayfy").u(0x11).ay(digest).fy(64).body(),
+        )
+    ]
+
+    def per_signature() -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(n):
+                for frame in frames:
+                    lone = lone_frame(frame)
+                    assert lone is not None
+                    fast.frame(*lone)
+            best = min(best, (time.perf_counter() - start) / n * 1e6)
+        return best
+
+    with_module = per_signature()
+    one.worker.operate = lambda *args: b"\x01" * 64  # type: ignore[method-assign]
+    without = per_signature()
+    print(f"the request path in one process, best of 3 x {n} signatures (us per signature, wall):")
+    print(f"  with SoftHSM2's C_SignInit and C_Sign  {with_module:7.2f}")
+    print(f"  the module's call a constant           {without:7.2f}")
+
+
 def _profile(work: Path, n: int, top: int) -> None:
     stats = work / "worker.pstats"
     with _worker_and_client(work, stats) as (pid, client):
@@ -333,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m bench.p11kitprof", description=__doc__.split("\n\n")[0]
     )
     mode = p.add_mutually_exclusive_group(required=True)
-    for m in ("cpu", "syscalls", "profile", "perf"):
+    for m in ("cpu", "syscalls", "profile", "perf", "inproc"):
         mode.add_argument(f"--{m}", dest="mode", action="store_const", const=m)
     p.add_argument(
         "--server",
@@ -352,6 +424,8 @@ def main(argv: list[str] | None = None) -> None:
             _strace(work, args.count, args.server)
         elif args.mode == "perf":
             _perf(work, args.count, args.server, args.top)
+        elif args.mode == "inproc":
+            _inproc(work, args.count)
         elif args.server != "gssproxy":
             raise SystemExit("--profile profiles gssproxy-py's worker only")
         else:
