@@ -255,16 +255,22 @@ def _switches(pid: int) -> tuple[int, int]:
     return int(counts["voluntary_ctxt_switches"]), int(counts["nonvoluntary_ctxt_switches"])
 
 
-def _strace(work: Path, n: int, server: str) -> None:
-    out = work / "strace.txt"
+def _sign_under(work: Path, n: int, server: str, tool: list[str]) -> None:
+    """`n` signatures with `tool` + [the server's pid] attached to the
+    server's process for them (ended by SIGINT, as strace and perf are)."""
     with _serving(work, server) as (pid, client):
-        tracer = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), "-p", str(pid)])
+        attached = subprocess.Popen([*tool, str(pid)], stdout=subprocess.DEVNULL)
         time.sleep(1.0)
         try:
             client.sign(n)
         finally:
-            tracer.send_signal(signal.SIGINT)
-            tracer.wait(30)
+            attached.send_signal(signal.SIGINT)
+            attached.wait(60)
+
+
+def _strace(work: Path, n: int, server: str) -> None:
+    out = work / "strace.txt"
+    _sign_under(work, n, server, ["strace", "-c", "-f", "-o", str(out), "-p"])
     counts = _strace_counts(out)
     print(f"{server} system calls per signature: {sum(counts.values()) / n:.2f}")
     for name, count in sorted(counts.items(), key=lambda kv: -kv[1]):
@@ -277,20 +283,8 @@ PERF_HZ = 5000
 
 def _perf(work: Path, n: int, server: str, top: int) -> None:
     data = work / "perf.data"
-    with _serving(work, server) as (pid, client):
-        recorder = subprocess.Popen(
-            [
-                *("perf", "record", "-q", "-e", "cpu-clock", "-F", str(PERF_HZ)),
-                *("-o", str(data), "-p", str(pid)),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        time.sleep(1.0)
-        try:
-            client.sign(n)
-        finally:
-            recorder.send_signal(signal.SIGINT)
-            recorder.wait(60)
+    perf = ["perf", "record", "-q", "-e", "cpu-clock", "-F", str(PERF_HZ), "-o", str(data), "-p"]
+    _sign_under(work, n, server, perf)
     per_sample = 1e6 / PERF_HZ / n
     rows = _perf_rows(data, "dso")
     total = sum(samples for samples, _ in rows)
