@@ -26,7 +26,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # is remade, and the modules rebuilt, when a compiled module's source changes.
 MYPYC   ?= $(if $(filter-out 0,$(GSSPROXY_PY_NO_MYPYC)),0,1)
 MYPYC_STAMP := $(VENV)/.mypyc
-MYPYC_SRC := gssproxy_py/compiled.py $(shell sed -n 's/^    "\(gssproxy_py\.[a-z_.]*\)",$$/\1/p' \
+MYPYC_SRC := gssproxy_py/compiled.py $(shell sed -n 's/^    "\(gssproxy_py\.[a-z0-9_.]*\)",$$/\1/p' \
                  gssproxy_py/compiled.py | tr . / | sed 's/$$/.py/')
 COMPILED := $(if $(filter 1,$(MYPYC)),$(MYPYC_STAMP),nocompile)
 IDL     := $(wildcard idl/*.x)

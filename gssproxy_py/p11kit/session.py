@@ -124,6 +124,8 @@ class Cryptoki:
         """Serve the next calls with `backend` (the same service after a
         configuration reload: its policy may have changed)."""
         self._backend = backend
+        # A kept init was checked against the old policy (its mechanisms).
+        self._inits.clear()
 
     # -- shared helpers --------------------------------------------------------
 

@@ -28,6 +28,7 @@ from tests.support.p11kit_fake import (
     RSA_PSS,
     SHA256_RSA,
     Completing,
+    SignBackend,
     hot_answer,
     opened,
 )
@@ -191,3 +192,24 @@ def test_the_inits_kept_for_reuse_stay_bounded() -> None:
         assert hot_answer(fast, body) == Request(42, "").body()
         assert error_of(hot_answer(fast, sign) or b"") is None
         assert len(c._inits) <= MAX_SESSIONS
+
+
+def test_a_rebound_backend_checks_a_kept_init_again() -> None:
+    """An init kept for reuse was checked against the backend of its day:
+    after `rebind` (a reload that changed the service's policy) the same
+    request body is judged by the new backend's policy."""
+
+    class Stricter(SignBackend):
+        def allows(self, mechanism: int) -> bool:
+            return mechanism != RSA_PKCS
+
+    c, backend = opened()
+    fast = FastCalls(c, Completing(backend))
+    init = Request(42, "uMu").u(0x11).m(Mechanism(RSA_PKCS)).u(1).body()
+    sign = Request(43, "uayfy").u(0x11).ay(b"data").fy(512).body()
+    assert hot_answer(fast, init) == Request(42, "").body()
+    assert error_of(hot_answer(fast, sign) or b"") is None
+    stricter = Stricter()
+    c.rebind(stricter)
+    fast = FastCalls(c, Completing(stricter))
+    assert error_of(hot_answer(fast, init) or b"") == Ckr.MECHANISM_INVALID
