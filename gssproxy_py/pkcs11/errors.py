@@ -86,8 +86,14 @@ class CkrError(LocalError):
 
 
 #: The session (or the login it carried) is gone: reopen and log in again.
+#: CKR_OPERATION_ACTIVE is here too: the daemon's sessions are its own, used
+#: by one thread and never left in an operation on purpose, so an init that
+#: finds one active (a module that kept an operation after failing it, as
+#: `function_list` reports for an absurd output size) means the session is
+#: unusable as it is.
 SESSION_LOST_CKRS: Final = frozenset(
     {
+        "CKR_OPERATION_ACTIVE",
         "CKR_SESSION_HANDLE_INVALID",
         "CKR_SESSION_CLOSED",
         "CKR_USER_NOT_LOGGED_IN",

@@ -305,8 +305,9 @@ class FunctionList:
             # with the length the module gave, if it is sane.
             need = self._out_len.value
             if need <= size or need > MAX_OUTPUT:
-                # Ending it with a size query is not possible either; a
-                # module this broken gets its session dropped by the caller.
+                # PKCS#11 v2.40 has no way to end it here; the next init
+                # on this session answers CKR_OPERATION_ACTIVE, which the
+                # token layer takes for a lost session (errors.SESSION_LOST_CKRS).
                 raise CkrError("CKR_DEVICE_ERROR", call, f"the module asked for {need} bytes")
             out = ctypes.create_string_buffer(need)
             self._out_len.value = need

@@ -175,6 +175,7 @@ class FakeSession:
         self.token = token
         self.lib = lib
         self.alive = True
+        self.operation_left_active = False
 
     def _check(self, call: str) -> None:
         self.lib.calls.append(threading.current_thread().name)
@@ -275,6 +276,8 @@ class FakeSession:
     def operate(
         self, key: ObjectView, operation: KeyOperation, mechanism: int, param: RawParam, data: bytes
     ) -> bytes:
+        if self.operation_left_active:  # a module that kept a failed operation
+            raise CkrError("CKR_OPERATION_ACTIVE", "C_Sign")
         if operation is not KeyOperation.SIGN:
             raise CkrError("CKR_FUNCTION_NOT_SUPPORTED", "C_Decrypt")
         pss = None
@@ -1149,4 +1152,17 @@ def test_operate_without_session_keys(env: Env) -> None:
     sign()
     sign()
     assert env.main.copies == [] and env.main.signed_with == [env.main.keys[1]] * 2
+    worker.shutdown()
+
+
+def test_a_session_left_in_an_operation_is_reopened(env: Env) -> None:
+    """A module that kept an operation active after failing it (function_list
+    gives up on an absurd output size): the next init on that session says
+    CKR_OPERATION_ACTIVE, and the worker reopens the session and signs."""
+    worker, sign = _operate_worker(env)
+    sign()
+    broken = env.main.sessions[-1]
+    broken.operation_left_active = True
+    assert len(sign()) == 64
+    assert env.main.sessions[-1] is not broken
     worker.shutdown()
