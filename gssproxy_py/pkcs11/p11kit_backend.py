@@ -41,6 +41,7 @@ from gssproxy_py.p11kit.model import CkError, MechanismInfo, VirtualObject, Virt
 from gssproxy_py.p11kit.wire import Mechanism, OaepParams, PssParams
 from gssproxy_py.pkcs11.adapter import KeyOperation, ObjectClass, RawParam
 from gssproxy_py.pkcs11.errors import CkrError, SignFailure
+from gssproxy_py.pkcs11.function_list import CKR_NAMES
 from gssproxy_py.pkcs11.keys import (
     Curve,
     KeyKind,
@@ -162,13 +163,19 @@ _HASH_BY_CKM: Final = {
     0x270: hashes.SHA512(),
 }
 _HASH_BY_LENGTH: Final = {h.digest_size: h for h in _HASH_BY_CKM.values()}
-#: CKR_* names (as the token layer reports them) to values.
-_CKR_VALUES: Final = {f"CKR_{c.name}": int(c) for c in Ckr} | {
-    "CKR_SIGNATURE_INVALID": 0xC0,
-    "CKR_SIGNATURE_LEN_RANGE": 0xC1,
-    "CKR_KEY_SIZE_RANGE": 0x62,
-    "CKR_PIN_INCORRECT": 0xA0,
-    "CKR_USER_NOT_LOGGED_IN": 0x101,
+#: CKR_* names (as the token layer reports them, from the one table of
+#: names) to values, for the CK_RVs a consumer gets as the token gave them:
+#: those we answer ourselves, and these five; any other is CKR_FUNCTION_FAILED.
+_CKR_VALUES: Final = {
+    CKR_NAMES[v]: v
+    for v in (
+        *map(int, Ckr),
+        0xC0,  # SIGNATURE_INVALID
+        0xC1,  # SIGNATURE_LEN_RANGE
+        0x62,  # KEY_SIZE_RANGE
+        0xA0,  # PIN_INCORRECT
+        0x101,  # USER_NOT_LOGGED_IN
+    )
 }
 
 
